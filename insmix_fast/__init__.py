@@ -1,0 +1,26 @@
+"""insmix_fast: online InsMix augmentation for nuclei instance segmentation.
+
+Quick start::
+
+    from insmix_fast import InstanceBank, InsMixConfig, insmix
+    from insmix_fast.data import SyntheticNuclei
+
+    data = SyntheticNuclei(seed=0, size=256, length=32)
+    bank = InstanceBank.from_samples(data)
+    result = insmix(*data[0], bank, InsMixConfig(), seed=0)
+"""
+
+from .bank import InstanceBank
+from .config import OFFICIAL, InsMixConfig
+from .core import (PASTE_DTYPE, InsMixBatchResult, InsMixPlan, InsMixResult, apply_plan, insmix, insmix_batch,
+                   plan_insmix)
+from .errors import (BankError, ConfigError, InputError, InputTypeError, InsMixError, LabelMapError,
+                     ReaderError)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "InstanceBank", "InsMixConfig", "OFFICIAL", "insmix", "insmix_batch", "plan_insmix", "apply_plan",
+    "InsMixResult", "InsMixBatchResult", "InsMixPlan", "PASTE_DTYPE",
+    "InsMixError", "InputError", "InputTypeError", "LabelMapError", "ConfigError", "BankError", "ReaderError",
+]

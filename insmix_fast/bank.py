@@ -1,0 +1,260 @@
+"""The instance bank (SPEC §1): every nucleus of a training set in flat arrays.
+
+Rows are sorted by area so that the scale-admissible templates of an original
+form one contiguous range (found by binary search in the kernels). Memory is
+proportional to the instances' bounding-box pixels (mask + RGB = 4 bytes per
+bbox pixel) plus 128 bytes of shape descriptor and ~60 bytes of metadata per
+instance — never to the size of the source tiles.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .errors import BankError, LabelMapError
+from .kernels.descriptor import DESC_WORDS
+from .kernels.instances import bank_entries, gather_segments
+from .kernels.tables import Table
+from .validation import check_sample
+
+__all__ = ["InstanceBank"]
+
+FORMAT_VERSION = 1
+
+_FIELDS = {
+    # name: (dtype, trailing shape)
+    "area": (np.int64, ()),
+    "anchor": (np.int32, (2,)),
+    "hw": (np.int32, (2,)),
+    "desc": (np.uint64, (DESC_WORDS,)),
+    "fits": (np.bool_, ()),
+    "source": (np.int64, ()),
+    "source_label": (np.int32, ()),
+    "source_origin": (np.int32, (2,)),
+}
+
+
+class InstanceBank:
+    """All instances of a training set, stored once in flat contiguous arrays.
+
+    Per instance ``i`` (rows sorted by ``area``, ties by source and label):
+
+    * ``area[i]``: pixel count; ``hw[i]``: bbox height, width;
+    * ``anchor[i]``: rounded centroid (row, col) inside the bbox crop;
+    * ``masks[offset[i]:offset[i+1]]``: the 0/1 bbox crop, row-major;
+    * ``pixels[3·offset[i]:3·offset[i+1]]``: its RGB values (0 outside the mask);
+    * ``desc[i]``: packed 32×32 descriptor, ``fits[i]``: whole mask inside it
+      (see :mod:`insmix_fast.kernels.descriptor`);
+    * ``source[i]``, ``source_label[i]``, ``source_origin[i]``: where it came from
+      (sample index, id in that label map, bbox top-left).
+
+    Build with :meth:`from_samples`; persist with :meth:`save` / :meth:`load`.
+    """
+
+    def __init__(self, *, area, anchor, hw, offset, masks, pixels, desc, fits,
+                 source, source_label, source_origin, n_samples: int = 0, min_area: int = 1):
+        arrays = dict(area=area, anchor=anchor, hw=hw, desc=desc, fits=fits, source=source,
+                      source_label=source_label, source_origin=source_origin)
+        n = None
+        for name, arr in arrays.items():
+            dtype, trail = _FIELDS[name]
+            arr = np.ascontiguousarray(arr, dtype=dtype)
+            if arr.shape[1:] != trail or (n is not None and arr.shape[0] != n):
+                raise BankError(f"bank field {name!r} has shape {arr.shape}, expected ({n or 'n'},{trail})")
+            n = arr.shape[0]
+            setattr(self, name, arr)
+        self.offset = np.ascontiguousarray(offset, dtype=np.int64)
+        self.masks = np.ascontiguousarray(masks, dtype=np.uint8)
+        self.pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+        self.n_samples = int(n_samples)
+        self.min_area = int(min_area)
+        self._check_consistency()
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def from_samples(
+        cls,
+        samples: Iterable,
+        *,
+        min_area: int = 10,
+        on_invalid: Literal["raise", "skip"] = "raise",
+        progress: bool | None = None,
+        total: int | None = None,
+    ) -> "InstanceBank":
+        """Build a bank from an iterable of ``(image, labels)`` samples.
+
+        Instances touching the sample border are left out (they may be cut, SPEC §1),
+        as are instances smaller than ``min_area`` pixels. An instance split into
+        several pieces or enclosing a hole is bad input: ``on_invalid="raise"``
+        (default) raises :class:`LabelMapError` naming the sample and ids,
+        ``"skip"`` leaves them out with one warning. ``progress``: show a tqdm bar
+        (``None``: only on a terminal).
+        """
+        if isinstance(min_area, bool) or not isinstance(min_area, (int, np.integer)) or min_area < 1:
+            raise BankError(f"min_area must be an integer ≥ 1, got {min_area!r}")
+        if on_invalid not in ("raise", "skip"):
+            raise BankError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
+        if total is None and hasattr(samples, "__len__"):
+            total = len(samples)
+        parts = []
+        skipped = 0
+        n_samples = 0
+        bar = tqdm(samples, total=total, desc="instance bank", unit="tile",
+                   disable=None if progress is None else not progress)
+        for s, sample in enumerate(bar):
+            try:
+                image, labels = sample[0], sample[1]
+            except (TypeError, IndexError, KeyError):
+                raise BankError(f"sample {s} is not an (image, labels) pair: {type(sample).__name__}") from None
+            image, labels = check_sample(image, labels, name=f"sample {s}")
+            (area, anchor, hw, offset, masks, pixels, desc, fits,
+             origin, ids, pieces, hole, border) = bank_entries(image, labels)
+            bad = (pieces != 1) | hole
+            if bad.any():
+                if on_invalid == "raise":
+                    split = ids[pieces > 1][:10].tolist()
+                    holes = ids[hole][:10].tolist()
+                    what = []
+                    if split:
+                        what.append(f"split into several pieces: ids {split}")
+                    if holes:
+                        what.append(f"with holes: ids {holes}")
+                    raise LabelMapError(
+                        f"sample {s}: instances {'; '.join(what)}. Each instance must be one 8-connected "
+                        "piece without holes; fix the map with insmix_fast.data.clean_labels or pass "
+                        "on_invalid='skip'.")
+                skipped += int(bad.sum())
+            keep = np.flatnonzero(~bad & ~border & (area >= min_area))
+            n_samples += 1
+            if keep.size == 0:
+                continue
+            m, new_off = gather_segments(masks, offset, keep, 1)
+            px, _ = gather_segments(pixels, offset, keep, 3)
+            parts.append(dict(area=area[keep], anchor=anchor[keep], hw=hw[keep], desc=desc[keep], fits=fits[keep],
+                              source=np.full(keep.size, s, np.int64), source_label=ids[keep],
+                              source_origin=origin[keep], sizes=np.diff(new_off), masks=m, pixels=px))
+            if hasattr(bar, "set_postfix") and not bar.disable:
+                bar.set_postfix(instances=sum(p["area"].size for p in parts), refresh=False)
+        if skipped:
+            warnings.warn(f"instance bank: left out {skipped} instances split into pieces or with holes",
+                          stacklevel=2)
+        if n_samples == 0:
+            raise BankError("no samples were given to build the instance bank from")
+        return cls._concat(parts, n_samples=n_samples, min_area=int(min_area))
+
+    @classmethod
+    def _concat(cls, parts, *, n_samples: int, min_area: int) -> "InstanceBank":
+        if not parts:
+            raise BankError(
+                f"the instance bank is empty: none of the {n_samples} samples holds an instance of at least "
+                f"{min_area} pixels that does not touch the tile border")
+        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        offset = np.zeros(cat["area"].size + 1, np.int64)
+        np.cumsum(cat.pop("sizes"), out=offset[1:])
+        # Sort by area (then source, label) so scale ranges are contiguous and the order is reproducible.
+        order = np.lexsort((cat["source_label"], cat["source"], cat["area"]))
+        masks, new_off = gather_segments(cat.pop("masks"), offset, order, 1)
+        pixels, _ = gather_segments(cat.pop("pixels"), offset, order, 3)
+        fields = {k: v[order] for k, v in cat.items()}
+        return cls(offset=new_off, masks=masks, pixels=pixels, n_samples=n_samples, min_area=min_area, **fields)
+
+    # ------------------------------------------------------------------ checks
+    def _check_consistency(self) -> None:
+        n = self.area.shape[0]
+        if self.offset.shape != (n + 1,) or self.offset[0] != 0:
+            raise BankError(f"bank offsets have shape {self.offset.shape}, expected ({n + 1},) starting at 0")
+        if n and np.any(np.diff(self.offset) != self.hw[:, 0].astype(np.int64) * self.hw[:, 1]):
+            raise BankError("bank offsets do not match the bbox sizes (corrupt bank)")
+        if self.masks.shape != (int(self.offset[-1]),) or self.pixels.shape != (3 * int(self.offset[-1]),):
+            raise BankError("bank mask/pixel buffers do not match the offsets (corrupt bank)")
+        if n and (self.area.min() < 1 or np.any(np.diff(self.area) < 0)):
+            raise BankError("bank areas must be ≥ 1 and sorted ascending (corrupt bank)")
+        if n and (np.any(self.anchor < 0) or np.any(self.anchor >= self.hw)):
+            raise BankError("bank anchors lie outside their crops (corrupt bank)")
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return int(self.area.shape[0])
+
+    @property
+    def table(self) -> Table:
+        """The flat arrays in the layout the kernels take."""
+        return Table(self.area, self.anchor, self.hw, self.offset, self.masks, self.pixels, self.desc, self.fits)
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(getattr(self, k).nbytes for k in (*_FIELDS, "offset", "masks", "pixels")))
+
+    def crop(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(rgb h×w×3, mask h×w bool)`` of bank instance ``i``."""
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"bank index {i} out of range for a bank of {len(self)} instances")
+        i %= len(self)
+        h, w = (int(v) for v in self.hw[i])
+        a, b = self.offset[i], self.offset[i + 1]
+        return self.pixels[3 * a:3 * b].reshape(h, w, 3), self.masks[a:b].reshape(h, w).astype(bool)
+
+    def summary(self) -> dict:
+        """Counts and size statistics (areas in pixels, memory in bytes)."""
+        n = len(self)
+        out = {"instances": n, "samples": self.n_samples, "min_area": self.min_area, "nbytes": self.nbytes}
+        if n:
+            out.update(
+                area_min=int(self.area[0]), area_median=float(np.median(self.area)), area_max=int(self.area[-1]),
+                bbox_h_mean=float(self.hw[:, 0].mean()), bbox_w_mean=float(self.hw[:, 1].mean()),
+                descriptor_fits=float(self.fits.mean()),
+                instances_per_sample=n / max(self.n_samples, 1),
+            )
+        return out
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        if not len(self):
+            return "InstanceBank(empty)"
+        return (f"InstanceBank({s['instances']} instances from {s['samples']} samples, area "
+                f"{s['area_min']}–{s['area_max']} px (median {s['area_median']:.0f}), {s['nbytes'] / 2**20:.1f} MiB)")
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the bank to one ``.npz`` file (uncompressed, loads fast); returns the path."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_name(path.name + ".npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {k: getattr(self, k) for k in (*_FIELDS, "offset", "masks", "pixels")}
+        meta = np.array([FORMAT_VERSION, self.n_samples, self.min_area], np.int64)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, __meta__=meta, **arrays)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "InstanceBank":
+        """Read a bank written by :meth:`save`; a bad or foreign file raises :class:`BankError`."""
+        path = Path(path)
+        if not path.is_file():
+            raise BankError(f"instance bank file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except Exception as e:  # zipfile/ValueError/OSError: not a readable npz
+            raise BankError(f"cannot read instance bank {path}: {e}") from e
+        meta = data.pop("__meta__", None)
+        if meta is None or meta.shape != (3,):
+            raise BankError(f"{path} is not an insmix_fast instance bank (no metadata)")
+        if int(meta[0]) != FORMAT_VERSION:
+            raise BankError(f"{path}: bank format version {int(meta[0])}, this insmix_fast reads {FORMAT_VERSION}")
+        missing = sorted(set(_FIELDS) | {"offset", "masks", "pixels"} - set(data))
+        if missing:
+            raise BankError(f"{path}: bank file lacks fields {missing}")
+        try:
+            return cls(n_samples=int(meta[1]), min_area=int(meta[2]), **data)
+        except BankError as e:
+            raise BankError(f"{path}: {e}") from None

@@ -1,0 +1,130 @@
+"""InsMix parameters (``../shared/SPEC.md`` §2–4) as one validated dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .errors import ConfigError
+
+__all__ = ["InsMixConfig", "OFFICIAL"]
+
+OffsetMode = Literal["annulus", "diagonal"]
+TemplateSource = Literal["bank", "self"]
+
+
+@dataclass(frozen=True)
+class InsMixConfig:
+    """Parameters of one InsMix call; the defaults are those of SPEC §2.
+
+    Foreground (copy-paste with SSD constraints)
+        eps:            scale gap bound, ``f_scale = (max−min)/min ≤ eps``.
+        rho:            shape gap bound, ``f_shape = |Mo xor Mt| / max ≤ rho``.
+        delta, gamma:   the template's centroid lands at an integer offset
+                        (dy, dx) from the original's with ``delta² ≤ dy²+dx² ≤ gamma²``.
+        p_paste:        probability that an original instance receives a paste.
+        max_occlusion:  a placement may cover at most this fraction of any
+                        existing instance.
+        n_tries:        placements tried per original before giving up.
+    Background perturbation
+        alpha:          fraction of background patches that are permuted.
+        tile:           patch side in pixels.
+    Switches (paper Table 3 ablations)
+        foreground:     paste templates (False: background perturbation only).
+        background:     shuffle background patches (False: no BgP).
+        ssd:            apply the scale/shape/distance constraints; False gives
+                        plain copy-paste: any bank template, anywhere in the tile.
+    Official-code options (for comparison runs, SPEC §2)
+        offset_mode:    "annulus" (ours) or "diagonal" (one d ∈ [−gamma, gamma)
+                        per tile added to both axes, as the official code does).
+        template_source: "bank" (the whole bank, ours) or "self" (a bank built
+                        from the input tile itself, as the official code does).
+    Sampling
+        max_draws:      uniform draws in the scale range before the exact
+                        fallback scan (the choice is uniform either way).
+    """
+
+    eps: float = 1.0
+    rho: float = 0.8
+    delta: float = 0.0
+    gamma: float = 40.0
+    p_paste: float = 0.5
+    max_occlusion: float = 0.3
+    n_tries: int = 4
+    alpha: float = 0.2
+    tile: int = 20
+    foreground: bool = True
+    background: bool = True
+    ssd: bool = True
+    offset_mode: OffsetMode = "annulus"
+    template_source: TemplateSource = "bank"
+    max_draws: int = 32
+    _validated: bool = field(default=False, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        def num(name: str, lo: float, hi: float, lo_open: bool = False) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"InsMixConfig.{name} must be a number, got {type(v).__name__}")
+            if not math.isfinite(v):
+                raise ConfigError(f"InsMixConfig.{name} must be finite, got {v}")
+            if v < lo or v > hi or (lo_open and v == lo):
+                left = "(" if lo_open else "["
+                raise ConfigError(f"InsMixConfig.{name} = {v} is out of range {left}{lo}, {hi}]")
+
+        def integer(name: str, lo: int, hi: int) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"InsMixConfig.{name} must be an int, got {type(v).__name__}")
+            if not lo <= v <= hi:
+                raise ConfigError(f"InsMixConfig.{name} = {v} is out of range [{lo}, {hi}]")
+
+        num("eps", 0.0, 1e6)
+        num("rho", 0.0, 2.0)
+        num("delta", 0.0, 4096.0)
+        num("gamma", 0.0, 4096.0)
+        if self.delta > self.gamma:
+            raise ConfigError(f"InsMixConfig.delta = {self.delta} must not exceed gamma = {self.gamma}")
+        num("p_paste", 0.0, 1.0)
+        num("max_occlusion", 0.0, 1.0)
+        integer("n_tries", 1, 1000)
+        num("alpha", 0.0, 1.0)
+        integer("tile", 2, 4096)
+        integer("max_draws", 1, 1_000_000)
+        for name in ("foreground", "background", "ssd"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"InsMixConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        if self.offset_mode not in ("annulus", "diagonal"):
+            raise ConfigError(f"InsMixConfig.offset_mode must be 'annulus' or 'diagonal', got {self.offset_mode!r}")
+        if self.template_source not in ("bank", "self"):
+            raise ConfigError(f"InsMixConfig.template_source must be 'bank' or 'self', got {self.template_source!r}")
+
+    def replace(self, **changes) -> "InsMixConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def ablation(cls, name: str, **overrides) -> "InsMixConfig":
+        """Configurations for the rows of the paper's Table 3.
+
+        ``"copy-paste"`` (no SSD, no BgP), ``"ssd"`` (SSD only), ``"bgp"``
+        (copy-paste + background perturbation), ``"full"`` (SSD + BgP).
+        The smooth-GAN rows add the blender on top of ``"ssd"``/``"full"``.
+        """
+        table = {
+            "copy-paste": dict(ssd=False, background=False),
+            "ssd": dict(ssd=True, background=False),
+            "bgp": dict(ssd=False, background=True),
+            "bgp-only": dict(foreground=False, background=True),
+            "full": dict(ssd=True, background=True),
+        }
+        if name not in table:
+            raise ConfigError(f"unknown ablation {name!r}; choose one of {sorted(table)}")
+        return cls(**{**table[name], **overrides})
+
+
+#: The behaviour of the official code (SPEC §2): templates from the same image,
+#: background ratio 0.5, one diagonal offset per crop.
+OFFICIAL = InsMixConfig(alpha=0.5, offset_mode="diagonal", template_source="self")

@@ -1,0 +1,1 @@
+"""Segmentation experiment harness comparing augmentation policies."""

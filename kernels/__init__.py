@@ -1,0 +1,1 @@
+"""Numba kernels of insmix_fast, installed as ``insmix_fast.kernels``."""

@@ -1,0 +1,35 @@
+"""Apply step of the foreground: paste planned templates into image and label map."""
+
+from __future__ import annotations
+
+from numba import njit
+
+# Columns of the integer paste record (see pipeline.REC_* and insmix_fast.core.PASTE_DTYPE).
+R_TEMPLATE, R_ORIGINAL, R_LABEL, R_Y, R_X, R_DY, R_DX = 0, 1, 2, 3, 4, 5, 6
+N_REC_I = 7
+F_SCALE, F_SHAPE, F_DIS = 0, 1, 2
+N_REC_F = 3
+
+
+@njit(cache=True)
+def apply_pastes(image, labels, paste_mask, rec_i, n, bt):
+    """Template pixels replace image pixels inside Mt; the label map gets the new id there."""
+    for j in range(n):
+        t = rec_i[j, R_TEMPLATE]
+        y0 = rec_i[j, R_Y]
+        x0 = rec_i[j, R_X]
+        lab = rec_i[j, R_LABEL]
+        h = bt.hw[t, 0]
+        w = bt.hw[t, 1]
+        off = bt.offset[t]
+        for y in range(h):
+            for x in range(w):
+                p = off + y * w + x
+                if bt.masks[p]:
+                    yy = y0 + y
+                    xx = x0 + x
+                    image[yy, xx, 0] = bt.pixels[3 * p]
+                    image[yy, xx, 1] = bt.pixels[3 * p + 1]
+                    image[yy, xx, 2] = bt.pixels[3 * p + 2]
+                    labels[yy, xx] = lab
+                    paste_mask[yy, xx] = True

@@ -1,0 +1,66 @@
+"""Background perturbation (SPEC §4): choose a fraction α of the instance-free
+``tile``×``tile`` patches and permute them among their own positions."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .rng import STREAM_BACKGROUND, counter2, uniform_int
+
+
+@njit(cache=True)
+def plan_background(occupied, alpha, seed, sample, moves):
+    """Fill ``moves[:k] = (src_patch, dst_patch)`` (row-major patch indices); return k.
+
+    Background patches are the full grid patches with ``occupied == False``;
+    ``k = ⌊α·n_background + ½⌋`` of them are chosen by a seeded partial
+    Fisher–Yates shuffle and permuted by a seeded Fisher–Yates permutation.
+    """
+    gh, gw = occupied.shape
+    free = np.empty(gh * gw, np.int64)
+    nb = 0
+    for py in range(gh):
+        for px in range(gw):
+            if not occupied[py, px]:
+                free[nb] = py * gw + px
+                nb += 1
+    k = np.int64(np.floor(alpha * np.float64(nb) + 0.5))
+    if k < 2:
+        return 0
+    for i in range(k):
+        j = i + uniform_int(seed, sample, STREAM_BACKGROUND, counter2(0, i), nb - i)
+        tmp = free[i]
+        free[i] = free[j]
+        free[j] = tmp
+    perm = np.arange(k)
+    for i in range(k - 1, 0, -1):
+        j = uniform_int(seed, sample, STREAM_BACKGROUND, counter2(1, i), i + 1)
+        tmp = perm[i]
+        perm[i] = perm[j]
+        perm[j] = tmp
+    for i in range(k):
+        moves[i, 0] = free[perm[i]]
+        moves[i, 1] = free[i]
+    return k
+
+
+@njit(cache=True)
+def apply_background(image, moves, k, tile, shuffled):
+    """Move patch ``src`` to ``dst`` for each planned move (reads before writing)."""
+    if k <= 0:
+        return
+    gw = image.shape[1] // tile
+    buf = np.empty((k, tile, tile, 3), np.uint8)
+    for i in range(k):
+        s = moves[i, 0]
+        sy = (s // gw) * tile
+        sx = (s % gw) * tile
+        buf[i] = image[sy:sy + tile, sx:sx + tile]
+    for i in range(k):
+        d = moves[i, 1]
+        dy = (d // gw) * tile
+        dx = (d % gw) * tile
+        image[dy:dy + tile, dx:dx + tile] = buf[i]
+        if moves[i, 0] != d:
+            shuffled[dy:dy + tile, dx:dx + tile] = True

@@ -1,0 +1,148 @@
+"""SSD constraints (SPEC §2): scale and shape gaps, and the seeded template choice.
+
+Thresholds are decided in float64 on exact integer counts, identically on every
+device: ``f_scale ≤ eps  ⇔  (max − min) ≤ eps·min`` and
+``f_shape ≤ rho  ⇔  xor ≤ rho·max``.
+
+The bank is sorted by area, so the scale-admissible templates of an original
+form one contiguous index range, found by binary search on the predicate
+itself. Inside it, uniform draws are checked against the shape constraint;
+after ``max_draws`` misses an exhaustive count picks the k-th admissible one.
+Both stages are uniform over the admissible set, so the choice is an exact
+uniform draw among admissible templates (SPEC §3).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .descriptor import crop_intersection, desc_and_count
+from .rng import STREAM_TEMPLATE, counter2, uniform_int
+
+
+@njit(cache=True, inline="always")
+def scale_ok(a_o, a_t, eps):
+    mx = max(a_o, a_t)
+    mn = min(a_o, a_t)
+    return np.float64(mx - mn) <= eps * np.float64(mn)
+
+
+@njit(cache=True)
+def scale_range(bank_area, a_o, eps):
+    """[lo, hi): indices of the area-sorted bank whose scale gap to ``a_o`` is ≤ eps."""
+    n = bank_area.shape[0]
+    p = np.searchsorted(bank_area, a_o)
+    a = 0
+    b = p
+    while a < b:  # smaller templates: predicate is False … True
+        m = (a + b) // 2
+        if scale_ok(a_o, bank_area[m], eps):
+            b = m
+        else:
+            a = m + 1
+    lo = a
+    a = p
+    b = n
+    while a < b:  # larger templates: predicate is True … False
+        m = (a + b) // 2
+        if scale_ok(a_o, bank_area[m], eps):
+            a = m + 1
+        else:
+            b = m
+    return lo, a
+
+
+@njit(cache=True)
+def aligned_intersection(ot, i, bt, t):
+    """|Mo ∧ Mt| with the two masks aligned on their anchors (exact)."""
+    if ot.fits[i] or bt.fits[t]:
+        return desc_and_count(ot.desc[i], bt.desc[t])
+    mo = ot.masks[ot.offset[i]:ot.offset[i + 1]].reshape((ot.hw[i, 0], ot.hw[i, 1]))
+    mt = bt.masks[bt.offset[t]:bt.offset[t + 1]].reshape((bt.hw[t, 0], bt.hw[t, 1]))
+    return crop_intersection(mo, ot.anchor[i, 0], ot.anchor[i, 1], mt, bt.anchor[t, 0], bt.anchor[t, 1])
+
+
+@njit(cache=True)
+def shape_xor(ot, i, bt, t):
+    """|Mo xor Mt| after centroid (anchor) alignment."""
+    return ot.area[i] + bt.area[t] - 2 * aligned_intersection(ot, i, bt, t)
+
+
+@njit(cache=True, inline="always")
+def shape_ok(xor, a_o, a_t, rho):
+    return np.float64(xor) <= rho * np.float64(max(a_o, a_t))
+
+
+@njit(cache=True)
+def admissible(ot, i, bt, t, eps, rho):
+    a_o = ot.area[i]
+    a_t = bt.area[t]
+    if not scale_ok(a_o, a_t, eps):
+        return False
+    return shape_ok(shape_xor(ot, i, bt, t), a_o, a_t, rho)
+
+
+@njit(cache=True)
+def choose_template(ot, i, bt, eps, rho, ssd, max_draws, seed, sample, key):
+    """Seeded uniform choice of an admissible bank template for original ``i``; -1 if none.
+
+    ``key`` identifies the original within its sample (its rank by label id),
+    so the draw is independent of processing order.
+    """
+    n_bank = bt.area.shape[0]
+    if n_bank == 0:
+        return -1
+    if not ssd:
+        return uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, 0), n_bank)
+    a_o = ot.area[i]
+    lo, hi = scale_range(bt.area, a_o, eps)
+    n = hi - lo
+    if n <= 0:
+        return -1
+    for j in range(max_draws):
+        t = lo + uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, j), n)
+        if shape_ok(shape_xor(ot, i, bt, t), a_o, bt.area[t], rho):
+            return t
+    count = 0
+    for t in range(lo, hi):
+        if shape_ok(shape_xor(ot, i, bt, t), a_o, bt.area[t], rho):
+            count += 1
+    if count == 0:
+        return -1
+    k = uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, 0xFFFFFFFF), count)
+    for t in range(lo, hi):
+        if shape_ok(shape_xor(ot, i, bt, t), a_o, bt.area[t], rho):
+            if k == 0:
+                return t
+            k -= 1
+    return -1  # unreachable
+
+
+@njit(cache=True, parallel=True)
+def score_originals(ot, bt, eps, rho, ssd, max_draws, seed, samples, keys):
+    """Template choice for every original of a batch against the whole bank (one call).
+
+    ``samples[i]``/``keys[i]``: sample index and per-sample rank of original ``i``.
+    Returns ``choice`` (n,) int64, -1 where no template is admissible.
+    """
+    n = ot.area.shape[0]
+    choice = np.empty(n, np.int64)
+    for i in prange(n):
+        choice[i] = choose_template(ot, i, bt, eps, rho, ssd, max_draws, seed, samples[i], keys[i])
+    return choice
+
+
+@njit(cache=True, parallel=True)
+def admissible_counts(ot, bt, eps, rho):
+    """Exhaustive count of admissible templates per original (for statistics and tests)."""
+    n = ot.area.shape[0]
+    counts = np.zeros(n, np.int64)
+    for i in prange(n):
+        lo, hi = scale_range(bt.area, ot.area[i], eps)
+        c = 0
+        for t in range(lo, hi):
+            if shape_ok(shape_xor(ot, i, bt, t), ot.area[i], bt.area[t], rho):
+                c += 1
+        counts[i] = c
+    return counts
