@@ -12,7 +12,8 @@ Quick start::
 
 from .bank import InstanceBank
 from .config import OFFICIAL, InsMixConfig
-from .core import (PASTE_DTYPE, InsMixBatchResult, InsMixPlan, InsMixResult, apply_plan, insmix, insmix_batch,
+from .core import (PASTE_DTYPE, InsMixBatchResult, InsMixPlan, InsMixResult, admissible_templates, apply_plan,
+                   insmix, insmix_batch,
                    plan_insmix)
 from .errors import (BankError, ConfigError, InputError, InputTypeError, InsMixError, LabelMapError,
                      ReaderError)
@@ -20,7 +21,7 @@ from .errors import (BankError, ConfigError, InputError, InputTypeError, InsMixE
 __version__ = "0.1.0"
 
 __all__ = [
-    "InstanceBank", "InsMixConfig", "OFFICIAL", "insmix", "insmix_batch", "plan_insmix", "apply_plan",
+    "InstanceBank", "InsMixConfig", "OFFICIAL", "insmix", "insmix_batch", "plan_insmix", "apply_plan", "admissible_templates",
     "InsMixResult", "InsMixBatchResult", "InsMixPlan", "PASTE_DTYPE",
     "InsMixError", "InputError", "InputTypeError", "LabelMapError", "ConfigError", "BankError", "ReaderError",
 ]

@@ -91,7 +91,8 @@ class InstanceBank:
         """Build a bank from an iterable of ``(image, labels)`` samples.
 
         Instances touching the sample border are left out (they may be cut, SPEC §1),
-        as are instances smaller than ``min_area`` pixels. An instance split into
+        as are instances smaller than ``min_area`` pixels and instances that enclose
+        another instance (pasted elsewhere they would leave a hole). An instance split into
         several pieces or enclosing a hole is bad input: ``on_invalid="raise"``
         (default) raises :class:`LabelMapError` naming the sample and ids,
         ``"skip"`` leaves them out with one warning. ``progress``: show a tqdm bar
@@ -109,13 +110,12 @@ class InstanceBank:
         bar = tqdm(samples, total=total, desc="instance bank", unit="tile",
                    disable=None if progress is None else not progress)
         for s, sample in enumerate(bar):
-            try:
-                image, labels = sample[0], sample[1]
-            except (TypeError, IndexError, KeyError):
-                raise BankError(f"sample {s} is not an (image, labels) pair: {type(sample).__name__}") from None
+            if isinstance(sample, np.ndarray) or not isinstance(sample, (tuple, list)) or len(sample) < 2:
+                raise BankError(f"sample {s} is not an (image, labels) pair: {type(sample).__name__}")
+            image, labels = sample[0], sample[1]
             image, labels = check_sample(image, labels, name=f"sample {s}")
             (area, anchor, hw, offset, masks, pixels, desc, fits,
-             origin, ids, pieces, hole, border) = bank_entries(image, labels)
+             origin, ids, pieces, hole, encloses, border) = bank_entries(image, labels)
             bad = (pieces != 1) | hole
             if bad.any():
                 if on_invalid == "raise":
@@ -131,7 +131,9 @@ class InstanceBank:
                         "piece without holes; fix the map with insmix_fast.data.clean_labels or pass "
                         "on_invalid='skip'.")
                 skipped += int(bad.sum())
-            keep = np.flatnonzero(~bad & ~border & (area >= min_area))
+            # Left out silently: cut by the border, too small, or ring-shaped around another
+            # instance (pasting a ring elsewhere would leave a hole in the new map).
+            keep = np.flatnonzero(~bad & ~border & ~encloses & (area >= min_area))
             n_samples += 1
             if keep.size == 0:
                 continue
@@ -251,7 +253,7 @@ class InstanceBank:
             raise BankError(f"{path} is not an insmix_fast instance bank (no metadata)")
         if int(meta[0]) != FORMAT_VERSION:
             raise BankError(f"{path}: bank format version {int(meta[0])}, this insmix_fast reads {FORMAT_VERSION}")
-        missing = sorted(set(_FIELDS) | {"offset", "masks", "pixels"} - set(data))
+        missing = sorted((set(_FIELDS) | {"offset", "masks", "pixels"}) - set(data))
         if missing:
             raise BankError(f"{path}: bank file lacks fields {missing}")
         try:

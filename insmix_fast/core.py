@@ -15,7 +15,9 @@ from .bank import InstanceBank
 from .config import InsMixConfig
 from .errors import BankError, ConfigError, InputError, InputTypeError
 from .kernels import paste as _rec
+from .kernels.instances import build_table, compact_labels
 from .kernels.pipeline import apply_tile, insmix_batch_kernel, insmix_tile, plan_tile
+from .kernels.ssd import admissible_list
 from .kernels.tables import Params, Table
 from .validation import check_batch, check_labels, check_sample, check_seed
 
@@ -28,6 +30,7 @@ __all__ = [
     "apply_plan",
     "insmix",
     "insmix_batch",
+    "admissible_templates",
 ]
 
 #: One record per paste: bank index, id of the original it was matched to, its id in
@@ -339,3 +342,17 @@ def insmix_batch(images, labels, bank: InstanceBank | None, config: InsMixConfig
         pastes.append(_to_struct(rec_i[b], rec_f[b], int(counts[b, 0])))
         mv.append(moves[b, :counts[b, 1]].copy())
     return InsMixBatchResult(out_images, out_labels, paste_masks, shuffled, pastes, mv, indices)
+
+
+def admissible_templates(labels, bank: InstanceBank, config: InsMixConfig | None = None) -> dict[int, np.ndarray]:
+    """For each instance id of ``labels``: the bank indices that pass the scale and shape
+    constraints (``f_scale ≤ eps`` and ``f_shape ≤ rho``), ascending. For inspection and tests."""
+    config = _config(config)
+    labels = check_labels(labels)
+    if not isinstance(bank, InstanceBank):
+        raise InputTypeError(f"bank must be an InstanceBank, got {type(bank).__name__}")
+    compact, ids, area, sum_r, sum_c, bbox, _ = compact_labels(labels, config.tile)
+    t_area, anchor, hw, _origin, offset, masks, desc, fits = build_table(compact, area, sum_r, sum_c, bbox)
+    ot = Table(t_area, anchor, hw, offset, masks, np.zeros(0, np.uint8), desc, fits)
+    bt = bank.table
+    return {int(ids[i]): admissible_list(ot, i, bt, float(config.eps), float(config.rho)) for i in range(len(ids))}

@@ -207,8 +207,13 @@ def count_components(cmap, c, y0, x0, y1, x1, cov, cy0, cx0, cy1, cx1, cov_off):
 
 
 @njit(cache=True)
-def mask_has_hole(mask):
-    """True when a 0/1 crop encloses background not 4-connected to the crop border."""
+def enclosed_pixels(mask, cmap, y0, x0):
+    """Pixels of a 0/1 crop's complement not 4-connected to the crop border.
+
+    Returns ``(background, other)``: how many of them are background (label 0,
+    i.e. a hole) and how many belong to other instances (an instance enclosed
+    by this one). ``cmap`` is the map the crop was cut from at (y0, x0).
+    """
     hh, ww = mask.shape
     seen = np.zeros((hh, ww), np.uint8)
     stack = np.empty(hh * ww + 1, np.int64)
@@ -231,21 +236,27 @@ def mask_has_hole(mask):
                 seen[ny, nx] = 1
                 stack[top] = ny * ww + nx
                 top += 1
+    background = 0
+    other = 0
     for y in range(hh):
         for x in range(ww):
             if not mask[y, x] and not seen[y, x]:
-                return True
-    return False
+                if cmap[y0 + y, x0 + x] == 0:
+                    background += 1
+                else:
+                    other += 1
+    return background, other
 
 
 @njit(cache=True)
 def bank_entries(image, labels):
     """All instances of one sample as bank rows (before filtering).
 
-    Returns ``(table, pixels, origin, ids, pieces, hole, border)``: the flat table
-    fields of :func:`build_table`, the RGB crops (zero outside the mask), the
-    bbox origin and original id of each instance, its number of 8-connected
-    pieces, whether it encloses background, and whether it touches the tile border.
+    Returns ``(table, pixels, origin, ids, pieces, hole, encloses, border)``: the
+    flat table fields of :func:`build_table`, the RGB crops (zero outside the
+    mask), the bbox origin and original id of each instance, its number of
+    8-connected pieces, whether it encloses background (a hole), whether it
+    encloses another instance, and whether it touches the tile border.
     """
     hh, ww = labels.shape
     compact, ids, area, sum_r, sum_c, bbox, _occ = compact_labels(labels, hh + ww + 1)
@@ -254,6 +265,7 @@ def bank_entries(image, labels):
     pixels = np.zeros(3 * offset[k], np.uint8)
     pieces = np.zeros(k, np.int64)
     hole = np.zeros(k, np.bool_)
+    encloses = np.zeros(k, np.bool_)
     border = np.zeros(k, np.bool_)
     for i in range(k):
         c = i + 1
@@ -264,7 +276,9 @@ def bank_entries(image, labels):
         border[i] = y0 == 0 or x0 == 0 or y1 == hh or x1 == ww
         pieces[i] = count_components(compact, c, y0, x0, y1, x1, masks, 0, 0, 0, 0, 0)
         m = masks[offset[i]:offset[i + 1]].reshape((hw[i, 0], hw[i, 1]))
-        hole[i] = mask_has_hole(m)
+        n_bg, n_other = enclosed_pixels(m, compact, y0, x0)
+        hole[i] = n_bg > 0
+        encloses[i] = n_other > 0
         w = hw[i, 1]
         for y in range(hw[i, 0]):
             for x in range(w):
@@ -273,7 +287,7 @@ def bank_entries(image, labels):
                     pixels[3 * p] = image[y0 + y, x0 + x, 0]
                     pixels[3 * p + 1] = image[y0 + y, x0 + x, 1]
                     pixels[3 * p + 2] = image[y0 + y, x0 + x, 2]
-    return t_area, anchor, hw, offset, masks, pixels, desc, fits, origin, ids, pieces, hole, border
+    return t_area, anchor, hw, offset, masks, pixels, desc, fits, origin, ids, pieces, hole, encloses, border
 
 
 @njit(cache=True)

@@ -146,3 +146,16 @@ def admissible_counts(ot, bt, eps, rho):
                 c += 1
         counts[i] = c
     return counts
+
+
+@njit(cache=True)
+def admissible_list(ot, i, bt, eps, rho):
+    """All bank indices admissible for original ``i`` (ascending)."""
+    lo, hi = scale_range(bt.area, ot.area[i], eps)
+    out = np.empty(max(hi - lo, 0), np.int64)
+    n = 0
+    for t in range(lo, hi):
+        if shape_ok(shape_xor(ot, i, bt, t), ot.area[i], bt.area[t], rho):
+            out[n] = t
+            n += 1
+    return out[:n]
