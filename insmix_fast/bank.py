@@ -76,6 +76,10 @@ class InstanceBank:
         self.n_samples = int(n_samples)
         self.min_area = int(min_area)
         self._check_consistency()
+        #: largest crop (h·w) in the bank: sizes the kernels' scratch buffers
+        self.max_crop = int((self.hw[:, 0].astype(np.int64) * self.hw[:, 1]).max()) if n else 1
+        self.table_cached = Table(self.area, self.anchor, self.hw, self.offset, self.masks, self.pixels, self.desc,
+                                  self.fits)
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -188,7 +192,7 @@ class InstanceBank:
     @property
     def table(self) -> Table:
         """The flat arrays in the layout the kernels take."""
-        return Table(self.area, self.anchor, self.hw, self.offset, self.masks, self.pixels, self.desc, self.fits)
+        return self.table_cached
 
     @property
     def nbytes(self) -> int:

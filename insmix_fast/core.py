@@ -15,7 +15,7 @@ from .bank import InstanceBank
 from .config import InsMixConfig
 from .errors import BankError, ConfigError, InputError, InputTypeError
 from .kernels import paste as _rec
-from .kernels.instances import build_table, compact_labels
+from .kernels.instances import DENSE_ID_LIMIT, build_table, tile_stats
 from .kernels.pipeline import apply_tile, insmix_batch_kernel, insmix_tile, plan_tile
 from .kernels.ssd import admissible_list
 from .kernels.tables import Params, Table
@@ -119,11 +119,16 @@ class InsMixBatchResult:
 
 
 # ---------------------------------------------------------------------- helpers
-def _params(config: InsMixConfig) -> Params:
+def _params(config: InsMixConfig, bank) -> Params:
+    """Kernel scalars; ``bank`` is the InstanceBank (or Table) the templates come from."""
+    if isinstance(bank, InstanceBank):
+        max_crop = bank.max_crop
+    else:
+        max_crop = int((bank.hw[:, 0].astype(np.int64) * bank.hw[:, 1]).max()) if len(bank.area) else 1
     return Params(
         float(config.eps), float(config.rho), float(config.delta), float(config.gamma), float(config.p_paste),
         float(config.max_occlusion), float(config.alpha),
-        int(config.n_tries), int(config.tile), int(config.max_draws),
+        int(config.n_tries), int(config.tile), int(config.max_draws), max_crop,
         bool(config.foreground), bool(config.background), bool(config.ssd), config.offset_mode == "diagonal",
     )
 
@@ -170,9 +175,44 @@ def _bank_table(bank, config: InsMixConfig, image, labels) -> Table:
     return bank.table
 
 
-def _check_id_room(labels: np.ndarray) -> None:
-    if labels.size and int(labels.max()) + labels.size >= np.iinfo(np.int32).max:
+def _max_id(labels: np.ndarray) -> int:
+    mx = int(labels.max()) if labels.size else 0
+    if mx + labels.size >= np.iinfo(np.int32).max:
         raise InputError("labels ids are too close to the int32 limit to add pasted instances; relabel first")
+    return mx
+
+
+class _Dense:
+    """Kernels index per-id tables by raw id, so ids above ``DENSE_ID_LIMIT`` are
+    relabelled to 1..K first and mapped back afterwards (pasted ids stay max + 1 + j)."""
+
+    def __init__(self, labels: np.ndarray, max_id: int):
+        self.max_id = max_id
+        self.ids = None
+        self.labels = labels
+        self.kernel_max = max_id
+        if max_id > DENSE_ID_LIMIT:
+            ids, inv = np.unique(labels, return_inverse=True)
+            dense = inv.reshape(labels.shape).astype(np.int32)
+            if ids[0] != 0:
+                dense += 1
+                ids = np.concatenate([[0], ids])
+            self.ids = ids.astype(np.int64)
+            self.labels = dense
+            self.kernel_max = len(ids) - 1
+
+    def restore(self, out_labels: np.ndarray, pastes: np.ndarray) -> None:
+        if self.ids is None:
+            return
+        n = len(pastes)
+        lut = np.concatenate([self.ids, self.max_id + 1 + np.arange(n, dtype=np.int64)])
+        out_labels[...] = lut[out_labels]
+        pastes["original"] = self.ids[pastes["original"]]
+        pastes["label"] = self.max_id + 1 + np.arange(n)
+
+
+def _n_instances(labels: np.ndarray) -> int:
+    return int(np.unique(labels).size)
 
 
 def _records(shape: tuple[int, int], tile: int, cap: int):
@@ -218,17 +258,20 @@ def plan_insmix(labels, bank: InstanceBank | None, config: InsMixConfig | None =
     labels = check_labels(labels)
     if image is not None:
         image, labels = check_sample(image, labels)
-    _check_id_room(labels)
+    dense = _Dense(labels, _max_id(labels))
     bt = _bank_table(bank, config, image, labels)
-    P = _params(config)
+    P = _params(config, bank if isinstance(bank, InstanceBank) and bt is bank.table_cached else bt)
     cap = _INITIAL_RECORDS
     while True:
         rec_i, rec_f, moves = _records(labels.shape, config.tile, cap)
-        n, k = plan_tile(labels, bt, P, np.uint64(seed), np.int64(index), rec_i, rec_f, moves)
+        work = dense.labels.copy()
+        n, k = plan_tile(work, bt, P, np.uint64(seed), np.int64(index), rec_i, rec_f, moves, dense.kernel_max)
         if n >= 0:
             break
-        cap = int(np.count_nonzero(np.bincount(labels.ravel()))) + 1
-    return InsMixPlan(_to_struct(rec_i, rec_f, n), moves[:k].copy(), config.tile, labels.shape, seed, index)
+        cap = _n_instances(labels) + 1
+    pastes = _to_struct(rec_i, rec_f, n)
+    dense.restore(work, pastes)
+    return InsMixPlan(pastes, moves[:k].copy(), config.tile, labels.shape, seed, index)
 
 
 def apply_plan(image, labels, plan: InsMixPlan, bank: InstanceBank | None) -> InsMixResult:
@@ -268,9 +311,9 @@ def insmix(image, labels, bank: InstanceBank | None, config: InsMixConfig | None
     seed = check_seed(seed)
     index = _index(index)
     image, labels = check_sample(image, labels)
-    _check_id_room(labels)
+    dense = _Dense(labels, _max_id(labels))
     bt = _bank_table(bank, config, image, labels)
-    P = _params(config)
+    P = _params(config, bank if isinstance(bank, InstanceBank) and bt is bank.table_cached else bt)
     out_image = np.empty_like(image)
     out_labels = np.empty_like(labels)
     paste_mask = np.empty(labels.shape, np.bool_)
@@ -278,12 +321,14 @@ def insmix(image, labels, bank: InstanceBank | None, config: InsMixConfig | None
     cap = _INITIAL_RECORDS
     while True:
         rec_i, rec_f, moves = _records(labels.shape, config.tile, cap)
-        n, k = insmix_tile(image, labels, bt, P, np.uint64(seed), np.int64(index), rec_i, rec_f, moves,
-                           out_image, out_labels, paste_mask, shuffled)
+        n, k = insmix_tile(image, dense.labels, bt, P, np.uint64(seed), np.int64(index), rec_i, rec_f, moves,
+                           out_image, out_labels, paste_mask, shuffled, dense.kernel_max)
         if n >= 0:
             break
-        cap = int(np.count_nonzero(np.bincount(labels.ravel()))) + 1
-    plan = InsMixPlan(_to_struct(rec_i, rec_f, n), moves[:k].copy(), config.tile, labels.shape, seed, index)
+        cap = _n_instances(labels) + 1
+    pastes = _to_struct(rec_i, rec_f, n)
+    dense.restore(out_labels, pastes)
+    plan = InsMixPlan(pastes, moves[:k].copy(), config.tile, labels.shape, seed, index)
     return InsMixResult(out_image, out_labels, paste_mask, shuffled, plan.pastes, plan)
 
 
@@ -309,7 +354,7 @@ def insmix_batch(images, labels, bank: InstanceBank | None, config: InsMixConfig
         if n and (indices.min() < 0 or indices.max() > _MAX_SAMPLE):
             raise InputError("indices must lie in [0, 2**32)")
         indices = indices.astype(np.int64)
-    _check_id_room(labels.reshape(-1, labels.shape[-1]))
+    max_ids = np.array([_max_id(labels[b]) for b in range(n)], np.int64)
     if config.template_source == "self":
         results = [insmix(images[b], labels[b], None, config, seed=seed, index=int(indices[b])) for b in range(n)]
         return InsMixBatchResult(np.stack([r.image for r in results]), np.stack([r.labels for r in results]),
@@ -317,7 +362,7 @@ def insmix_batch(images, labels, bank: InstanceBank | None, config: InsMixConfig
                                  np.stack([r.shuffled_mask for r in results]),
                                  [r.pastes for r in results], [r.plan.moves for r in results], indices)
     bt = _bank_table(bank, config, None, None)
-    P = _params(config)
+    P = _params(config, bank if isinstance(bank, InstanceBank) and bt is bank.table_cached else bt)
     h, w = labels.shape[1:]
     g = max((h // config.tile) * (w // config.tile), 1)
     cap = _INITIAL_RECORDS
@@ -329,11 +374,17 @@ def insmix_batch(images, labels, bank: InstanceBank | None, config: InsMixConfig
     paste_masks = np.empty(labels.shape, np.bool_)
     shuffled = np.empty(labels.shape, np.bool_)
     counts = np.zeros((n, 2), np.int64)
-    insmix_batch_kernel(images, labels, bt, P, np.uint64(seed), indices, rec_i, rec_f, moves,
-                        out_images, out_labels, paste_masks, shuffled, counts)
+    sparse = max_ids > DENSE_ID_LIMIT
+    kernel_max = np.where(sparse, 0, max_ids)
+    kernel_labels = labels
+    if sparse.any():  # such tiles are redone one by one below (relabelled); give the kernel empty maps
+        kernel_labels = labels.copy()
+        kernel_labels[sparse] = 0
+    insmix_batch_kernel(images, kernel_labels, bt, P, np.uint64(seed), indices, rec_i, rec_f, moves,
+                        out_images, out_labels, paste_masks, shuffled, counts, kernel_max)
     pastes, mv = [], []
     for b in range(n):
-        if counts[b, 0] < 0:  # more pastes than the record buffer holds: redo this tile alone
+        if counts[b, 0] < 0 or sparse[b]:  # record buffer too small, or huge ids: redo this tile alone
             r = insmix(images[b], labels[b], bank, config, seed=seed, index=int(indices[b]))
             out_images[b], out_labels[b], paste_masks[b], shuffled[b] = r.image, r.labels, r.paste_mask, r.shuffled_mask
             pastes.append(r.pastes)
@@ -351,8 +402,11 @@ def admissible_templates(labels, bank: InstanceBank, config: InsMixConfig | None
     labels = check_labels(labels)
     if not isinstance(bank, InstanceBank):
         raise InputTypeError(f"bank must be an InstanceBank, got {type(bank).__name__}")
-    compact, ids, area, sum_r, sum_c, bbox, _ = compact_labels(labels, config.tile)
-    t_area, anchor, hw, _origin, offset, masks, desc, fits = build_table(compact, area, sum_r, sum_c, bbox)
+    dense = _Dense(labels, _max_id(labels))
+    ids, _lut, area, sum_r, sum_c, bbox, _ = tile_stats(dense.labels, config.tile, dense.kernel_max, 0)
+    t_area, anchor, hw, _origin, offset, masks, desc, fits = build_table(dense.labels, ids, area, sum_r, sum_c, bbox)
+    if dense.ids is not None:
+        ids = dense.ids[ids]
     ot = Table(t_area, anchor, hw, offset, masks, np.zeros(0, np.uint8), desc, fits)
     bt = bank.table
     return {int(ids[i]): admissible_list(ot, i, bt, float(config.eps), float(config.rho)) for i in range(len(ids))}

@@ -11,88 +11,88 @@ from numba import njit
 
 from .descriptor import DESC_WORDS, descriptor_from_mask
 
-# Dense id lookup table is used while max id ≤ this bound, else a sorted search.
-_DENSE_LUT_LIMIT = 1 << 24
 
 
 @njit(cache=True)
-def compact_labels(labels, tile):
-    """Map arbitrary instance ids to 1..K in ascending-id order, with stats.
-
-    Returns ``(compact, ids, area, sum_r, sum_c, bbox, occupied)``:
-    ``compact`` H×W int32 (0 = background), ``ids`` (K,) original ids ascending,
-    ``area``/``sum_r``/``sum_c`` (K+1,) int64 (index 0 unused), ``bbox`` (K+1, 4)
-    int32 ``(y0, x0, y1, x1)`` with exclusive ends, ``occupied`` (H//tile, W//tile)
-    bool: full ``tile``×``tile`` patches holding at least one instance pixel.
-    """
+def max_label(labels):
     h, w = labels.shape
     mx = 0
     for y in range(h):
         for x in range(w):
             if labels[y, x] > mx:
                 mx = labels[y, x]
-    compact = np.empty((h, w), np.int32)
-    if mx <= _DENSE_LUT_LIMIT:
-        lut = np.zeros(mx + 1, np.int32)
-        for y in range(h):
-            for x in range(w):
-                lut[labels[y, x]] = 1
-        lut[0] = 0
-        k = 0
-        for i in range(1, mx + 1):
-            if lut[i]:
-                k += 1
-                lut[i] = k
-        ids = np.empty(k, np.int32)
-        for i in range(1, mx + 1):
-            if lut[i]:
-                ids[lut[i] - 1] = i
-        for y in range(h):
-            for x in range(w):
-                compact[y, x] = lut[labels[y, x]]
-    else:
-        u = np.unique(labels)
-        if u[0] == 0:
-            ids = u[1:].astype(np.int32)
-        else:
-            ids = u.astype(np.int32)
-        k = ids.shape[0]
-        for y in range(h):
-            for x in range(w):
-                v = labels[y, x]
-                compact[y, x] = 0 if v == 0 else np.searchsorted(ids, v) + 1
-    area = np.zeros(k + 1, np.int64)
-    sum_r = np.zeros(k + 1, np.int64)
-    sum_c = np.zeros(k + 1, np.int64)
-    bbox = np.empty((k + 1, 4), np.int32)
-    for i in range(k + 1):
-        bbox[i, 0] = h
-        bbox[i, 1] = w
-        bbox[i, 2] = 0
-        bbox[i, 3] = 0
+    return mx
+
+
+@njit(cache=True)
+def tile_stats(labels, tile, max_id, extra):
+    """One pass over a label map: per-instance statistics and the id lookup table.
+
+    ``max_id`` is the map's largest id (callers know it from validation; ids must
+    be ≤ :data:`DENSE_ID_LIMIT`). Returns ``(ids, lut, area, sum_r, sum_c, bbox,
+    occupied)``: ``ids`` (K,) ascending, ``lut`` (max_id + 1 + extra,) int32 mapping
+    an id to its rank 1..K (0 for background and absent ids; the ``extra`` slots
+    are for ids added later), ``area``/``sum_r``/``sum_c`` (K+1,) int64 indexed by
+    rank (0 unused), ``bbox`` (K+1, 4) int32 ``(y0, x0, y1, x1)`` exclusive ends,
+    ``occupied`` (H//tile, W//tile) bool for full patches holding instance pixels.
+    """
+    h, w = labels.shape
+    n = max_id + 1
+    r_area = np.zeros(n, np.int64)
+    r_sr = np.zeros(n, np.int64)
+    r_sc = np.zeros(n, np.int64)
+    r_box = np.empty((n, 4), np.int32)
     gh = h // tile
     gw = w // tile
     occupied = np.zeros((gh, gw), np.bool_)
     for y in range(h):
         py = y // tile
         for x in range(w):
-            c = compact[y, x]
-            if c:
-                area[c] += 1
-                sum_r[c] += y
-                sum_c[c] += x
-                if y < bbox[c, 0]:
-                    bbox[c, 0] = y
-                if x < bbox[c, 1]:
-                    bbox[c, 1] = x
-                if y + 1 > bbox[c, 2]:
-                    bbox[c, 2] = y + 1
-                if x + 1 > bbox[c, 3]:
-                    bbox[c, 3] = x + 1
-                px = x // tile
-                if py < gh and px < gw:
-                    occupied[py, px] = True
-    return compact, ids, area, sum_r, sum_c, bbox, occupied
+            v = labels[y, x]
+            if v:
+                if r_area[v] == 0:
+                    r_box[v, 0] = y
+                    r_box[v, 1] = x
+                    r_box[v, 2] = y + 1
+                    r_box[v, 3] = x + 1
+                else:
+                    if x < r_box[v, 1]:
+                        r_box[v, 1] = x
+                    if x >= r_box[v, 3]:
+                        r_box[v, 3] = x + 1
+                    r_box[v, 2] = y + 1
+                r_area[v] += 1
+                r_sr[v] += y
+                r_sc[v] += x
+                if py < gh:
+                    px = x // tile
+                    if px < gw:
+                        occupied[py, px] = True
+    k = 0
+    for v in range(1, n):
+        if r_area[v]:
+            k += 1
+    lut = np.zeros(n + extra, np.int32)
+    ids = np.empty(k, np.int32)
+    area = np.zeros(k + 1, np.int64)
+    sum_r = np.zeros(k + 1, np.int64)
+    sum_c = np.zeros(k + 1, np.int64)
+    bbox = np.zeros((k + 1, 4), np.int32)
+    c = 0
+    for v in range(1, n):
+        if r_area[v]:
+            c += 1
+            lut[v] = c
+            ids[c - 1] = v
+            area[c] = r_area[v]
+            sum_r[c] = r_sr[v]
+            sum_c[c] = r_sc[v]
+            bbox[c] = r_box[v]
+    return ids, lut, area, sum_r, sum_c, bbox, occupied
+
+
+#: Largest instance id the kernels take directly; larger ids are relabelled first.
+DENSE_ID_LIMIT = 1 << 16
 
 
 @njit(cache=True, inline="always")
@@ -102,13 +102,20 @@ def rounded_mean(total, n):
 
 
 @njit(cache=True)
-def build_table(compact, area, sum_r, sum_c, bbox):
+def build_table(labels, ids, area, sum_r, sum_c, bbox):
     """Flat table of the K instances of a compact map (masks cropped to their bboxes).
 
     Returns ``(t_area, anchor, hw, origin, offset, masks, desc, fits)`` where
     ``anchor`` is relative to the bbox, ``origin`` the bbox top-left in the map,
     ``offset`` (K+1,) indexes ``masks`` (uint8 0/1, row-major crops).
     """
+    return build_table_rows(labels, ids, area, sum_r, sum_c, bbox, np.ones(area.shape[0] - 1, np.bool_))
+
+
+@njit(cache=True)
+def build_table_rows(labels, ids, area, sum_r, sum_c, bbox, want):
+    """:func:`build_table` filling masks and descriptors only where ``want[i]``
+    (area, anchor, size and origin are filled for every row)."""
     k = area.shape[0] - 1
     t_area = np.empty(k, np.int64)
     anchor = np.empty((k, 2), np.int32)
@@ -139,71 +146,77 @@ def build_table(compact, area, sum_r, sum_c, bbox):
             continue
         anchor[i, 0] = rounded_mean(sum_r[c], area[c]) - bbox[c, 0]
         anchor[i, 1] = rounded_mean(sum_c[c], area[c]) - bbox[c, 1]
+        if not want[i]:
+            continue
         hh = hw[i, 0]
         ww = hw[i, 1]
         m = masks[offset[i]:offset[i + 1]].reshape((hh, ww))
         y0 = bbox[c, 0]
         x0 = bbox[c, 1]
+        v = ids[i]
         for y in range(hh):
             for x in range(ww):
-                if compact[y0 + y, x0 + x] == c:
+                if labels[y0 + y, x0 + x] == v:
                     m[y, x] = 1
         fits[i] = descriptor_from_mask(m, anchor[i, 0], anchor[i, 1], desc[i])
     return t_area, anchor, hw, origin, offset, masks, desc, fits
 
 
 @njit(cache=True)
-def count_components(cmap, c, y0, x0, y1, x1, cov, cy0, cx0, cy1, cx1, cov_off):
-    """Number of 8-connected pieces of {p in bbox : map[p] == c and p not covered}.
+def count_components(cmap, v, y0, x0, y1, x1, cov, cy0, cx0, cy1, cx1, cov_off, total, scratch):
+    """Number of 8-connected pieces of {p in bbox : cmap[p] == v and p not covered}.
 
     ``cov`` is a 0/1 mask crop placed at (cy0, cx0)–(cy1, cx1) in map coordinates
-    whose pixels count as removed (pass an empty bbox to count plain pieces).
+    whose pixels count as removed (pass an empty box to count plain pieces).
+    ``total``: how many such pixels there are, if known (≥ 0), so the scan stops
+    once all are reached; -1 otherwise. ``scratch`` is a :func:`new_scratch`.
     Work is proportional to the bbox, never to the map.
     """
-    hh = y1 - y0
-    ww = x1 - x0
-    if hh <= 0 or ww <= 0:
-        return 0
-    seen = np.zeros(hh * ww, np.uint8)
-    stack = np.empty(hh * ww, np.int64)
+    seen, stack, stamp_box = scratch
+    stamp_box[0] += 1
+    stamp = stamp_box[0]
+    bw = x1 - x0
     cw = cx1 - cx0
     pieces = 0
-    for sy in range(hh):
-        for sx in range(ww):
-            s = sy * ww + sx
-            if seen[s]:
-                continue
-            y = y0 + sy
-            x = x0 + sx
-            if cmap[y, x] != c:
+    reached = 0
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            if total >= 0 and reached >= total:
+                return pieces
+            s = (y - y0) * bw + (x - x0)
+            if seen[s] == stamp or cmap[y, x] != v:
                 continue
             if cy0 <= y < cy1 and cx0 <= x < cx1 and cov[cov_off + (y - cy0) * cw + (x - cx0)]:
                 continue
             pieces += 1
-            seen[s] = 1
+            seen[s] = stamp
+            reached += 1
             top = 0
             stack[top] = s
             top += 1
             while top > 0:
                 top -= 1
                 q = stack[top]
-                qy = q // ww
-                qx = q - qy * ww
-                for ny in range(max(0, qy - 1), min(hh, qy + 2)):
-                    for nx in range(max(0, qx - 1), min(ww, qx + 2)):
-                        n = ny * ww + nx
-                        if seen[n]:
+                qy = y0 + q // bw
+                qx = x0 + q % bw
+                for ny in range(max(y0, qy - 1), min(y1, qy + 2)):
+                    for nx in range(max(x0, qx - 1), min(x1, qx + 2)):
+                        n = (ny - y0) * bw + (nx - x0)
+                        if seen[n] == stamp or cmap[ny, nx] != v:
                             continue
-                        yy = y0 + ny
-                        xx = x0 + nx
-                        if cmap[yy, xx] != c:
+                        if cy0 <= ny < cy1 and cx0 <= nx < cx1 and cov[cov_off + (ny - cy0) * cw + (nx - cx0)]:
                             continue
-                        if cy0 <= yy < cy1 and cx0 <= xx < cx1 and cov[cov_off + (yy - cy0) * cw + (xx - cx0)]:
-                            continue
-                        seen[n] = 1
+                        seen[n] = stamp
+                        reached += 1
                         stack[top] = n
                         top += 1
     return pieces
+
+
+@njit(cache=True)
+def new_scratch(size):
+    """Reusable buffers for :func:`count_components` on boxes of up to ``size`` pixels."""
+    return np.zeros(size, np.int32), np.empty(size, np.int32), np.zeros(1, np.int32)
 
 
 @njit(cache=True)
@@ -259,11 +272,15 @@ def bank_entries(image, labels):
     encloses another instance, and whether it touches the tile border.
     """
     hh, ww = labels.shape
-    compact, ids, area, sum_r, sum_c, bbox, _occ = compact_labels(labels, hh + ww + 1)
-    t_area, anchor, hw, origin, offset, masks, desc, fits = build_table(compact, area, sum_r, sum_c, bbox)
+    ids, _lut, area, sum_r, sum_c, bbox, _occ = tile_stats(labels, hh + ww + 1, max_label(labels), 0)
+    t_area, anchor, hw, origin, offset, masks, desc, fits = build_table(labels, ids, area, sum_r, sum_c, bbox)
     k = ids.shape[0]
     pixels = np.zeros(3 * offset[k], np.uint8)
     pieces = np.zeros(k, np.int64)
+    big = 1
+    for i in range(k):
+        big = max(big, hw[i, 0] * hw[i, 1])
+    scratch = new_scratch(big)
     hole = np.zeros(k, np.bool_)
     encloses = np.zeros(k, np.bool_)
     border = np.zeros(k, np.bool_)
@@ -274,9 +291,9 @@ def bank_entries(image, labels):
         y1 = bbox[c, 2]
         x1 = bbox[c, 3]
         border[i] = y0 == 0 or x0 == 0 or y1 == hh or x1 == ww
-        pieces[i] = count_components(compact, c, y0, x0, y1, x1, masks, 0, 0, 0, 0, 0)
+        pieces[i] = count_components(labels, ids[i], y0, x0, y1, x1, masks, 0, 0, 0, 0, 0, area[i + 1], scratch)
         m = masks[offset[i]:offset[i + 1]].reshape((hw[i, 0], hw[i, 1]))
-        n_bg, n_other = enclosed_pixels(m, compact, y0, x0)
+        n_bg, n_other = enclosed_pixels(m, labels, y0, x0)
         hole[i] = n_bg > 0
         encloses[i] = n_other > 0
         w = hw[i, 1]

@@ -45,13 +45,16 @@ def draw_free_position(seed, sample, key, try_idx, h, w, tile_h, tile_w):
 
 
 @njit(cache=True)
-def placement_ok(work, cur_area, ibbox, pieces, masks, t_off, h, w, y0, x0, max_occ, occ, touched):
+def placement_ok(work, lut, ids_ext, cur_area, ibbox, pieces, masks, t_off, h, w, y0, x0, max_occ, occ, touched,
+                 scratch):
     """Is pasting the crop ``masks[t_off : t_off+h·w]`` at (y0, x0) allowed?
 
-    Rejects a crop leaving the tile, covering more than ``max_occ`` of any
-    existing instance, or splitting an instance into more pieces than it has.
-    ``occ``/``touched`` are zeroed scratch arrays (left zeroed on return);
-    ``pieces[c]`` caches piece counts (-1 = unknown).
+    ``work`` is the label map as it stands (raw ids); ``lut`` maps a raw id to its
+    rank ``c`` and ``ids_ext[c]`` back. Rejects a crop leaving the tile, covering
+    more than ``max_occ`` of any existing instance, or splitting an instance into
+    more pieces than it has. ``occ``/``touched`` are zeroed scratch arrays (left
+    zeroed on return); ``pieces[c]`` caches piece counts (-1 = unknown);
+    ``scratch`` is :func:`~insmix_fast.kernels.instances.new_scratch` of the tile.
     """
     hh, ww = work.shape
     if y0 < 0 or x0 < 0 or y0 + h > hh or x0 + w > ww:
@@ -61,8 +64,9 @@ def placement_ok(work, cur_area, ibbox, pieces, masks, t_off, h, w, y0, x0, max_
         row = t_off + y * w
         for x in range(w):
             if masks[row + x]:
-                c = work[y0 + y, x0 + x]
-                if c:
+                v = work[y0 + y, x0 + x]
+                if v:
+                    c = lut[v]
                     if occ[c] == 0:
                         touched[nt] = c
                         nt += 1
@@ -79,10 +83,10 @@ def placement_ok(work, cur_area, ibbox, pieces, masks, t_off, h, w, y0, x0, max_
             if occ[c] >= cur_area[c]:
                 continue  # fully covered (only when max_occ = 1): nothing left to split
             if pieces[c] < 0:
-                pieces[c] = count_components(work, c, ibbox[c, 0], ibbox[c, 1], ibbox[c, 2], ibbox[c, 3],
-                                             masks, 0, 0, 0, 0, 0)
-            after = count_components(work, c, ibbox[c, 0], ibbox[c, 1], ibbox[c, 2], ibbox[c, 3],
-                                     masks, y0, x0, y0 + h, x0 + w, t_off)
+                pieces[c] = count_components(work, ids_ext[c], ibbox[c, 0], ibbox[c, 1], ibbox[c, 2], ibbox[c, 3],
+                                             masks, 0, 0, 0, 0, 0, cur_area[c], scratch)
+            after = count_components(work, ids_ext[c], ibbox[c, 0], ibbox[c, 1], ibbox[c, 2], ibbox[c, 3],
+                                     masks, y0, x0, y0 + h, x0 + w, t_off, cur_area[c] - occ[c], scratch)
             if after > pieces[c]:
                 ok = False
                 break
@@ -92,8 +96,9 @@ def placement_ok(work, cur_area, ibbox, pieces, masks, t_off, h, w, y0, x0, max_
 
 
 @njit(cache=True)
-def paste_into_work(work, cur_area, ibbox, pieces, occupied, tile, masks, t_off, h, w, y0, x0, new_c, area_t):
-    """Write the accepted crop into the working map and update per-instance state."""
+def paste_into_work(work, lut, cur_area, ibbox, pieces, occupied, tile, masks, t_off, h, w, y0, x0, new_c, new_id,
+                    area_t):
+    """Write the accepted crop (id ``new_id``, rank ``new_c``) into the working map; update state."""
     gh, gw = occupied.shape
     touched_any = False
     for y in range(h):
@@ -103,12 +108,13 @@ def paste_into_work(work, cur_area, ibbox, pieces, occupied, tile, masks, t_off,
         for x in range(w):
             if masks[row + x]:
                 xx = x0 + x
-                c = work[yy, xx]
-                if c:
+                v = work[yy, xx]
+                if v:
+                    c = lut[v]
                     cur_area[c] -= 1
                     pieces[c] = -1  # recount lazily: the occluded instance changed
                     touched_any = True
-                work[yy, xx] = new_c
+                work[yy, xx] = new_id
                 px = xx // tile
                 if py < gh and px < gw:
                     occupied[py, px] = True

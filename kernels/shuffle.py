@@ -56,11 +56,18 @@ def apply_background(image, moves, k, tile, shuffled):
         s = moves[i, 0]
         sy = (s // gw) * tile
         sx = (s % gw) * tile
-        buf[i] = image[sy:sy + tile, sx:sx + tile]
+        for y in range(tile):
+            for x in range(tile):
+                for ch in range(3):
+                    buf[i, y, x, ch] = image[sy + y, sx + x, ch]
     for i in range(k):
         d = moves[i, 1]
         dy = (d // gw) * tile
         dx = (d % gw) * tile
-        image[dy:dy + tile, dx:dx + tile] = buf[i]
-        if moves[i, 0] != d:
-            shuffled[dy:dy + tile, dx:dx + tile] = True
+        moved = moves[i, 0] != d
+        for y in range(tile):
+            for x in range(tile):
+                for ch in range(3):
+                    image[dy + y, dx + x, ch] = buf[i, y, x, ch]
+                if moved:
+                    shuffled[dy + y, dx + x] = True

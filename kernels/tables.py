@@ -17,7 +17,7 @@ Params = namedtuple(
     "Params",
     [
         "eps", "rho", "delta", "gamma", "p_paste", "max_occlusion", "alpha",  # float64
-        "n_tries", "tile", "max_draws",  # int64
+        "n_tries", "tile", "max_draws", "max_crop",  # int64 (max_crop: largest template crop, h·w)
         "foreground", "background", "ssd", "diagonal",  # bool
     ],
 )
