@@ -84,9 +84,9 @@ def placement_ok(work, lut, ids_ext, cur_area, ibbox, pieces, masks, t_off, h, w
                 continue  # fully covered (only when max_occ = 1): nothing left to split
             if pieces[c] < 0:
                 pieces[c] = count_components(work, ids_ext[c], ibbox[c, 0], ibbox[c, 1], ibbox[c, 2], ibbox[c, 3],
-                                             masks, 0, 0, 0, 0, 0, cur_area[c], scratch)
+                                             masks, 0, 0, 0, 0, 0, scratch)
             after = count_components(work, ids_ext[c], ibbox[c, 0], ibbox[c, 1], ibbox[c, 2], ibbox[c, 3],
-                                     masks, y0, x0, y0 + h, x0 + w, t_off, cur_area[c] - occ[c], scratch)
+                                     masks, y0, x0, y0 + h, x0 + w, t_off, scratch)
             if after > pieces[c]:
                 ok = False
                 break
