@@ -1,0 +1,493 @@
+"""Experiment runner: arms × seeds → results CSV, Markdown table and bar chart.
+
+Layout of the output directory::
+
+    OUT/config.json          the resolved configuration (a resumed run must match it)
+    OUT/runs/<arm>__s<seed>.json   one finished run: per-image metrics, loss history, timing
+    OUT/results.csv          one row per (arm, seed, group): mean metrics over that group's images
+    OUT/per_image.csv        one row per (arm, seed, image)
+    OUT/results.md           mean ± std over seeds, per arm (AJI, Dice, AJI+, PQ; AJI per group)
+    OUT/results.png          AJI bar chart with ±std error bars (cv2)
+
+A run is written (atomically) only when it has finished, so ``--resume`` skips
+exactly the finished arm×seed runs and an interrupted run starts again.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib.resources
+import json
+import math
+import os
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from .policies import ARMS, make_policy
+from .train import TrainConfig, evaluate_model, train_model
+
+__all__ = [
+    "DataConfig",
+    "ExperimentConfig",
+    "load_config",
+    "load_data",
+    "run_experiment",
+    "write_reports",
+    "BUILTIN_CONFIGS",
+    "METRICS",
+]
+
+BUILTIN_CONFIGS = ("smoke", "kumar", "kumar-synthetic", "synthetic-cpu")
+METRICS = ("aji", "dice", "aji_plus", "pq")
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are split.
+
+    source: "synthetic" (tiles of :class:`~insmix_fast.data.SyntheticNuclei`:
+        ``n_train`` for training, the next ``n_test`` for testing, one group
+        ``"all"``) or "path" (``path``: a folder read by
+        :func:`~insmix_fast.data.open_dataset` — MoNuSeg/Kumar layout or
+        images/ + labels/).
+    path: data folder; ``$VARS`` are expanded; when empty, the environment
+        variable named by ``path_env`` is used.
+    train: names (file stems) of the training images; test images are those
+        listed in ``groups`` (group name → stems), e.g. seen / unseen organs.
+        Without ``train``: the first ``n_train`` sorted names train, the rest test.
+    synthetic: extra keywords for SyntheticNuclei (density, radius_range, ...).
+    n_unseen, unseen: synthetic only — ``n_unseen`` more test tiles drawn with
+        the keywords of ``synthetic`` updated by ``unseen`` (e.g. another stain,
+        other nucleus sizes) and another seed, as an "unseen" group; the
+        ``n_test`` ordinary test tiles then form the group "seen".
+    options: keywords for the data set's constructor (source "path"), e.g.
+        ``degenerate = "skip"`` for MoNuSeg XML with degenerate polygons.
+    """
+
+    source: str = "synthetic"
+    path: str = ""
+    path_env: str = "INSMIX_KUMAR_DIR"
+    seed: int = 0
+    size: int = 256
+    n_train: int = 16
+    n_test: int = 14
+    train: list = field(default_factory=list)
+    groups: dict = field(default_factory=dict)
+    synthetic: dict = field(default_factory=dict)
+    n_unseen: int = 0
+    unseen: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.n_unseen, bool) or not isinstance(self.n_unseen, int) or self.n_unseen < 0:
+            raise ConfigError(f"data.n_unseen must be an integer ≥ 0, got {self.n_unseen!r}")
+        if self.source not in ("synthetic", "path"):
+            raise ConfigError(f"data.source must be 'synthetic' or 'path', got {self.source!r}")
+        for name in ("n_train", "n_test", "size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (16 if name == "size" else 1):
+                raise ConfigError(f"data.{name} must be an integer ≥ {16 if name == 'size' else 1}, got {v!r}")
+        if not isinstance(self.groups, dict) or not all(isinstance(v, list) for v in self.groups.values()):
+            raise ConfigError("data.groups must be a table of group name → list of image names")
+
+    def resolved_path(self) -> Path:
+        p = os.path.expandvars(self.path) if self.path else os.environ.get(self.path_env, "")
+        if not p or "$" in p:
+            raise ConfigError(
+                f"no data folder: set data.path in the config or the environment variable {self.path_env} "
+                "to the Kumar/MoNuSeg folder (see docs/experiments.md)"
+            )
+        path = Path(p).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"data folder {path} does not exist")
+        return path
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment: data, training recipe, arms × seeds.
+
+    arms: arm names (see :data:`insmix_fast.experiments.policies.ARMS`).
+    arm_params: per-arm constructor parameters (``[arms.<name>]`` tables).
+    seeds: training seeds; every arm uses the same seeds (paired comparison:
+        same crops and traditional augmentation for the same seed).
+    """
+
+    name: str = "experiment"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    arms: list = field(default_factory=lambda: ["none"])
+    seeds: list = field(default_factory=lambda: [0])
+    arm_params: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.arms or not all(isinstance(a, str) for a in self.arms):
+            raise ConfigError("experiment.arms must be a non-empty list of arm names")
+        bad = [a for a in self.arms if a not in ARMS]
+        if bad:
+            raise ConfigError(f"unknown arm(s) {bad}; choose from {', '.join(ARMS)}")
+        if len(set(self.arms)) != len(self.arms):
+            raise ConfigError(f"experiment.arms has duplicates: {self.arms}")
+        if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds):
+            raise ConfigError("experiment.seeds must be a non-empty list of integers ≥ 0")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"experiment.seeds has duplicates: {self.seeds}")
+        for a in self.arm_params:
+            if a not in ARMS:
+                raise ConfigError(f"[arms.{a}]: unknown arm")
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "data": dataclasses.asdict(self.data),
+            "train": self.train.to_dict(),
+            "arms": list(self.arms),
+            "seeds": list(self.seeds),
+            "arm_params": self.arm_params,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExperimentConfig":
+        d = dict(d)
+        known = {"name", "data", "train", "experiment", "arms"}
+        extra = set(d) - known
+        if extra:
+            raise ConfigError(f"unknown top-level config key(s) {sorted(extra)}; expected {sorted(known)}")
+
+        def build(kls, table, where):
+            table = dict(table or {})
+            names = {f.name for f in dataclasses.fields(kls) if f.init}
+            unknown = set(table) - names
+            if unknown:
+                raise ConfigError(f"[{where}]: unknown key(s) {sorted(unknown)}; expected {sorted(names)}")
+            return kls(**table)
+
+        exp = dict(d.get("experiment", {}))
+        unknown = set(exp) - {"arms", "seeds"}
+        if unknown:
+            raise ConfigError(f"[experiment]: unknown key(s) {sorted(unknown)}; expected ['arms', 'seeds']")
+        arm_params = d.get("arms", {})
+        if not isinstance(arm_params, dict):
+            raise ConfigError("[arms] must be a table of per-arm parameter tables")
+        return cls(
+            name=str(d.get("name", "experiment")),
+            data=build(DataConfig, d.get("data"), "data"),
+            train=build(TrainConfig, d.get("train"), "train"),
+            arms=list(exp.get("arms", ["none"])),
+            seeds=list(exp.get("seeds", [0])),
+            arm_params=arm_params,
+        )
+
+    def file_dict(self) -> dict:
+        """The TOML-shaped dict (inverse of :meth:`from_dict`)."""
+        d = self.to_dict()
+        return {"name": d["name"], "data": d["data"], "train": d["train"],
+                "experiment": {"arms": d["arms"], "seeds": d["seeds"]}, "arms": d["arm_params"]}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(spec: str | os.PathLike, overrides: dict | None = None) -> ExperimentConfig:
+    """Load ``"smoke"``, ``"kumar"`` (packaged configs) or a TOML file; ``overrides``
+    (same nested layout as the file) are merged on top."""
+    text = os.fspath(spec)
+    if text in BUILTIN_CONFIGS:
+        raw = importlib.resources.files(__package__).joinpath("configs", f"{text}.toml").read_text("utf-8")
+        where = f"built-in config {text!r}"
+    else:
+        p = Path(text)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p} (or use one of {', '.join(BUILTIN_CONFIGS)})")
+        raw = p.read_text("utf-8")
+        where = str(p)
+    try:
+        d = tomllib.loads(raw)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where}: invalid TOML: {e}") from e
+    if overrides:
+        d = _merge(d, overrides)
+    try:
+        return ExperimentConfig.from_dict(d)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from e
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_data(dc: DataConfig) -> tuple[list, list]:
+    """``(train_samples, test_items)``: ``[(image, labels)]`` and
+    ``[(name, group, image, labels)]``."""
+    from ..data import SyntheticNuclei, open_dataset
+
+    if dc.source == "synthetic":
+        ds = SyntheticNuclei(seed=dc.seed, size=dc.size, length=dc.n_train + dc.n_test, **dc.synthetic)
+        train = [ds[i] for i in range(dc.n_train)]
+        group = "seen" if dc.n_unseen else "all"
+        test = [(f"synthetic-{i:04d}", group, *ds[i]) for i in range(dc.n_train, dc.n_train + dc.n_test)]
+        if dc.n_unseen:
+            kw = {**dc.synthetic, **dc.unseen}
+            if "stain" in kw:
+                kw["stain"] = np.asarray(kw["stain"], float)
+            other = SyntheticNuclei(seed=dc.seed + 1, size=dc.size, length=dc.n_unseen, **kw)
+            test += [(f"synthetic-unseen-{i:04d}", "unseen", *other[i]) for i in range(dc.n_unseen)]
+        return train, test
+    try:
+        ds = open_dataset(dc.resolved_path(), **dc.options)
+    except TypeError as e:
+        raise ConfigError(f"data.options {dc.options}: {e}") from e
+    names = [str(n) for n in getattr(ds, "names", [f"{i:04d}" for i in range(len(ds))])]
+    pos = {n: i for i, n in enumerate(names)}
+    if dc.train:
+        missing = [n for n in dc.train if n not in pos]
+        groups = dc.groups or {"all": [n for n in names if n not in set(dc.train)]}
+        missing += [n for g in groups.values() for n in g if n not in pos]
+        if missing:
+            raise ConfigError(
+                f"data folder {dc.resolved_path()} lacks image(s) named in the config: {missing[:6]}"
+                f"{' ...' if len(missing) > 6 else ''} (found {len(names)}: {names[:4]} ...)"
+            )
+        train_names = list(dc.train)
+    else:
+        train_names = names[: dc.n_train]
+        groups = dc.groups or {"all": names[dc.n_train :]}
+    overlap = set(train_names) & {n for g in groups.values() for n in g}
+    if overlap:
+        raise ConfigError(f"image(s) both in train and test: {sorted(overlap)[:6]}")
+    train = [ds[pos[n]] for n in train_names]
+    test = [(n, g, *ds[pos[n]]) for g, members in groups.items() for n in members]
+    if not train or not test:
+        raise ConfigError(f"empty split: {len(train)} training and {len(test)} test images")
+    return train, test
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _run_path(out: Path, arm: str, seed: int) -> Path:
+    return out / "runs" / f"{arm}__s{seed}.json"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, "utf-8")
+    os.replace(tmp, path)
+
+
+def run_experiment(cfg: ExperimentConfig, out: str | os.PathLike, resume: bool = False,
+                   progress: bool | None = None) -> dict:
+    """Run every arm × seed not yet finished in ``out`` and write the reports.
+
+    Without ``resume`` the output directory must not hold finished runs already.
+    With ``resume`` the stored config must equal ``cfg`` (except ``arms``/``seeds``,
+    which may grow, and ``train.threads``/``train.workers``, which change speed
+    only) and finished runs are skipped.
+
+    Returns ``{"ran": [(arm, seed)], "skipped": [(arm, seed)], "summary": {...}}``.
+    """
+    out = Path(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.json"
+    mine = cfg.to_dict()
+    done_any = any((out / "runs").glob("*.json"))
+    if cfg_path.exists() and done_any:
+        if not resume:
+            raise ConfigError(f"{out} already holds finished runs; pass --resume to continue them or choose another --out")
+        old = json.loads(cfg_path.read_text("utf-8"))
+        def strip(d):  # arms/seeds may grow; threads/workers change speed, not results
+            d = {k: v for k, v in d.items() if k not in ("arms", "seeds")}
+            d["train"] = {k: v for k, v in d["train"].items() if k not in ("threads", "workers")}
+            return d
+
+        if strip(old) != strip(json.loads(json.dumps(mine))):
+            raise ConfigError(f"{out}: --resume with a different configuration than the stored {cfg_path.name}")
+    _atomic_write(cfg_path, json.dumps(mine, indent=2))
+
+    todo, skipped = [], []
+    for arm in cfg.arms:
+        for seed in cfg.seeds:
+            (skipped if _run_path(out, arm, seed).exists() else todo).append((arm, seed))
+    ran = []
+    if todo:
+        train, test = load_data(cfg.data)
+        bar = tqdm(todo, desc=f"experiment {cfg.name}", unit="run", disable=None if progress is None else not progress)
+        for arm, seed in bar:
+            bar.set_postfix(arm=arm, seed=seed)
+            t0 = time.perf_counter()
+            policy = make_policy(arm, train, cfg.arm_params.get(arm))
+            model, hist = train_model(train, cfg.train, seed=seed, policy=policy, progress=progress,
+                                      desc=f"{arm} s{seed}")
+            t1 = time.perf_counter()
+            rows = evaluate_model(model, test, cfg.train.min_size)
+            rec = {
+                "arm": arm, "seed": seed, "images": rows, "loss": hist["loss"], "device": hist["device"],
+                "train_seconds": t1 - t0, "eval_seconds": time.perf_counter() - t1,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            _atomic_write(_run_path(out, arm, seed), json.dumps(rec, indent=1))
+            ran.append((arm, seed))
+            write_reports(out, cfg)
+    summary = write_reports(out, cfg)
+    return {"ran": ran, "skipped": skipped, "summary": summary}
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def _mean_std(v: list[float]) -> tuple[float, float]:
+    a = np.asarray(v, float)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def _fmt(v: list[float]) -> str:
+    if not v:
+        return "–"
+    m, s = _mean_std(v)
+    return f"{100 * m:.2f} ± {100 * s:.2f}" if len(v) > 1 else f"{100 * m:.2f}"
+
+
+def write_reports(out: str | os.PathLike, cfg: ExperimentConfig | None = None) -> dict:
+    """(Re)write results.csv, per_image.csv, results.md and results.png from ``out/runs``.
+
+    Returns ``{arm: {"n": runs, "aji": [per-seed values], ..., "groups": {g: {"aji": [...]}}}}``.
+    """
+    out = Path(out)
+    recs = [json.loads(p.read_text("utf-8")) for p in sorted((out / "runs").glob("*.json"))]
+    order = list(cfg.arms) if cfg else []
+    for r in recs:
+        if r["arm"] not in order:
+            order.append(r["arm"])
+    recs.sort(key=lambda r: (order.index(r["arm"]), r["seed"]))
+    groups: list[str] = []
+    for r in recs:
+        for row in r["images"]:
+            if row["group"] not in groups:
+                groups.append(row["group"])
+    summary: dict[str, Any] = {}
+    res_rows, img_rows = [], []
+    for r in recs:
+        s = summary.setdefault(r["arm"], {"n": 0, **{m: [] for m in METRICS}, "groups": {}, "seconds": []})
+        s["n"] += 1
+        s["seconds"].append(r["train_seconds"])
+        by_group = {"all": r["images"]}
+        if len(groups) > 1:
+            for g in groups:
+                by_group[g] = [x for x in r["images"] if x["group"] == g]
+        for g, rows in by_group.items():
+            means = {m: float(np.mean([x[m] for x in rows])) for m in METRICS}
+            res_rows.append({"arm": r["arm"], "seed": r["seed"], "group": g, "n_images": len(rows),
+                             **{m: f"{means[m]:.6f}" for m in METRICS}, "device": r["device"],
+                             "train_seconds": f"{r['train_seconds']:.1f}"})
+            if g == "all":
+                for m in METRICS:
+                    s[m].append(means[m])
+            else:
+                s["groups"].setdefault(g, {m: [] for m in METRICS})
+                for m in METRICS:
+                    s["groups"][g][m].append(means[m])
+        for x in r["images"]:
+            img_rows.append({"arm": r["arm"], "seed": r["seed"], **x})
+    _write_csv(out / "results.csv", res_rows, ["arm", "seed", "group", "n_images", *METRICS, "device", "train_seconds"])
+    _write_csv(out / "per_image.csv", img_rows,
+               ["arm", "seed", "image", "group", "dice", "aji", "aji_plus", "pq", "dq", "sq", "n_true", "n_pred"])
+    _write_markdown(out / "results.md", summary, groups if len(groups) > 1 else [], cfg, recs)
+    _write_plot(out / "results.png", summary, cfg.name if cfg else "experiment")
+    return summary
+
+
+def _write_csv(path: Path, rows: list[dict], cols: list[str]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _write_markdown(path: Path, summary: dict, groups: list[str], cfg, recs) -> None:
+    head = ["Arm", "runs", "AJI (%)", "Dice (%)", "AJI+ (%)", "PQ (%)"] + [f"AJI {g} (%)" for g in groups]
+    lines = []
+    if cfg is not None:
+        t = cfg.train
+        dev = sorted({r["device"] for r in recs}) or ["–"]
+        lines += [
+            f"# Experiment `{cfg.name}`",
+            "",
+            f"Data: {cfg.data.source}"
+            + (f" ({cfg.data.n_train} train / {cfg.data.n_test} test"
+               + (f" (seen) + {cfg.data.n_unseen} unseen-stain test" if cfg.data.n_unseen else "")
+               + f" tiles of {cfg.data.size}², seed {cfg.data.seed})"
+               if cfg.data.source == "synthetic" else f" ({cfg.data.path or '$' + cfg.data.path_env})")
+            + f". Model: ResUNet-34 layout, width {t.width}. Training: {t.steps} steps × {t.batch_size} crops of "
+            f"{t.crop}², Adam lr {t.lr:g} wd {t.weight_decay:g}, cosine restarts every {t.restart_every} steps, "
+            f"p_mix {t.p_mix:g}. Device: {', '.join(dev)}. Seeds: {sorted({r['seed'] for r in recs})}.",
+            "",
+            "Mean ± sample std over seeds of the per-run mean over test images.",
+            "",
+        ]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
+    for arm, s in summary.items():
+        cells = [arm, str(s["n"])] + [_fmt(s[m]) for m in METRICS]
+        cells += [_fmt(s["groups"].get(g, {}).get("aji", [])) for g in groups]
+        lines.append("| " + " | ".join(cells) + " |")
+    _atomic_write(path, "\n".join(lines) + "\n")
+
+
+def _write_plot(path: Path, summary: dict, title: str, metric: str = "aji") -> None:
+    """Bar chart (mean) with ±std error bars of ``metric`` per arm, drawn with cv2."""
+    arms = list(summary)
+    n = max(len(arms), 1)
+    bw, gap, left, right, top, bottom = 60, 30, 70, 20, 50, 80
+    W = left + right + n * (bw + gap)
+    H = 440
+    img = np.full((H, W, 3), 255, np.uint8)
+    vals = [(_mean_std(summary[a][metric]) if summary[a][metric] else (0.0, 0.0)) for a in arms]
+    hi = max([m + s for m, s in vals] + [1e-3])
+    ymax = min(1.0, math.ceil(hi * 10 + 0.5) / 10) if hi <= 1 else hi
+    ph = H - top - bottom
+    y = lambda v: int(round(top + ph * (1 - v / ymax)))  # noqa: E731
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for k in range(6):
+        v = ymax * k / 5
+        cv2.line(img, (left, y(v)), (W - right, y(v)), (225, 225, 225), 1)
+        cv2.putText(img, f"{100 * v:.0f}", (8, y(v) + 5), font, 0.45, (60, 60, 60), 1, cv2.LINE_AA)
+    cv2.line(img, (left, top), (left, top + ph), (0, 0, 0), 1)
+    cv2.line(img, (left, top + ph), (W - right, top + ph), (0, 0, 0), 1)
+    cv2.putText(img, f"{title}: {metric.upper()} (%) mean +/- std over seeds", (left, 30), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    palette = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148),
+               (75, 86, 140), (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23)]
+    for i, (arm, (m, s)) in enumerate(zip(arms, vals)):
+        x0 = left + gap // 2 + i * (bw + gap)
+        cv2.rectangle(img, (x0, y(m)), (x0 + bw, top + ph), palette[i % len(palette)], -1)
+        cx = x0 + bw // 2
+        if s > 0:
+            cv2.line(img, (cx, y(min(m + s, ymax))), (cx, y(max(m - s, 0))), (0, 0, 0), 2)
+            for v in (min(m + s, ymax), max(m - s, 0)):
+                cv2.line(img, (cx - 8, y(v)), (cx + 8, y(v)), (0, 0, 0), 2)
+        cv2.putText(img, f"{100 * m:.1f}", (x0 + 8, y(m) - 6 if s == 0 else y(min(m + s, ymax)) - 6), font, 0.45,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+        # arm name, split on '-' over up to 3 lines
+        parts = arm.split("-")
+        for j, part in enumerate(parts[:3]):
+            cv2.putText(img, part, (x0, top + ph + 20 + 18 * j), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    ok, buf = cv2.imencode(".png", img[:, :, ::-1])
+    if not ok:  # pragma: no cover
+        raise RuntimeError("cv2 could not encode the plot")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buf.tobytes())
+    os.replace(tmp, path)

@@ -1,0 +1,367 @@
+"""Training, inference, post-processing and evaluation of the segmenter.
+
+* :func:`make_targets`: instance map → per-pixel class (0 background, 1 interior,
+  2 boundary = instance pixels with a 4-neighbour of another value, thickened by
+  ``boundary_width − 1`` dilations inside the instance).
+* :func:`postprocess`: class probabilities → instance map. Markers are the
+  8-connected components of ``p_interior > 0.5`` (those under ``min_size`` px
+  dropped); every foreground pixel (``p_background < 0.5``) goes to the nearest
+  marker (Euclidean, ``cv2.distanceTransformWithLabels``); foreground
+  components without any marker become instances of their own; pieces below
+  ``min_size`` are removed and split pieces relabelled
+  (:func:`insmix_fast.data.clean_labels`).
+* :func:`train_model`: the paper's recipe scaled by :class:`TrainConfig` — random
+  ``crop``×``crop`` crops, the augmentation arm (mix policy / InsMix) applied to a
+  sample with probability ``p_mix``, then :class:`~insmix_fast.augment.TraditionalAugment`,
+  Adam (weight decay 1e-4), cosine learning rate with warm restarts every
+  ``restart_every`` steps; loss = cross-entropy (boundary class weighted) + soft
+  Dice on the foreground.
+* :func:`evaluate_model`: whole-image inference (reflect-padded to a multiple of
+  32), post-processing and per-image metrics (:func:`insmix_fast.metrics.evaluate`).
+
+Every random choice is seeded by ``(seed, step)`` so a run is reproducible on one
+device (GPU kernels may still differ in the last bits).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..augment import TraditionalAugment
+from ..baselines import make_rng
+from ..errors import ConfigError
+from .model import ResUNet34, pad_to_multiple
+
+__all__ = [
+    "TrainConfig",
+    "make_targets",
+    "postprocess",
+    "random_crops",
+    "train_model",
+    "predict",
+    "evaluate_model",
+    "resolve_device",
+]
+
+_S_CROP = 21
+_S_SELECT = 22
+
+
+@dataclass
+class TrainConfig:
+    """Training recipe (defaults: the paper's, scaled to a GPU run of one arm).
+
+    steps: optimiser steps in total.  batch_size, crop: crops per step and side.
+    lr, weight_decay: Adam.  restart_every: steps per cosine cycle
+    (``CosineAnnealingWarmRestarts(T_0=restart_every)``; the paper: 300 epochs,
+    restart every 50).  lr_min: cosine floor.  p_mix: probability that a sample of
+    the batch gets the arm's augmentation (the official InsMix code: 1/8).
+    augment: parameters of :class:`TraditionalAugment` (``False``: none).
+    width: encoder base width (64 = ResNet-34).  boundary_width: target boundary
+    thickness in px.  boundary_weight: CE weight of the boundary class.
+    min_size: smallest predicted instance kept (px).  device: "auto", "cpu",
+    "cuda".  threads: torch CPU threads (0 = torch's default).  amp: bf16
+    autocast on CUDA.  log_every: loss history stride.  workers: threads that
+    prepare batches ahead of the optimiser (0: in the main thread); a batch is
+    a pure function of (seed, step), so the result does not depend on it.
+    """
+
+    steps: int = 9600
+    batch_size: int = 8
+    crop: int = 256
+    lr: float = 1e-3
+    lr_min: float = 1e-6
+    weight_decay: float = 1e-4
+    restart_every: int = 1600
+    p_mix: float = 0.5
+    augment: dict | bool = field(default_factory=dict)
+    width: int = 64
+    boundary_width: int = 1
+    boundary_weight: float = 2.0
+    min_size: int = 10
+    device: str = "auto"
+    threads: int = 0
+    amp: bool = True
+    log_every: int = 10
+    workers: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "crop", "restart_every", "width", "boundary_width", "min_size", "log_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"train.{name} must be an integer ≥ 1, got {v!r}")
+        if self.crop % 32:
+            raise ConfigError(f"train.crop must be a multiple of 32, got {self.crop}")
+        for name, lo, hi in (("lr", 0, 10), ("lr_min", 0, 10), ("weight_decay", 0, 1), ("p_mix", 0, 1), ("boundary_weight", 0, 100)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo <= v <= hi):
+                raise ConfigError(f"train.{name} must be a number in [{lo}, {hi}], got {v!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ConfigError(f"train.device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise ConfigError(f"train.workers must be an integer ≥ 0, got {self.workers!r}")
+        if not isinstance(self.threads, int) or self.threads < 0:
+            raise ConfigError(f"train.threads must be an integer ≥ 0, got {self.threads!r}")
+        if not isinstance(self.augment, (dict, bool)):
+            raise ConfigError("train.augment must be a table of TraditionalAugment parameters or a bool")
+        if isinstance(self.augment, dict):
+            try:
+                TraditionalAugment(**self.augment)
+            except TypeError as e:
+                raise ConfigError(f"train.augment: {e}") from e
+
+    def make_augment(self) -> TraditionalAugment | None:
+        if self.augment is False:
+            return None
+        return TraditionalAugment(**(self.augment if isinstance(self.augment, dict) else {}))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device = {name!r} but CUDA is not available")
+    return torch.device(name)
+
+
+# --------------------------------------------------------------------------- targets / post-processing
+
+
+def make_targets(labels: np.ndarray, boundary_width: int = 2) -> np.ndarray:
+    """H×W (or N×H×W) instance map(s) → uint8 class map(s): 0 bg, 1 interior, 2 boundary."""
+    lab = np.asarray(labels)
+    if lab.ndim == 3:
+        return np.stack([make_targets(x, boundary_width) for x in lab])
+    p = np.pad(lab, 1, mode="edge")
+    c = p[1:-1, 1:-1]
+    edge = (c != p[:-2, 1:-1]) | (c != p[2:, 1:-1]) | (c != p[1:-1, :-2]) | (c != p[1:-1, 2:])
+    fg = lab > 0
+    bnd = edge & fg
+    if boundary_width > 1:
+        bnd = cv2.dilate(bnd.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=boundary_width - 1).astype(bool) & fg
+    out = fg.astype(np.uint8)
+    out[bnd] = 2
+    return out
+
+
+def postprocess(prob: np.ndarray, min_size: int = 10) -> np.ndarray:
+    """3×H×W class probabilities (bg, interior, boundary) → H×W int32 instance map."""
+    from ..data.labels import clean_labels
+
+    prob = np.asarray(prob, np.float32)
+    interior = (prob[1] > 0.5).astype(np.uint8)
+    fg = prob[0] < 0.5
+    n, markers = cv2.connectedComponents(interior, connectivity=8, ltype=cv2.CV_32S)
+    if n > 1:
+        area = np.bincount(markers.ravel(), minlength=n)
+        small = area < min_size
+        small[0] = False
+        if small.any():
+            markers[small[markers]] = 0
+    out = np.zeros(fg.shape, np.int32)
+    if markers.any():
+        src = (markers == 0).astype(np.uint8)
+        _, near = cv2.distanceTransformWithLabels(src, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+        # DIST_LABEL_PIXEL: every zero pixel of src (a marker pixel) has its own label
+        lut = np.zeros(int(near.max()) + 1, np.int32)
+        lut[near[markers > 0]] = markers[markers > 0]
+        out = np.where(fg | (markers > 0), lut[near], 0).astype(np.int32)
+    # foreground blobs that hold no marker become instances of their own
+    rest = (fg & (out == 0)).astype(np.uint8)
+    if rest.any():
+        k, comp = cv2.connectedComponents(rest, connectivity=8, ltype=cv2.CV_32S)
+        top = int(out.max())
+        out[comp > 0] = comp[comp > 0] + top
+    return clean_labels(out, min_size=max(1, int(min_size)), fill_holes=True, split="relabel")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def random_crops(samples: Sequence, n: int, crop: int, seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` crops (uniform image, uniform position; reflect-padded when an image is
+    smaller than ``crop``) seeded by (seed, step)."""
+    from ..data.labels import clean_labels
+
+    rng = make_rng(seed, step, _S_CROP)
+    imgs = np.empty((n, crop, crop, 3), np.uint8)
+    labs = np.empty((n, crop, crop), np.int32)
+    for k in range(n):
+        img, lab = samples[int(rng.integers(len(samples)))]
+        H, W = lab.shape
+        if H < crop or W < crop:
+            ph, pw = max(0, crop - H), max(0, crop - W)
+            img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="constant", constant_values=0)
+            lab = np.pad(lab, ((0, ph), (0, pw)), mode="constant")
+            H, W = lab.shape
+        y = int(rng.integers(H - crop + 1))
+        x = int(rng.integers(W - crop + 1))
+        imgs[k] = img[y : y + crop, x : x + crop]
+        labs[k] = clean_labels(lab[y : y + crop, x : x + crop], fill_holes=False)  # a crop can cut an instance in two
+    return imgs, labs
+
+
+def _to_tensor(images: np.ndarray, device) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    x = x.permute(0, 3, 1, 2).contiguous().float().div_(127.5).sub_(1.0)
+    return x
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _loss(logits, target, boundary_weight):
+    w = torch.tensor([1.0, 1.0, boundary_weight], device=logits.device, dtype=logits.dtype)
+    ce = F.cross_entropy(logits, target, weight=w)
+    p = logits.float().softmax(1)
+    fg_p = 1 - p[:, 0]
+    fg_t = (target > 0).float()
+    inter = (fg_p * fg_t).sum()
+    dice = 1 - (2 * inter + 1) / (fg_p.sum() + fg_t.sum() + 1)
+    return ce + dice
+
+
+def train_model(
+    train_samples: Sequence,
+    cfg: TrainConfig,
+    seed: int = 0,
+    policy: Callable | None = None,
+    progress: bool | None = None,
+    desc: str = "train",
+    callback: Callable | None = None,
+) -> tuple[ResUNet34, dict]:
+    """Train a fresh :class:`ResUNet34` on ``train_samples`` (a sequence of
+    ``(image, labels)``); ``policy(images, labels, seed, indices) -> (images, labels)``
+    is the augmentation arm (``None``: traditional augmentation only).
+
+    Returns ``(model, history)``; history has ``loss`` (mean per ``log_every``
+    steps), ``steps``, ``seconds``, ``device``.
+    """
+    if len(train_samples) == 0:
+        raise ConfigError("no training samples")
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(seed)
+    model = ResUNet34(cfg.width).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.restart_every, eta_min=cfg.lr_min)
+    aug = cfg.make_augment()
+    amp = cfg.amp and device.type == "cuda"
+    hist = {"loss": [], "steps": cfg.steps, "device": str(device)}
+    t0 = time.perf_counter()
+    acc, nacc = 0.0, 0
+    model.train()
+    bar = tqdm(range(cfg.steps), desc=desc, leave=False, disable=None if progress is None else not progress)
+    def prepare(step):
+        imgs, labs = random_crops(train_samples, cfg.batch_size, cfg.crop, seed, step)
+        idx = np.arange(cfg.batch_size) + step * cfg.batch_size
+        if policy is not None and cfg.p_mix > 0:
+            sel = make_rng(seed, step, _S_SELECT).random(cfg.batch_size) < cfg.p_mix
+            if sel.any():
+                if getattr(policy, "thread_safe", False):
+                    mi, ml = policy(imgs, labs, seed, idx)
+                else:  # e.g. Numba parallel kernels: one call at a time
+                    with lock:
+                        mi, ml = policy(imgs, labs, seed, idx)
+                imgs[sel], labs[sel] = mi[sel], ml[sel]
+        if aug is not None:
+            imgs, labs = aug.batch(imgs, labs, seed=seed, indices=idx)
+        return imgs, make_targets(labs, cfg.boundary_width)
+
+    lock = threading.Lock()
+    pool = ThreadPoolExecutor(cfg.workers) if cfg.workers else None
+    ahead = 2 * cfg.workers
+    futures = {}
+    for step in bar:
+        if pool is not None:
+            for s in range(step, min(step + ahead + 1, cfg.steps)):
+                if s not in futures:
+                    futures[s] = pool.submit(prepare, s)
+            imgs, tgt_np = futures.pop(step).result()
+        else:
+            imgs, tgt_np = prepare(step)
+        tgt = torch.from_numpy(tgt_np.astype(np.int64)).to(device, non_blocking=True)
+        x = _to_tensor(imgs, device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        loss = _loss(logits.float(), tgt, cfg.boundary_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        acc = acc + loss.detach()  # stays on the device: no sync per step
+        nacc += 1
+        if nacc == cfg.log_every or step == cfg.steps - 1:
+            hist["loss"].append(float(acc) / nacc)
+            bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}")
+            acc, nacc = 0.0, 0
+        if callback is not None:
+            callback(step, model)
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+    hist["seconds"] = time.perf_counter() - t0
+    return model, hist
+
+
+# --------------------------------------------------------------------------- inference / evaluation
+
+
+@torch.no_grad()
+def predict(model: ResUNet34, image: np.ndarray, min_size: int = 10, tile: int = 1024) -> np.ndarray:
+    """Instance map of one H×W×3 uint8 image (whole image at once when it fits in
+    ``tile``×``tile``, otherwise overlapping tiles averaged)."""
+    device = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    H, W = image.shape[:2]
+    if H <= tile and W <= tile:
+        x, _ = pad_to_multiple(_to_tensor(image[None], device))
+        prob = model(x).float().softmax(1)[0, :, :H, :W].cpu().numpy()
+    else:
+        step = tile - 128
+        acc = np.zeros((3, H, W), np.float32)
+        cnt = np.zeros((H, W), np.float32)
+        for y in list(range(0, max(H - tile, 0), step)) + [max(H - tile, 0)]:
+            for x0 in list(range(0, max(W - tile, 0), step)) + [max(W - tile, 0)]:
+                t = image[y : y + tile, x0 : x0 + tile]
+                xt, _ = pad_to_multiple(_to_tensor(t[None], device))
+                p = model(xt).float().softmax(1)[0, :, : t.shape[0], : t.shape[1]].cpu().numpy()
+                acc[:, y : y + t.shape[0], x0 : x0 + t.shape[1]] += p
+                cnt[y : y + t.shape[0], x0 : x0 + t.shape[1]] += 1
+        prob = acc / cnt
+    model.train(was)
+    return postprocess(prob, min_size)
+
+
+def evaluate_model(model: ResUNet34, test_items: Sequence, min_size: int = 10) -> list[dict]:
+    """Per-image metrics. ``test_items``: sequence of ``(name, group, image, labels)``.
+    Returns one dict per image: name, group, dice, aji, aji_plus, pq, dq, sq, n_true, n_pred."""
+    from ..metrics import evaluate
+
+    rows = []
+    for name, group, image, labels in test_items:
+        pred = predict(model, image, min_size)
+        m = evaluate(labels, pred)
+        rows.append({
+            "image": name,
+            "group": group,
+            **{k: float(m[k]) for k in ("dice", "aji", "aji_plus", "pq", "dq", "sq")},
+            "n_true": int(len(np.unique(labels)) - (labels == 0).any()),
+            "n_pred": int(len(np.unique(pred)) - (pred == 0).any()),
+        })
+    return rows

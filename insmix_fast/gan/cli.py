@@ -1,0 +1,136 @@
+"""``insmix-fast gan …`` sub-commands: ``train`` and ``export``.
+
+The main CLI calls :func:`register` on its argparse sub-parsers; :func:`main`
+runs the same commands standalone (``python -m insmix_fast.gan.cli train …``).
+
+Examples::
+
+    insmix-fast gan train --data synthetic --out ckpt/ --steps 2000 --batch-size 8 --amp
+    insmix-fast gan train --data my_tiles/ --out ckpt/ --epochs 50 --resume
+    insmix-fast gan export ckpt/ -o blender.pt                   # TorchScript
+    insmix-fast gan export ckpt/ -o blender.pt2 --format export  # torch.export program
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["register", "main", "build_parser"]
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train the smooth-GAN blender",
+                       description="Train the smooth-GAN (generator with FSE + PatchGAN, triplet loss) "
+                                   "on pasted tiles made by insmix from DATA.")
+    p.add_argument("--data", required=True, metavar="DIR|synthetic",
+                   help="tile directory (*.npz with image/labels, images/+labels/, or NAME.png + NAME_label.npy) "
+                        "or 'synthetic' for the built-in synthetic H&E tiles")
+    p.add_argument("--out", required=True, metavar="CKPT_DIR", help="output directory for checkpoints and plots")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--steps", type=int, default=None, help="total training steps")
+    g.add_argument("--epochs", type=int, default=None, help="total epochs (one epoch = one pass over the tiles)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--size", type=int, default=256, help="tile side (multiple of 4; random crops of larger tiles)")
+    p.add_argument("--width", type=int, default=48, help="generator base width (official: 48)")
+    p.add_argument("--d-width", type=int, default=64, help="discriminator base width (64-128-256-512)")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--loss", choices=("triplet", "bce"), default="triplet",
+                   help="triplet + λ=10 L1 (paper, default) or BCE + λ=100 L1 (official code)")
+    p.add_argument("--lam", type=float, default=None, help="reconstruction weight λ (default 10, or 100 for bce)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (bf16/fp16) on CUDA; ignored on CPU")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-synthetic", type=int, default=64, help="number of synthetic tiles (--data synthetic)")
+    p.add_argument("--stain-jitter", type=float, default=None,
+                   help="per-tile stain variation of the synthetic tiles (default: the data set's)")
+    p.add_argument("--paste", choices=("auto", "insmix", "simple"), default="auto",
+                   help="how pasted tiles are made: insmix (default when available) or a simple copy-paste")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
+                   help="resume from CKPT (default: CKPT_DIR/last.pt)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(_gan_cmd=_cmd_train)
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a trained blender to TorchScript or torch.export",
+                       description="Export the generator of a smooth-GAN checkpoint as a blend module "
+                                   "(images N×3×H×W [0,1], paste_mask, original_mask → blended images).")
+    p.add_argument("checkpoint", help="checkpoint file or the training output directory")
+    p.add_argument("-o", "--output", required=True, help="output file (.pt for torchscript, .pt2 for export)")
+    p.add_argument("--format", choices=("torchscript", "export"), default=None,
+                   help="default: 'export' if the output ends in .pt2, else 'torchscript'")
+    p.set_defaults(_gan_cmd=_cmd_export)
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the ``gan`` command (with ``train`` and ``export``) to an argparse sub-parsers object.
+
+    The handler is stored as ``args.func`` (and ``args._gan_cmd``); it returns an exit code.
+    """
+    gan = subparsers.add_parser("gan", help="smooth-GAN blender: train / export",
+                                description="smooth-GAN blender (paper §2.3): train and export.")
+    sub = gan.add_subparsers(dest="gan_command", metavar="{train,export}")
+    sub.required = True
+    _add_train(sub)
+    _add_export(sub)
+    gan.set_defaults(func=run)
+    return gan
+
+
+def run(args: argparse.Namespace) -> int:
+    return args._gan_cmd(args)
+
+
+def _cmd_train(args) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
+                      size=args.size, width=args.width, d_width=args.d_width, lr=args.lr, loss=args.loss, lam=args.lam,
+                      amp=args.amp, device=args.device, seed=args.seed, n_synthetic=args.n_synthetic,
+                      stain_jitter=args.stain_jitter, paste=args.paste, resume=args.resume,
+                      progress=not args.no_progress)
+    res = train(cfg)
+    h = res.history
+    last = {k: v[-1] for k, v in h.items() if v}
+    print(f"step {res.step}: checkpoint {res.checkpoint}; last losses "
+          + ", ".join(f"{k}={v:.4f}" for k, v in last.items()))
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .export import export_blender, load_generator
+
+    fmt = args.format or ("export" if str(args.output).endswith(".pt2") else "torchscript")
+    g = load_generator(args.checkpoint)
+    path = export_blender(g, args.output, fmt)
+    print(f"wrote {path} ({fmt})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="insmix-fast")
+    sub = parser.add_subparsers(dest="command", metavar="{gan}")
+    sub.required = True
+    register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point: ``main(["gan", "train", ...])`` (a leading ``gan`` may be omitted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] != "gan":
+        argv = ["gan", *argv]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from ..errors import InsMixError
+    try:
+        return int(args.func(args) or 0)
+    except InsMixError as e:
+        print(f"insmix-fast gan: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""Training loop of the smooth-GAN (paper §2.3, SPEC §5).
+
+One iteration, on a batch from :class:`~insmix_fast.gan.data.TileSource`:
+
+1. ``g = G(u, M, O)``, ``S(u) = G(u)·M + u·(1−M)``;
+2. discriminator step on the triplet loss (Eq. 3) ``(x_a, x_p, S(u).detach())``
+   (or BCE real/fake with ``loss="bce"``, the official code);
+3. generator step on ``L_G = L_adv + λ·|u − G(u)|₁`` (Eq. 4–5, λ = 10; BCE + 100·L1
+   with ``loss="bce"``).
+
+Adam (β = 0.5, 0.999) for both; AMP (bf16 or fp16 + GradScaler) on CUDA.
+Output directory: ``last.pt`` and ``ckpt_stepNNNNNNN.pt`` (every epoch, the
+three newest kept), ``history.json``, ``loss_curves.png``, and
+``samples_epochNNN.png`` (rows: pasted u with the paste outline, S(u), |S(u)−u|,
+a real tile).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, InputError
+from .data import PastedBatch, TileSource
+from .losses import (LAMBDA, LAMBDA_BCE, MARGIN, bce_discriminator_loss, bce_generator_loss, generator_loss,
+                     l1_distance, triplet_loss)
+from .model import Discriminator, Generator, composite
+from .plots import image_grid, loss_curves_png, outline, save_rgb
+
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "find_checkpoint", "resolve_device"]
+
+HISTORY_KEYS = ("d_loss", "g_adv", "g_rec", "g_total", "gap")
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``gan train`` takes. ``steps`` wins over ``epochs`` when both are set."""
+
+    data: str = "synthetic"
+    out: str = "gan_ckpt"
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int = 8
+    size: int = 256
+    width: int = 48
+    d_width: int = 64
+    lr: float = 1e-4
+    d_lr: float | None = None  # discriminator learning rate (default: lr)
+    betas: tuple[float, float] = (0.5, 0.999)
+    loss: str = "triplet"
+    lam: float | None = None  # default: 10 (triplet) / 100 (bce)
+    margin: float = MARGIN
+    key_stride: int = 2
+    amp: bool = False
+    device: str = "auto"
+    seed: int = 0
+    n_synthetic: int = 64
+    stain_jitter: float | None = None
+    paste: str = "auto"
+    resume: str | None = None  # None, "auto" (out/last.pt) or a path
+    keep: int = 3
+    progress: bool = True
+    plots: bool = True
+
+    def __post_init__(self):
+        if self.loss not in ("triplet", "bce"):
+            raise ConfigError(f"loss must be 'triplet' or 'bce', got {self.loss!r}")
+        for name in ("batch_size", "width", "d_width", "n_synthetic"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"steps must be ≥ 1, got {self.steps}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"epochs must be ≥ 1, got {self.epochs}")
+        if not self.lr > 0 or (self.d_lr is not None and not self.d_lr > 0):
+            raise ConfigError(f"lr and d_lr must be > 0, got {self.lr}, {self.d_lr}")
+        if self.size % 4 or self.size < 32:
+            raise ConfigError(f"size must be a multiple of 4 and ≥ 32, got {self.size}")
+        self.betas = tuple(float(b) for b in self.betas)
+
+    @property
+    def lam_value(self) -> float:
+        return float(self.lam) if self.lam is not None else (LAMBDA if self.loss == "triplet" else LAMBDA_BCE)
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    step: int
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """``path`` itself if a file, else ``path/last.pt`` or the newest ``ckpt_step*.pt``."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        if (p / "last.pt").is_file():
+            return p / "last.pt"
+        ck = sorted(p.glob("ckpt_step*.pt"))
+        if ck:
+            return ck[-1]
+    raise InputError(f"no smooth-GAN checkpoint at {p}")
+
+
+class Trainer:
+    """Holds G, D, optimisers and the data source; ``step()`` runs one iteration."""
+
+    def __init__(self, config: TrainConfig, source: TileSource | None = None):
+        self.cfg = config
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        self.source = source if source is not None else TileSource.from_spec(
+            config.data, config.size, seed=config.seed, n_synthetic=config.n_synthetic, paste=config.paste,
+            stain_jitter=config.stain_jitter)
+        self.G = Generator(width=config.width, key_stride=config.key_stride).to(self.device)
+        self.D = Discriminator(width=config.d_width).to(self.device)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=config.betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.d_lr or config.lr, betas=config.betas)
+        self.amp_dtype = None
+        if config.amp and self.device.type == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.step_no = 0
+        self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+        self.steps_per_epoch = max(1, math.ceil(len(self.source) / config.batch_size))
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        cfg = dataclasses.asdict(self.cfg)
+        cfg["betas"] = list(cfg["betas"])
+        return {
+            "format": "insmix_fast.gan/1",
+            "generator": self.G.state_dict(),
+            "generator_config": self.G.config.to_dict(),
+            "discriminator": self.D.state_dict(),
+            "d_width": self.D.width,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step_no,
+            "history": self.history,
+            "train_config": cfg,
+        }
+
+    def save(self, out: Path) -> Path:
+        out.mkdir(parents=True, exist_ok=True)
+        state = self.state_dict()
+        path = out / f"ckpt_step{self.step_no:07d}.pt"
+        tmp = out / "last.pt.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, out / "last.pt")
+        torch.save(state, path)
+        for old in sorted(out.glob("ckpt_step*.pt"))[: -self.cfg.keep]:
+            old.unlink()
+        with open(out / "history.json", "w") as f:
+            json.dump(self.history, f)
+        return path
+
+    def load(self, path: str | os.PathLike) -> None:
+        path = find_checkpoint(path)
+        state = torch.load(str(path), map_location=self.device, weights_only=True)
+        if state.get("generator_config") != self.G.config.to_dict():
+            raise ConfigError(f"checkpoint {path} has generator {state.get('generator_config')}, "
+                              f"this run asks for {self.G.config.to_dict()}")
+        self.G.load_state_dict(state["generator"])
+        self.D.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step_no = int(state["step"])
+        self.history = {k: list(state["history"].get(k, [])) for k in HISTORY_KEYS}
+
+    # ------------------------------------------------------------ training
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return torch.autocast(device_type=self.device.type, enabled=False)
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def step(self, batch: PastedBatch | None = None) -> dict[str, float]:
+        cfg = self.cfg
+        if batch is None:
+            batch = self.source.batch(self.step_no, cfg.batch_size)
+        b = batch.to(self.device)
+        self.G.train()
+        self.D.train()
+        # ---- discriminator
+        with self._autocast():
+            g = self.G(b.u, b.paste_mask, b.original_mask)
+            s = composite(b.u, g, b.paste_mask)
+            d_a, d_p, d_n = self.D(b.anchor), self.D(b.positive), self.D(s.detach())
+            if cfg.loss == "triplet":
+                loss_d = triplet_loss(d_a, d_p, d_n, cfg.margin)
+            else:
+                loss_d = bce_discriminator_loss(torch.cat([d_a, d_p]), d_n)
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_d).backward()
+        self.scaler.step(self.opt_d)
+        # ---- generator
+        for p in self.D.parameters():
+            p.requires_grad_(False)
+        with self._autocast():
+            d_n_g = self.D(s)
+            if cfg.loss == "triplet":
+                lg = generator_loss(d_a.detach(), d_p.detach(), d_n_g, b.u, g, cfg.lam_value)
+            else:
+                lg = bce_generator_loss(d_n_g, b.u, g, cfg.lam_value)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler.scale(lg.total).backward()
+        self.scaler.step(self.opt_g)
+        self.scaler.update()
+        for p in self.D.parameters():
+            p.requires_grad_(True)
+        with torch.no_grad():
+            if cfg.loss == "triplet":
+                gap = (l1_distance(d_a, d_n) - l1_distance(d_a, d_p)).mean()
+            else:  # accuracy of D on real vs S(u) patches
+                gap = 0.5 * ((d_a > 0).float().mean() + (d_n < 0).float().mean())
+        rec = {"d_loss": loss_d.item(), "g_adv": lg.adv.item(), "g_rec": lg.rec.item(),
+               "g_total": lg.total.item(), "gap": gap.item()}
+        for k, v in rec.items():
+            self.history[k].append(v)
+        self.step_no += 1
+        return rec
+
+    @torch.no_grad()
+    def evaluate(self, batch: PastedBatch) -> dict[str, float]:
+        """On a held-out batch: reconstruction L1, D's triplet gap and separation rate.
+
+        ``gap`` = mean over samples of d(x_a, S(u)) − d(x_a, x_p); ``separated`` =
+        fraction of samples with d(x_a, S(u)) > d(x_a, x_p) (both over samples with at
+        least one paste; the others are identical to real tiles); ``acc`` = fraction of
+        patch logits on the right side of 0 (real > 0, S(u) < 0; meaningful for BCE).
+        """
+        self.G.eval()
+        self.D.eval()
+        b = batch.to(self.device)
+        with self._autocast():
+            g = self.G(b.u, b.paste_mask, b.original_mask)
+            s = composite(b.u, g, b.paste_mask)
+            d_a, d_p, d_n = self.D(b.anchor), self.D(b.positive), self.D(s)
+        dn, dp = l1_distance(d_a, d_n), l1_distance(d_a, d_p)
+        has = b.paste_mask.flatten(1).amax(1) > 0.5  # samples without pastes cannot be told apart
+        sep = (dn > dp)[has].float().mean() if bool(has.any()) else torch.tensor(float("nan"))
+        return {"rec": float((b.u - g.float()).abs().mean()), "gap": float((dn - dp)[has].mean()),
+                "separated": float(sep),
+                "acc": float(0.5 * ((d_a > 0).float().mean() + (d_n[has] < 0).float().mean()))}
+
+    @torch.no_grad()
+    def sample_grid(self, batch: PastedBatch, path: Path, n: int = 4) -> None:
+        self.G.eval()
+        b = batch.to(self.device)
+        k = min(n, b.u.shape[0])
+        with self._autocast():
+            g = self.G(b.u[:k], b.paste_mask[:k], b.original_mask[:k])
+        s = composite(b.u[:k], g.float(), b.paste_mask[:k])
+
+        def u8(t):
+            return ((t.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+        u, sm, real = u8(b.u[:k]), u8(s), u8(b.anchor[:k])
+        diff = np.clip(np.abs(sm.astype(np.int16) - u.astype(np.int16)) * 4, 0, 255).astype(np.uint8)
+        pm = b.paste_mask[:k, 0].cpu().numpy() > 0.5
+        rows = [[outline(u[i], pm[i]), sm[i], diff[i], real[i]] for i in range(k)]
+        save_rgb(path, image_grid(rows, ["u (pasted)", "S(u)", "|S(u)-u| x4", "real"]))
+
+    def run(self, total_steps: int) -> TrainResult:
+        cfg = self.cfg
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        fixed = self.source.batch(10**12, min(cfg.batch_size, 4))  # fixed preview batch (never a training step)
+        bar = None
+        if cfg.progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=total_steps, initial=min(self.step_no, total_steps), desc="smooth-GAN", unit="step")
+        path = find_checkpoint(out) if (out / "last.pt").is_file() else None
+        while self.step_no < total_steps:
+            rec = self.step()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(D=f"{rec['d_loss']:.3f}", adv=f"{rec['g_adv']:.3f}", rec=f"{rec['g_rec']:.3f}",
+                                gap=f"{rec['gap']:.3f}")
+            end_epoch = self.step_no % self.steps_per_epoch == 0 or self.step_no == total_steps
+            if end_epoch:
+                epoch = math.ceil(self.step_no / self.steps_per_epoch)
+                path = self.save(out)
+                if cfg.plots:
+                    self.sample_grid(fixed, out / f"samples_epoch{epoch:03d}.png")
+                    loss_curves_png(self.history, out / "loss_curves.png")
+        if bar is not None:
+            bar.close()
+        if path is None:
+            path = self.save(out)
+        return TrainResult(checkpoint=path, step=self.step_no, history=self.history)
+
+
+def train(config: TrainConfig, source: TileSource | None = None) -> TrainResult:
+    """Train (or resume) according to ``config``; returns the last checkpoint and the loss history."""
+    tr = Trainer(config, source)
+    if config.resume:
+        ck = Path(config.out) if config.resume == "auto" else Path(config.resume)
+        tr.load(ck)
+    if config.steps is not None:
+        total = config.steps
+    elif config.epochs is not None:
+        total = config.epochs * tr.steps_per_epoch
+    else:
+        total = tr.steps_per_epoch
+    return tr.run(total)
