@@ -194,6 +194,27 @@ class InstanceBank:
         """The flat arrays in the layout the kernels take."""
         return self.table_cached
 
+    def to(self, device: str = "cpu"):
+        """This bank on ``device``: ``"cpu"`` returns the bank itself; ``"cuda"`` / ``"cuda:N"``
+        a :class:`insmix_fast.gpu.DeviceBank` holding the same flat arrays on that GPU
+        (uploaded on the first call, then reused). Raises
+        :class:`~insmix_fast.errors.InputError` naming the reason when no GPU can be used."""
+        from .gpu.bank import parse_device
+
+        kind, dev = parse_device(device)
+        if kind == "cpu":
+            return self
+        cache = self.__dict__.setdefault("_device_banks", {})
+        if dev not in cache:
+            from .gpu.bank import DeviceBank
+
+            cache[dev] = DeviceBank(self, dev)
+        return cache[dev]
+
+    def __getstate__(self):
+        # device copies made by to("cuda") stay with this process (never pickled to workers)
+        return {k: v for k, v in self.__dict__.items() if k != "_device_banks"}
+
     @property
     def nbytes(self) -> int:
         return int(sum(getattr(self, k).nbytes for k in (*_FIELDS, "offset", "masks", "pixels")))

@@ -340,7 +340,16 @@ def insmix_batch(images, labels, bank: InstanceBank | None, config: InsMixConfig
     gives exactly ``insmix(images[b], labels[b], ..., index=indices[b])``.
     """
     if device != "cpu":
-        raise InputError(f"device {device!r} is not supported by this build of insmix_batch; use device='cpu'")
+        from .gpu.bank import parse_device
+
+        if parse_device(device)[0] != "cpu":  # raises InputError for an unknown device
+            from .gpu import require_cuda
+
+            require_cuda()  # InputError naming the reason when no GPU can be used
+            from .gpu.batch import insmix_batch_cuda
+
+            return insmix_batch_cuda(images, labels, bank, _config(config), seed=check_seed(seed), indices=indices,
+                                     device=str(device))
     config = _config(config)
     seed = check_seed(seed)
     images, labels = check_batch(images, labels)

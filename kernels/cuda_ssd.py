@@ -1,0 +1,174 @@
+"""Bank-wide SSD scoring on the device (the GPU twin of ``kernels.ssd.choose_template``
+and ``admissible_counts``).
+
+Originals are the rank slots ``(b, c)`` of :mod:`kernels.cuda_instances` (read
+straight from the label map plus their packed descriptors); the bank is the
+device bank's flat arrays. Nothing of size originals × bank is ever stored:
+
+* :func:`k_choose` — one thread per original: binary search of the scale range,
+  then the same ``max_draws`` Philox rejection draws as the CPU. Most originals
+  end here. Those that miss every draw are marked ``-2``.
+* :func:`k_fallback` — one *block* per marked original: the block sweeps the
+  scale range ``BLOCK`` templates at a time, counts admissible ones (shared
+  atomics), draws ``k`` with the CPU's counter and finds the k-th admissible
+  template with a block prefix sum. Memory O(1) per original.
+* :func:`k_counts` — one block per original: exhaustive admissible counts
+  (statistics, the bank-size benchmark).
+"""
+
+from __future__ import annotations
+
+from numba import cuda, int64
+
+from .cuda_device import BLOCK, admissible_t, counter2, scale_range, uniform_int
+from .rng import STREAM_TEMPLATE
+
+NONE = -1
+FALLBACK = -2
+
+
+@cuda.jit
+def k_choose(labels, k_arr, ids_ext, area, anchor, selected, desc, fits,
+             b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits,
+             eps, rho, ssd, max_draws, seed, samples, choice, lo_out, hi_out):
+    nb, nslots = choice.shape
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    n_bank = b_area.shape[0]
+    for p in range(start, nb * nslots, step):
+        b = p // nslots
+        c = p - b * nslots
+        choice[b, c] = NONE
+        if c == 0 or c > k_arr[b] or not selected[b, c] or n_bank == 0:
+            continue
+        sample = samples[b]
+        key = c - 1
+        if not ssd:
+            choice[b, c] = uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, 0), n_bank)
+            continue
+        a_o = area[b, c]
+        lo, hi = scale_range(b_area, a_o, eps)
+        lo_out[b, c] = lo
+        hi_out[b, c] = hi
+        n = hi - lo
+        if n <= 0:
+            continue
+        v = ids_ext[b, c]
+        ao_r = anchor[b, c, 0]
+        ao_c = anchor[b, c, 1]
+        lab = labels[b]
+        od = desc[b, c]
+        of = fits[b, c]
+        found = False
+        for j in range(max_draws):
+            t = lo + uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, j), n)
+            if admissible_t(lab, v, a_o, od, of, ao_r, ao_c, b_area, b_anchor, b_hw, b_off, b_masks, b_desc,
+                            b_fits, t, rho):
+                choice[b, c] = t
+                found = True
+                break
+        if not found:
+            choice[b, c] = FALLBACK
+
+
+@cuda.jit
+def k_fallback(labels, ids_ext, area, anchor, desc, fits,
+               b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits,
+               rho, seed, samples, choice, lo_arr, hi_arr):
+    """Exact uniform choice among all admissible templates for the ``-2`` originals."""
+    nb, nslots = choice.shape
+    sh = cuda.shared.array(BLOCK, int64)
+    cnt = cuda.shared.array(1, int64)
+    tid = cuda.threadIdx.x
+    for slot in range(cuda.blockIdx.x, nb * nslots, cuda.gridDim.x):
+        b = slot // nslots
+        c = slot - b * nslots
+        if choice[b, c] != FALLBACK:  # same value for the whole block
+            continue
+        lo = lo_arr[b, c]
+        hi = hi_arr[b, c]
+        v = ids_ext[b, c]
+        a_o = area[b, c]
+        ao_r = anchor[b, c, 0]
+        ao_c = anchor[b, c, 1]
+        lab = labels[b]
+        od = desc[b, c]
+        of = fits[b, c]
+        if tid == 0:
+            cnt[0] = 0
+        cuda.syncthreads()
+        for base in range(lo, hi, BLOCK):
+            t = base + tid
+            if t < hi and admissible_t(lab, v, a_o, od, of, ao_r, ao_c, b_area, b_anchor, b_hw, b_off, b_masks,
+                                       b_desc, b_fits, t, rho):
+                cuda.atomic.add(cnt, 0, 1)
+        cuda.syncthreads()
+        total = cnt[0]
+        cuda.syncthreads()
+        if total == 0:
+            if tid == 0:
+                choice[b, c] = NONE
+            continue
+        rem = uniform_int(seed, samples[b], STREAM_TEMPLATE, counter2(c - 1, 0xFFFFFFFF), total)
+        for base in range(lo, hi, BLOCK):
+            t = base + tid
+            f = 0
+            if t < hi and admissible_t(lab, v, a_o, od, of, ao_r, ao_c, b_area, b_anchor, b_hw, b_off, b_masks,
+                                       b_desc, b_fits, t, rho):
+                f = 1
+            sh[tid] = f
+            cuda.syncthreads()
+            off = 1
+            while off < BLOCK:  # Hillis–Steele inclusive scan
+                add = 0
+                if tid >= off:
+                    add = sh[tid - off]
+                cuda.syncthreads()
+                sh[tid] += add
+                cuda.syncthreads()
+                off *= 2
+            if f == 1 and sh[tid] - 1 == rem:
+                choice[b, c] = t
+            chunk = sh[BLOCK - 1]
+            cuda.syncthreads()
+            rem -= chunk
+            if rem < 0:
+                break
+
+
+@cuda.jit
+def k_counts(labels, k_arr, ids_ext, area, anchor, desc, fits,
+             b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, eps, rho, counts):
+    """counts[b, c] = number of admissible bank templates for original (b, c) (-1 for empty slots)."""
+    nb, nslots = counts.shape
+    cnt = cuda.shared.array(1, int64)
+    tid = cuda.threadIdx.x
+    for slot in range(cuda.blockIdx.x, nb * nslots, cuda.gridDim.x):
+        b = slot // nslots
+        c = slot - b * nslots
+        if c == 0 or c > k_arr[b]:
+            if tid == 0:
+                counts[b, c] = -1
+            continue
+        a_o = area[b, c]
+        lo, hi = scale_range(b_area, a_o, eps)
+        v = ids_ext[b, c]
+        ao_r = anchor[b, c, 0]
+        ao_c = anchor[b, c, 1]
+        lab = labels[b]
+        od = desc[b, c]
+        of = fits[b, c]
+        if tid == 0:
+            cnt[0] = 0
+        cuda.syncthreads()
+        for base in range(lo, hi, BLOCK):
+            t = base + tid
+            if t < hi and admissible_t(lab, v, a_o, od, of, ao_r, ao_c, b_area, b_anchor, b_hw, b_off, b_masks,
+                                       b_desc, b_fits, t, rho):
+                cuda.atomic.add(cnt, 0, 1)
+        cuda.syncthreads()
+        if tid == 0:
+            counts[b, c] = cnt[0]
+        cuda.syncthreads()
+
+
+__all__ = ["k_choose", "k_fallback", "k_counts", "NONE", "FALLBACK"]
