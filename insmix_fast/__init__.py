@@ -20,8 +20,18 @@ from .errors import (BankError, ConfigError, InputError, InputTypeError, InsMixE
 
 __version__ = "0.1.0"
 
+
+
+def __getattr__(name):  # lazy: the loader imports torch (and DALI when installed)
+    if name == "InsMixLoader":
+        from .loader import InsMixLoader
+
+        return InsMixLoader
+    raise AttributeError(f"module 'insmix_fast' has no attribute {name!r}")
+
+
 __all__ = [
-    "InstanceBank", "InsMixConfig", "OFFICIAL", "insmix", "insmix_batch", "plan_insmix", "apply_plan", "admissible_templates",
+    "InsMixLoader", "InstanceBank", "InsMixConfig", "OFFICIAL", "insmix", "insmix_batch", "plan_insmix", "apply_plan", "admissible_templates",
     "InsMixResult", "InsMixBatchResult", "InsMixPlan", "PASTE_DTYPE",
     "InsMixError", "InputError", "InputTypeError", "LabelMapError", "ConfigError", "BankError", "ReaderError",
 ]

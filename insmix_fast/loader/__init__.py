@@ -1,0 +1,18 @@
+"""Training-time data loading with InsMix (``InsMixLoader``).
+
+* :mod:`.loader` — :class:`InsMixLoader`, the user-facing object;
+* :mod:`.pipeline` — the NVIDIA DALI graph (CPU and GPU, one function);
+* :mod:`.torch_backend` — the plain PyTorch ``DataLoader`` path (and DALI-free GPU path);
+* :mod:`.stages` — the per-sample program and its keyed randomness;
+* :mod:`.state` — epoch plan, sharding across ranks, resumable position.
+
+See ``docs/loader.md``.
+"""
+
+from .loader import InsMixLoader, open_source
+from .pipeline import dali_available
+from .stages import SampleProgram, stage_seed
+from .state import EpochPlan, LoaderState, epoch_plan
+
+__all__ = ["InsMixLoader", "open_source", "dali_available", "SampleProgram", "stage_seed", "EpochPlan",
+           "LoaderState", "epoch_plan"]

@@ -1,0 +1,345 @@
+"""InsMixLoader end to end on the CPU: DALI CPU pipeline and the PyTorch backend."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from insmix_fast import InstanceBank, InsMixConfig
+from insmix_fast.data import SyntheticNuclei, write_folder
+from insmix_fast.errors import BankError, ConfigError, InputError, InputTypeError
+from insmix_fast.loader import InsMixLoader, dali_available, epoch_plan, stage_seed
+from insmix_fast.loader.stages import IMAGENET_MEAN, IMAGENET_STD
+from insmix_fast.sharding import shard_indices
+
+needs_dali = pytest.mark.skipif(not dali_available(), reason="NVIDIA DALI is not installed (pip install nvidia-dali-cuda120)")
+BACKENDS = ["torch", pytest.param("dali", marks=needs_dali)]
+
+
+class IndexSource:
+    """Tile i is filled with the value i: the loader's output tells which sample it is."""
+
+    def __init__(self, n, size=16):
+        self.n, self.size, self.epochs = n, size, []
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return np.full((self.size, self.size, 3), i, np.uint8), np.zeros((self.size, self.size), np.int32)
+
+    def set_epoch(self, epoch):
+        self.epochs.append(epoch)
+
+
+def decode(images):
+    """Source index of each sample of an IndexSource batch (first pixel, red channel)."""
+    v = images[:, 0, 0, 0].double() * 255 * IMAGENET_STD[0] + 255 * IMAGENET_MEAN[0]
+    return torch.round(v).long().tolist()
+
+
+def plain(source, **kw):
+    kw = dict(dict(batch_size=4, crop=16, insmix=False, augment=False, backend="torch"), **kw)
+    return InsMixLoader(source, **kw)
+
+
+def collect(loader):
+    return [(i.clone(), l.clone()) for i, l in loader]
+
+
+def same(a, b):
+    return len(a) == len(b) and all(torch.equal(x, y) and torch.equal(u, v) for (x, u), (y, v) in zip(a, b))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return SyntheticNuclei(seed=3, size=96, length=10)
+
+
+@pytest.fixture(scope="module")
+def bank(data):
+    return InstanceBank.from_samples(data, progress=False)
+
+
+@pytest.fixture(scope="module")
+def blender():
+    from insmix_fast.gan import Blender, Generator
+
+    torch.manual_seed(0)
+    return Blender(Generator(width=4))
+
+
+@pytest.fixture(scope="module")
+def reference(data, bank):
+    """Two epochs from the torch backend, no workers: the samples every other run must equal."""
+    loader = InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend="torch", seed=5)
+    return [collect(loader), collect(loader)]
+
+
+# ---------------------------------------------------------------------- outputs
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batches_are_normalised_tensors_and_backend_is_reported(data, bank, backend, caplog):
+    with caplog.at_level(logging.INFO, logger="insmix_fast.loader"):
+        loader = InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend=backend, seed=5)
+    assert loader.backend == backend and f"backend={backend}" in caplog.text
+    batches = collect(loader)
+    assert len(loader) == len(batches) == 3
+    assert [b[0].shape[0] for b in batches] == [4, 4, 2]
+    images, labels = batches[0]
+    assert images.dtype == torch.float32 and images.shape == (4, 3, 64, 64) and images.device.type == "cpu"
+    assert labels.dtype == torch.int64 and labels.shape == (4, 64, 64)
+    assert -3 < images.min() < 0 < images.max() < 3  # ImageNet normalisation of [0, 255]
+    assert (labels > 0).any(axis=(1, 2)).sum() >= 2  # most crops hold nuclei
+
+
+def test_insmix_pastes_and_augment_changes_the_samples(data, bank, reference):
+    plain_ = collect(InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend="torch", seed=5, insmix=False))
+    noaug = collect(InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend="torch", seed=5, augment=False))
+    ref = reference[0]
+    assert not same(ref, plain_) and not same(ref, noaug)
+    # InsMix adds instances: more ids than without it, on the same crops
+    ids = lambda bs: sum(len(torch.unique(l[k])) for _, l in bs for k in range(l.shape[0]))  # noqa: E731
+    assert ids(ref) > ids(plain_)
+    half = collect(InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend="torch", seed=5, insmix=0.5))
+    flags = [torch.equal(a[k], b[k]) for (a, _), (b, _) in zip(half, plain_) for k in range(a.shape[0])]
+    assert 0 < sum(flags) < len(flags)  # some samples got InsMix, some did not
+
+
+@needs_dali
+def test_dali_cpu_pipeline_gives_the_torch_samples(data, bank, reference):
+    loader = InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend="dali", seed=5, num_workers=2)
+    assert same(collect(loader), reference[0]) and same(collect(loader), reference[1])
+
+
+@needs_dali
+def test_blender_runs_in_both_backends_identically(data, bank, blender, reference):
+    a = collect(InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend="torch", seed=5, blender=blender))
+    b = collect(InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend="dali", seed=5, blender=blender))
+    assert same(a, b)
+    assert not same(a, reference[0])  # the blend changed pasted pixels …
+    assert all(torch.equal(la, lr) for (_, la), (_, lr) in zip(a, reference[0]))  # … never the labels
+
+
+def test_same_samples_across_runs_and_worker_counts(data, bank, reference):
+    again = InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend="torch", seed=5)
+    assert same(collect(again), reference[0])
+    with InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend="torch", seed=5, num_workers=2,
+                      prefetch=1) as workers:
+        assert same(collect(workers), reference[0]) and same(collect(workers), reference[1])
+    other = InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend="torch", seed=6)
+    assert not same(collect(other), reference[0])
+
+
+# ---------------------------------------------------------------------- epochs
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_epochs_reshuffle_and_set_epoch_replays(backend):
+    src = IndexSource(10)
+    loader = plain(src, backend=backend, seed=2)
+    e0 = sum((decode(i) for i, _ in loader), [])
+    assert loader.epoch == 1 and sorted(e0) == list(range(10))
+    e1 = sum((decode(i) for i, _ in loader), [])
+    assert sorted(e1) == list(range(10)) and e1 != e0
+    loader.set_epoch(0)
+    assert sum((decode(i) for i, _ in loader), []) == e0
+    assert src.epochs[:2] == [0, 1]
+    assert sum((decode(i) for i, _ in plain(src, backend=backend, shuffle=False)), []) == list(range(10))
+    dropped = plain(src, backend=backend, drop_last=True)
+    assert len(dropped) == 2 and [len(decode(i)) for i, _ in dropped] == [4, 4]
+
+
+def test_augmentation_keys_change_per_epoch_not_per_batching(data, bank):
+    one = InsMixLoader(data, bank=bank, batch_size=10, crop=64, backend="torch", seed=5, shuffle=False)
+    two = InsMixLoader(data, bank=bank, batch_size=3, crop=64, backend="torch", seed=5, shuffle=False)
+    a = torch.cat([i for i, _ in one])
+    b = torch.cat([i for i, _ in two])
+    assert torch.equal(a, b)  # batch size does not change a sample
+    assert not torch.equal(a, torch.cat([i for i, _ in one]))  # the next epoch does
+    assert stage_seed(5, 0, 1) != stage_seed(5, 1, 1) != stage_seed(6, 1, 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_resume_mid_epoch_equals_uninterrupted(data, bank, reference, backend):
+    first = InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend="torch", seed=5)
+    it = iter(first)
+    head = [next(it)]
+    state = first.state_dict()
+    assert state["epoch"] == 0 and state["batch"] == 1
+    first.close()
+    resumed = InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend=backend, seed=5)
+    resumed.load_state_dict(state)
+    rest = collect(resumed)
+    assert same(head + rest, reference[0])
+    assert same(collect(resumed), reference[1])
+
+
+def test_break_keeps_position_and_bad_states_raise():
+    src = IndexSource(10)
+    loader = plain(src, seed=1)
+    for k, (images, _) in enumerate(loader):
+        if k == 1:
+            break
+    assert loader.state_dict()["batch"] == 2
+    rest = [decode(i) for i, _ in loader]
+    assert len(rest) == 1 and loader.epoch == 1
+    other = plain(src, seed=2)
+    with pytest.raises(ConfigError, match="seed"):
+        other.load_state_dict(loader.state_dict())
+    with pytest.raises(ConfigError, match="lacks"):
+        other.load_state_dict({"epoch": 1})
+    with pytest.raises(ConfigError, match="outside"):
+        loader.load_state_dict(dict(loader.state_dict(), batch=99))
+
+
+# ---------------------------------------------------------------------- sharding
+@pytest.mark.parametrize("n,world,drop", [(10, 3, False), (12, 4, True), (7, 2, True)])
+def test_plan_is_the_sharding_module_s_shard(n, world, drop):
+    for r in range(world):
+        plan = epoch_plan(n, batch_size=2, seed=9, epoch=3, rank=r, world_size=world, drop_last=drop)
+        shard = shard_indices(n, rank=r, world_size=world, seed=9, epoch=3, drop_last=drop)
+        if drop:  # the partial last batch is dropped too
+            shard = shard[: len(shard) // 2 * 2]
+        assert np.array_equal(plan.all_indices, shard) and len(plan) == len(shard) // 2 + len(shard) % 2
+        assert all(len(p) == len(i) for p, i in zip(plan.positions, plan.indices))
+
+
+def test_explicit_ranks_give_disjoint_complete_shards():
+    src = IndexSource(12)
+    seen = [sum((decode(i) for i, _ in plain(src, seed=4, rank=r, world_size=3)), []) for r in range(3)]
+    assert sorted(sum(seen, [])) == list(range(12))
+    assert [len(s) for s in seen] == [4, 4, 4]
+
+
+# ---------------------------------------------------------------------- sources
+def test_sources_from_paths_and_bank_built_when_missing(tmp_path, data, caplog):
+    root = write_folder(tmp_path / "ds", [data[i] for i in range(4)])
+    with caplog.at_level(logging.INFO, logger="insmix_fast.loader"):
+        loader = InsMixLoader(str(root), batch_size=2, crop=64, backend="torch", seed=1)
+    assert "building the instance bank" in caplog.text
+    assert len(loader.bank) > 0 and len(loader) == 2
+    assert [tuple(i.shape) for i, _ in loader] == [(2, 3, 64, 64)] * 2
+    syn = InsMixLoader("synthetic", batch_size=2, crop=32, insmix=False, backend="torch")
+    assert syn.n == len(SyntheticNuclei()) and next(iter(syn))[0].shape == (2, 3, 32, 32)
+
+
+class NotASource:
+    pass
+
+
+class BadDtype(IndexSource):
+    def __getitem__(self, i):
+        return np.zeros((16, 16, 3), np.float32), np.zeros((16, 16), np.int32)
+
+
+class NotAPair(IndexSource):
+    def __getitem__(self, i):
+        return np.zeros((16, 16, 3), np.uint8)
+
+
+def test_bad_sources_raise_clear_errors(tmp_path):
+    with pytest.raises(InputTypeError, match="__len__ and __getitem__"):
+        plain(NotASource())
+    with pytest.raises(InputError, match="empty"):
+        plain(IndexSource(0))
+    with pytest.raises(InputError, match="uint8"):
+        plain(BadDtype(4))
+    with pytest.raises(InputError, match=r"source\[0\] must return"):
+        plain(NotAPair(4))
+    with pytest.raises(InputError, match="smaller than crop=32"):
+        plain(IndexSource(4), crop=32)
+    with pytest.raises(Exception, match="is not a folder"):
+        plain(str(tmp_path / "missing"))
+    with pytest.raises(BankError, match="bank is empty"):
+        InsMixLoader(IndexSource(4), batch_size=2, crop=16, backend="torch")
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(batch_size=0), "batch_size"), (dict(crop=4), "crop"), (dict(backend="jax"), "backend"),
+    (dict(num_workers=-1), "num_workers"), (dict(prefetch=1.5), "prefetch"), (dict(seed=-1), "seed"),
+    (dict(shuffle=1), "shuffle"), (dict(insmix=2.0), "insmix"), (dict(augment="yes"), "augment"),
+    (dict(rank=2, world_size=2), "rank"), (dict(device="tpu"), "device"), (dict(std=(1, 0, 1)), "std"),
+    (dict(config="full"), "config"), (dict(blender=3), "blender"), (dict(mp_context="thread"), "mp_context"),
+])
+def test_bad_parameters_raise(kw, match):
+    with pytest.raises((ConfigError, InputError, InputTypeError), match=match):
+        plain(IndexSource(4), **kw)
+
+
+def test_blender_needs_a_crop_multiple_of_four(blender):
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        plain(IndexSource(4, size=18), crop=18, blender=blender)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
+def test_cuda_without_gpu_says_so():
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        plain(IndexSource(4), device="cuda")
+
+
+@pytest.mark.skipif(dali_available(), reason="DALI is installed")
+def test_dali_missing_says_how_to_install():
+    with pytest.raises(ConfigError, match="pip install nvidia-dali"):
+        plain(IndexSource(4), backend="dali")
+
+
+def test_closed_loader_cannot_iterate():
+    with plain(IndexSource(4)) as loader:
+        assert len(list(loader)) == 1
+    with pytest.raises(RuntimeError, match="closed"):
+        iter(loader)
+
+
+def test_config_is_used(data, bank, reference):
+    cfg = InsMixConfig(p_paste=1.0, background=False)
+    other = collect(InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend="torch", seed=5, config=cfg))
+    assert not same(other, reference[0])
+
+
+# ---------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_gives_the_cpu_samples(data, bank, reference, backend):
+    loader = InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend=backend, seed=5, device="cuda")
+    out = collect(loader)
+    assert all(i.device.type == "cuda" for i, _ in out)
+    cpu = [(i.cpu(), l.cpu()) for i, l in out]
+    assert same(cpu, reference[0])
+
+
+def test_auto_without_dali_falls_back_to_torch_and_says_so(monkeypatch, caplog):
+    import insmix_fast.loader.loader as mod
+
+    monkeypatch.setattr(mod, "dali_available", lambda: False)
+    with caplog.at_level(logging.INFO, logger="insmix_fast.loader"):
+        loader = plain(IndexSource(4), backend="auto")
+    assert loader.backend == "torch" and "DALI is not installed" in caplog.text
+    with pytest.raises(ConfigError, match="pip install nvidia-dali"):
+        plain(IndexSource(4), backend="dali")
+
+
+def test_device_insmix_stage_matches_the_host_stage(data, bank):
+    """The tensor path the CUDA backends take (here with CPU tensors) gives the numpy path's result."""
+    from insmix_fast.loader import SampleProgram
+
+    prog = SampleProgram(data, crop=64, seed=5, augment=None, bank=bank, config=None, insmix_p=0.6)
+    keys = prog.make_keys(2, np.arange(8, 16), np.arange(8) % len(data))
+    images, labels = prog.read_batch(keys)
+    want = prog.insmix_batch(images, labels, keys)
+    got = prog.insmix_device(torch.from_numpy(images), torch.from_numpy(labels), keys)
+    assert 0 < prog.insmix_mask(keys).sum() < 8 and want[2].any()
+    for w, g in zip(want, got):
+        assert np.array_equal(w, g.numpy())
+
+
+def test_blender_from_an_exported_file(tmp_path, data, bank, blender):
+    from insmix_fast.gan import export_blender
+
+    path = export_blender(blender.model.generator, tmp_path / "blender.pt")
+    a = collect(InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend="torch", seed=5, blender=str(path)))
+    b = collect(InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend="torch", seed=5, blender=blender))
+    assert len(a) == len(b) == 3
+    for (x, lx), (y, ly) in zip(a, b):
+        assert torch.equal(lx, ly) and torch.allclose(x, y, atol=0.05)  # TorchScript may round differently
