@@ -30,9 +30,8 @@ def pasted():
     images, labels = data.as_arrays()
     bank = InstanceBank.from_samples(data, progress=False)
     res = insmix_batch(images, labels, bank, InsMixConfig(background=False), seed=0)
-    pm = np.asarray(res.paste_mask, bool)
-    om = (np.asarray(res.labels) > 0) & ~pm
-    return np.asarray(res.image), pm, om
+    pm = np.asarray(res.paste_masks, bool)  # InsMixBatchResult: stacked N×H×W arrays
+    return np.asarray(res.images), pm, np.asarray(res.original_masks, bool)
 
 
 @pytest.mark.parametrize("width", [48, 16])

@@ -116,11 +116,18 @@ def main(argv=None) -> int:
     history = None
     if args.ckpt:
         G = load_generator(args.ckpt)
+        ck = Path(args.ckpt)
+        hist_file = (ck if ck.is_dir() else ck.parent) / "history.json"
+        if hist_file.is_file():  # a run of this script (or gan train): plot its curves too
+            history = json.loads(hist_file.read_text())
+            args.steps = len(history.get("g_rec", [])) or None
+        args.width = G.config.width
     else:
         tiles, _ = two_stain_tiles(args.n_train, args.size, seed=100)
         src = TileSource(tiles, args.size, seed=0)
         cfg = TrainConfig(out=args.out_dir, size=args.size, width=args.width, d_width=args.d_width,
-                          batch_size=args.batch_size, lr=args.lr, d_lr=args.d_lr, loss=args.loss, progress=True)
+                          batch_size=args.batch_size, lr=args.lr, d_lr=args.d_lr, loss=args.loss, progress=True,
+                          plots=False)
         tr = Trainer(cfg, src)
         res = tr.run(args.steps)
         history = res.history
@@ -154,7 +161,7 @@ def main(argv=None) -> int:
             floor.append(colour_gap(u_i, sel, o & ~sel))
     rows["reference"] = {"own nuclei, half vs half": float(np.mean(floor))}
 
-    result = {"tiles": len(data), "size": args.size, "steps": args.steps if not args.ckpt else None,
+    result = {"tiles": len(data), "size": args.size, "steps": args.steps,
               "width": args.width, "train_seconds": round(train_s, 1), "rows": rows}
     print(json.dumps(result, indent=2))
     print()
@@ -171,7 +178,7 @@ def main(argv=None) -> int:
     k = min(4, len(data))
     order = np.argsort([-p.sum() for p in pm])[:k]
     grid = image_grid([[outline(u[i], pm[i]), s1[i], s7[i], data[i][4]] for i in order],
-                      ["u (pasted, green)", "S(u)", "0.7G+0.3u", "tile before paste"])
+                      ["u", "S(u)", "0.7G+.3u", "no paste"])
     scale = 2 if args.size <= 128 else 1
     grid = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     names = {"pasted u": "u", "S(u), strength 1": "S(u)", "0.7 G + 0.3 u": "0.7G+.3u"}

@@ -74,6 +74,8 @@ def test_every_arm_gives_valid_batches():
 
     imgs, labs = random_crops(train, 4, 64, seed=0, step=0)
     for arm in ARMS:
+        if arm.endswith("-gan"):
+            continue  # needs a blender file: test_gan_arms
         pol = make_policy(arm, train)
         if pol is None:
             continue
@@ -82,6 +84,30 @@ def test_every_arm_gives_valid_batches():
         assert ol.shape == labs.shape
         for lab in ol:
             assert find_label_problems(lab).split_ids.size == 0, arm
+
+
+def test_gan_arms_blend_only_pasted_pixels(tmp_path):
+    from insmix_fast.experiments.train import random_crops
+    from insmix_fast.gan.model import Generator
+
+    ds = SyntheticNuclei(seed=2, size=96, length=4)
+    train = [ds[i] for i in range(4)]
+    imgs, labs = random_crops(train, 4, 64, seed=0, step=0)
+    torch.manual_seed(0)
+    g = Generator(width=4)
+    ck = tmp_path / "last.pt"
+    torch.save({"generator": g.state_dict(), "generator_config": g.config.to_dict()}, ck)
+    with pytest.raises(ConfigError, match="blender"):
+        make_policy("insmix-full-gan", train)
+    for base in ("insmix-ssd", "insmix-full"):
+        plain = make_policy(base, train)
+        pol = make_policy(base + "-gan", train, {"blender": str(tmp_path), "strength": 1.0})
+        assert pol.config == plain.config
+        r = plain.insmix(imgs.copy(), labs.copy(), 3, np.arange(4))
+        oi, ol = pol(imgs.copy(), labs.copy(), 3, np.arange(4))
+        assert np.array_equal(ol, r.labels)
+        assert np.array_equal(oi[~r.paste_masks], r.images[~r.paste_masks])
+        assert r.paste_masks.any() and not np.array_equal(oi[r.paste_masks], r.images[r.paste_masks])
 
 
 def test_config_errors(tmp_path):

@@ -37,6 +37,20 @@ def test_exported_forms_match_eager(exported, batch, size):
     assert torch.equal(ref[~m.expand_as(ref)], args[0][~m.expand_as(ref)])
 
 
+def test_blender_from_both_files(exported):
+    """Blender.from_file on each exported form gives the eager blend (a .pt2 module has no eval())."""
+    from insmix_fast.gan import Blender
+
+    g, pt, pt2 = exported
+    x, m, o = _example(2, 48)
+    ref = Blender(g, amp=False).blend(x, m, o)
+    for path in (pt, pt2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            b = Blender.from_file(path, amp=False)
+        torch.testing.assert_close(b.blend(x, m, o), ref, rtol=1e-5, atol=1e-6)
+
+
 def test_load_needs_no_project_code(exported, tmp_path):
     _, pt, pt2 = exported
     code = (

@@ -10,8 +10,15 @@ over N×H×W×3 / N×H×W crops (see :func:`make_policy`). Names:
   :meth:`insmix_fast.config.InsMixConfig.ablation`'s names — ``insmix-copy-paste``
   (random templates from the bank, no SSD), ``insmix-ssd``, ``insmix-bgp``,
   ``insmix-bgp-only``, ``insmix-full`` — InsMix with the instance bank of the
-  training images. The smooth-GAN rows of Table 3 are not arms here (the
-  blender is applied offline; see docs/experiments.md).
+  training images;
+* ``insmix-ssd-gan``, ``insmix-full-gan`` — the smooth-GAN rows of Table 3
+  ("SSD + smooth-GAN", "all"): the same InsMix output, then the pasted pixels
+  blended by a trained blender (:class:`insmix_fast.gan.Blender`). They need
+  ``blender = "PATH"`` in ``[arms.<name>]`` (an exported ``.pt2``/``.pt`` or a
+  ``gan train`` checkpoint / output folder); optional ``strength`` (1.0 =
+  paper, 0.7 = official code) and ``blend_device`` (default: CPU). The blend is
+  applied after the background perturbation, which only moves patches free of
+  instance pixels, so it touches exactly the pasted pixels either way.
 
 ``params`` (the ``[arms.<name>]`` table of a config) go to the policy's
 constructor (baselines) or override InsMixConfig fields (InsMix arms).
@@ -29,9 +36,13 @@ from ..errors import ConfigError
 __all__ = ["ARMS", "make_policy", "is_known_arm"]
 
 _INSMIX_ABLATIONS = ("copy-paste", "ssd", "bgp", "bgp-only", "full")
+#: InsMix ablations with the smooth-GAN blender on top (Table 3: "+ smooth-GAN", "all")
+_GAN_ABLATIONS = ("ssd", "full")
+_GAN_KEYS = ("blender", "strength", "blend_device")
 
 #: every arm name the harness knows
-ARMS: tuple[str, ...] = ("none",) + tuple(B.POLICIES) + tuple(f"insmix-{a}" for a in _INSMIX_ABLATIONS)
+ARMS: tuple[str, ...] = (("none",) + tuple(B.POLICIES) + tuple(f"insmix-{a}" for a in _INSMIX_ABLATIONS)
+                         + tuple(f"insmix-{a}-gan" for a in _GAN_ABLATIONS))
 
 
 def is_known_arm(name: str) -> bool:
@@ -62,6 +73,27 @@ def make_policy(name: str, train_samples: Sequence | None = None, params: dict |
         run.policy = pol
         run.thread_safe = True
         return run
+    gan = name.startswith("insmix-") and name.endswith("-gan") and name[len("insmix-"):-len("-gan")] in _GAN_ABLATIONS
+    if gan:
+        gan_params = {k: params.pop(k) for k in _GAN_KEYS if k in params}
+        if not gan_params.get("blender"):
+            raise ConfigError(f"arm {name!r} needs a trained blender: add [arms.{name}] blender = \"PATH\" "
+                              "(an exported .pt2/.pt or a 'gan train' checkpoint; see docs/gan.md)")
+        inner = make_policy(name[: -len("-gan")], train_samples, params)
+        from ..gan import Blender
+
+        blender = Blender.from_file(str(gan_params["blender"]), device=gan_params.get("blend_device", "cpu"),
+                                    strength=float(gan_params.get("strength", 1.0)))
+
+        def run_gan(images, labels, seed, indices, _inner=inner, _blender=blender):
+            r = _inner.insmix(images, labels, seed, indices)
+            out = _blender.blend(r.images, r.paste_masks, r.original_masks)
+            return out, r.labels
+
+        run_gan.config = inner.config
+        run_gan.bank = inner.bank
+        run_gan.blender = blender
+        return run_gan
     if name.startswith("insmix-") and name[len("insmix-"):] in _INSMIX_ABLATIONS:
         from ..config import InsMixConfig
 
@@ -80,10 +112,14 @@ def make_policy(name: str, train_samples: Sequence | None = None, params: dict |
                 raise ConfigError(f"arm {name!r} needs the training samples to build its instance bank")
             bank = InstanceBank.from_samples(train_samples, on_invalid="skip", progress=False)
 
-        def run(images, labels, seed, indices, _cfg=cfg, _bank=bank):
-            r = insmix_batch(images, labels, _bank, _cfg, seed=seed, indices=np.asarray(indices, np.int64))
-            return (r.images if hasattr(r, "images") else r.image), r.labels
+        def full(images, labels, seed, indices, _cfg=cfg, _bank=bank):
+            return insmix_batch(images, labels, _bank, _cfg, seed=seed, indices=np.asarray(indices, np.int64))
 
+        def run(images, labels, seed, indices):
+            r = full(images, labels, seed, indices)
+            return r.images, r.labels
+
+        run.insmix = full  # the whole InsMixBatchResult (paste masks for the GAN arms)
         run.config = cfg
         run.bank = bank
         return run

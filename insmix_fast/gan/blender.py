@@ -81,7 +81,10 @@ class Blender:
         _autocast_dtype(torch.device("cpu"), amp)  # validate early
         self.model = model
         if hasattr(model, "eval"):
-            model.eval()
+            try:
+                model.eval()
+            except NotImplementedError:  # a torch.export module: no train/eval switch (it is traced in eval mode)
+                pass
         self.device = torch.device(device) if device is not None else self._model_device()
         self._move(self.device)
 

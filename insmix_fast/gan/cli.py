@@ -35,7 +35,8 @@ def _add_train(sub) -> None:
     p.add_argument("--size", type=int, default=256, help="tile side (multiple of 4; random crops of larger tiles)")
     p.add_argument("--width", type=int, default=48, help="generator base width (official: 48)")
     p.add_argument("--d-width", type=int, default=64, help="discriminator base width (64-128-256-512)")
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr", type=float, default=1e-4, help="generator learning rate (Adam β = 0.5, 0.999)")
+    p.add_argument("--d-lr", type=float, default=None, help="discriminator learning rate (default: --lr)")
     p.add_argument("--loss", choices=("triplet", "bce"), default="triplet",
                    help="triplet + λ=10 L1 (paper, default) or BCE + λ=100 L1 (official code)")
     p.add_argument("--lam", type=float, default=None, help="reconstruction weight λ (default 10, or 100 for bce)")
@@ -50,6 +51,9 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
                    help="resume from CKPT (default: CKPT_DIR/last.pt)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-plots", action="store_true", help="no loss-curve / sample-grid PNGs")
+    p.add_argument("--eval-batches", type=int, default=2,
+                   help="held-out batches scored at the end (reconstruction L1, D separation); 0 = none")
     p.set_defaults(_gan_cmd=_cmd_train)
 
 
@@ -87,15 +91,18 @@ def _cmd_train(args) -> int:
     from .train import TrainConfig, train
 
     cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
-                      size=args.size, width=args.width, d_width=args.d_width, lr=args.lr, loss=args.loss, lam=args.lam,
+                      size=args.size, width=args.width, d_width=args.d_width, lr=args.lr, d_lr=args.d_lr, loss=args.loss, lam=args.lam,
                       amp=args.amp, device=args.device, seed=args.seed, n_synthetic=args.n_synthetic,
                       stain_jitter=args.stain_jitter, paste=args.paste, resume=args.resume,
-                      progress=not args.no_progress)
-    res = train(cfg)
+                      progress=not args.no_progress, plots=not args.no_plots)
+    res = train(cfg, evaluate_batches=max(0, args.eval_batches))
     h = res.history
     last = {k: v[-1] for k, v in h.items() if v}
     print(f"step {res.step}: checkpoint {res.checkpoint}; last losses "
           + ", ".join(f"{k}={v:.4f}" for k, v in last.items()))
+    if res.evaluation:
+        print("held-out: " + ", ".join(f"{k}={v:.4f}" for k, v in res.evaluation.items())
+              + f"  (also in {Path(args.out) / 'eval.json'})")
     return 0
 
 

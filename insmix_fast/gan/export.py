@@ -139,7 +139,11 @@ def load_blender(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise InputError(f"blender file not found: {path}")
     if path.suffix == ".pt2":
         ep = torch.export.load(str(path))
-        return ep.module().to(device)
+        if torch.device(device).type != "cpu":
+            from torch.export.passes import move_to_device_pass
+
+            ep = move_to_device_pass(ep, torch.device(device))
+        return ep.module()
     with quiet_torchscript():
         try:
             return torch.jit.load(str(path), map_location=device)

@@ -134,5 +134,5 @@ def image_grid(rows: list[list[np.ndarray]], titles: list[str] | None = None, pa
 
 
 def save_rgb(path: str | os.PathLike, image: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), np.ascontiguousarray(image[:, :, ::-1])):
+    if not cv2.imwrite(str(path), np.ascontiguousarray(image[:, :, ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 9]):
         raise OSError(f"cannot write {path}")

@@ -34,7 +34,7 @@ from .losses import (LAMBDA, LAMBDA_BCE, MARGIN, bce_discriminator_loss, bce_gen
 from .model import Discriminator, Generator, composite
 from .plots import image_grid, loss_curves_png, outline, save_rgb
 
-__all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "find_checkpoint", "resolve_device"]
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "score_batches", "find_checkpoint", "resolve_device"]
 
 HISTORY_KEYS = ("d_loss", "g_adv", "g_rec", "g_total", "gap")
 
@@ -95,6 +95,10 @@ class TrainResult:
     checkpoint: Path
     step: int
     history: dict[str, list[float]] = field(default_factory=dict)
+    #: scores of :meth:`Trainer.evaluate` on fresh batches after training (empty if not asked)
+    evaluation: dict[str, float] = field(default_factory=dict)
+    #: the same scores before the first step (only for a run that started from scratch)
+    evaluation_start: dict[str, float] = field(default_factory=dict)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -258,9 +262,11 @@ class Trainer:
             d_a, d_p, d_n = self.D(b.anchor), self.D(b.positive), self.D(s)
         dn, dp = l1_distance(d_a, d_n), l1_distance(d_a, d_p)
         has = b.paste_mask.flatten(1).amax(1) > 0.5  # samples without pastes cannot be told apart
-        sep = (dn > dp)[has].float().mean() if bool(has.any()) else torch.tensor(float("nan"))
+        nan = float("nan")
+        if not bool(has.any()):
+            return {"rec": float((b.u - g.float()).abs().mean()), "gap": nan, "separated": nan, "acc": nan}
         return {"rec": float((b.u - g.float()).abs().mean()), "gap": float((dn - dp)[has].mean()),
-                "separated": float(sep),
+                "separated": float((dn > dp)[has].float().mean()),
                 "acc": float(0.5 * ((d_a > 0).float().mean() + (d_n[has] < 0).float().mean()))}
 
     @torch.no_grad()
@@ -311,8 +317,28 @@ class Trainer:
         return TrainResult(checkpoint=path, step=self.step_no, history=self.history)
 
 
-def train(config: TrainConfig, source: TileSource | None = None) -> TrainResult:
-    """Train (or resume) according to ``config``; returns the last checkpoint and the loss history."""
+EVAL_STEP0 = 10**12 + 1  # batch indices of the evaluation batches: never training steps
+
+
+def score_batches(trainer: Trainer, n: int) -> dict[str, float]:
+    """:meth:`Trainer.evaluate` on ``n`` fixed batches (scored together) that no training step draws.
+
+    They are fresh crops and pastes of the training tiles (not held-out tiles).
+    """
+    batches = [trainer.source.batch(EVAL_STEP0 + i, trainer.cfg.batch_size) for i in range(n)]
+    fields = ("anchor", "positive", "u", "paste_mask", "original_mask")
+    merged = PastedBatch(*(torch.cat([getattr(b, f) for b in batches]) for f in fields))
+    return trainer.evaluate(merged)
+
+
+def train(config: TrainConfig, source: TileSource | None = None, evaluate_batches: int = 0) -> TrainResult:
+    """Train (or resume) according to ``config``; returns the last checkpoint and the loss history.
+
+    ``evaluate_batches > 0`` scores the model (reconstruction L1, discriminator
+    separation of real vs blended tiles) on that many fixed non-training batches
+    before (fresh runs) and after training, and writes ``eval.json`` to the output folder.
+    """
+    n_eval = int(evaluate_batches)
     tr = Trainer(config, source)
     if config.resume:
         ck = Path(config.out) if config.resume == "auto" else Path(config.resume)
@@ -323,4 +349,14 @@ def train(config: TrainConfig, source: TileSource | None = None) -> TrainResult:
         total = config.epochs * tr.steps_per_epoch
     else:
         total = tr.steps_per_epoch
-    return tr.run(total)
+    before = score_batches(tr, n_eval) if n_eval and tr.step_no == 0 else {}
+    res = tr.run(total)
+    if n_eval:
+        res.evaluation_start = before
+        res.evaluation = score_batches(tr, n_eval)
+        out = Path(config.out) / "eval.json"
+        prev = json.loads(out.read_text()) if out.is_file() else {}
+        rec = {"step": res.step, "batches": n_eval, "batch_size": config.batch_size, "after": res.evaluation}
+        rec["before"] = before or prev.get("before", {})
+        out.write_text(json.dumps(rec, indent=2))
+    return res
