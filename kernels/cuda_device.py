@@ -11,8 +11,8 @@ device versions (recursively), and hands the result to
 ``cuda.jit(device=True)``. The CPU kernels are untouched (they keep their
 hand-inlined loops and their compile caches); the GPU gets the same integer
 arithmetic and the same Philox draws, hence the same results. Only CPU helpers
-that allocate (``np.empty`` …) or call ``np.searchsorted`` cannot be retargeted;
-their GPU twins are written below with caller-provided scratch.
+that allocate (``np.empty`` …) cannot be retargeted; their GPU twins are written
+below with caller-provided scratch.
 """
 
 from __future__ import annotations
@@ -89,6 +89,8 @@ uniform_int = device_function(_rng.uniform_int)
 uniform01 = device_function(_rng.uniform01)
 counter2 = device_function(_rng.counter2)
 scale_ok = device_function(_ssd.scale_ok)
+lower_bound = device_function(_ssd.lower_bound)
+scale_range = device_function(_ssd.scale_range)
 shape_ok = device_function(_ssd.shape_ok)
 rounded_mean = device_function(_inst.rounded_mean)
 count_components = device_function(_inst.count_components)
@@ -98,46 +100,17 @@ placement_ok = device_function(_place.placement_ok)
 paste_into_work = device_function(_place.paste_into_work)
 
 
+# ----------------------------------------------------------------- device-only helpers
+@cuda.jit(device=True)
+def unravel_pixel(p, hh, ww):
+    """(b, y, x) of flat index ``p`` in a C-ordered nb×hh×ww array (grid-stride loops)."""
+    b = p // (hh * ww)
+    q = p - b * hh * ww
+    y = q // ww
+    return b, y, q - y * ww
+
+
 # ----------------------------------------------------------------- device twins of allocating CPU helpers
-@cuda.jit(device=True)
-def lower_bound(a, v):
-    """First index i with a[i] >= v (``np.searchsorted(a, v)``, side='left')."""
-    lo = 0
-    hi = a.shape[0]
-    while lo < hi:
-        m = (lo + hi) // 2
-        if a[m] < v:
-            lo = m + 1
-        else:
-            hi = m
-    return lo
-
-
-@cuda.jit(device=True)
-def scale_range(bank_area, a_o, eps):
-    """[lo, hi) of the area-sorted bank with scale gap ≤ eps (as ``kernels.ssd.scale_range``)."""
-    n = bank_area.shape[0]
-    p = lower_bound(bank_area, a_o)
-    a = 0
-    b = p
-    while a < b:
-        m = (a + b) // 2
-        if scale_ok(a_o, bank_area[m], eps):
-            b = m
-        else:
-            a = m + 1
-    lo = a
-    a = p
-    b = n
-    while a < b:
-        m = (a + b) // 2
-        if scale_ok(a_o, bank_area[m], eps):
-            a = m + 1
-        else:
-            b = m
-    return lo, a
-
-
 @cuda.jit(device=True)
 def popc32(x):
     """Population count of a uint32 (SWAR, identical on the simulator and the device)."""
@@ -200,5 +173,5 @@ __all__ = [
     "SIMULATOR", "BLOCK", "DESC_WORDS32", "DESC_HALF", "DESC_SIZE", "device_function",
     "philox4x32", "uniform_int", "uniform01", "counter2", "scale_ok", "shape_ok", "rounded_mean",
     "count_components", "draw_annulus_offset", "draw_free_position", "placement_ok", "paste_into_work",
-    "lower_bound", "scale_range", "popc32", "aligned_intersection", "admissible_t", "shape_xor",
+    "unravel_pixel", "lower_bound", "scale_range", "popc32", "aligned_intersection", "admissible_t", "shape_xor",
 ]

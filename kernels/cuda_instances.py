@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from .cuda_device import DESC_HALF, DESC_SIZE, DESC_WORDS32, rounded_mean, uniform01
+from .cuda_device import DESC_HALF, DESC_SIZE, DESC_WORDS32, rounded_mean, uniform01, unravel_pixel
 from .rng import STREAM_SELECT
 
 _BIG = np.int32(2**31 - 1)
@@ -31,10 +31,7 @@ def k_minmax(labels, out_max, out_min):
     n = nb * hh * ww
     start, step = cuda.grid(1), cuda.gridsize(1)
     for p in range(start, n, step):
-        b = p // (hh * ww)
-        q = p - b * hh * ww
-        y = q // ww
-        x = q - y * ww
+        b, y, x = unravel_pixel(p, hh, ww)
         v = labels[b, y, x]
         cuda.atomic.max(out_max, b, v)
         cuda.atomic.min(out_min, 0, v)
@@ -96,10 +93,7 @@ def k_stats(labels, tile, r_area, r_sr, r_sc, r_box, occupied):
     n = nb * hh * ww
     start, step = cuda.grid(1), cuda.gridsize(1)
     for p in range(start, n, step):
-        b = p // (hh * ww)
-        q = p - b * hh * ww
-        y = q // ww
-        x = q - y * ww
+        b, y, x = unravel_pixel(p, hh, ww)
         v = labels[b, y, x]
         if v:
             cuda.atomic.add(r_area, (b, v), 1)
@@ -162,10 +156,8 @@ def k_zero_desc(desc):
     nb, n, nw = desc.shape
     start, step = cuda.grid(1), cuda.gridsize(1)
     for p in range(start, nb * n * nw, step):
-        b = p // (n * nw)
-        q = p - b * n * nw
-        i = q // nw
-        desc[b, i, q - i * nw] = np.uint32(0)
+        b, i, w = unravel_pixel(p, n, nw)
+        desc[b, i, w] = np.uint32(0)
 
 
 @cuda.jit
@@ -176,10 +168,7 @@ def k_desc(labels, lut, anchor, selected, desc):
     n = nb * hh * ww
     start, step = cuda.grid(1), cuda.gridsize(1)
     for p in range(start, n, step):
-        b = p // (hh * ww)
-        q = p - b * hh * ww
-        y = q // ww
-        x = q - y * ww
+        b, y, x = unravel_pixel(p, hh, ww)
         v = labels[b, y, x]
         if v:
             c = lut[b, v]

@@ -25,7 +25,7 @@ import numpy as np
 from numba import cuda
 
 from .cuda_device import (counter2, draw_annulus_offset, draw_free_position, paste_into_work, placement_ok,
-                          shape_xor, uniform_int)
+                          shape_xor, uniform_int, unravel_pixel)
 from .paste import F_DIS, F_SCALE, F_SHAPE, R_DX, R_DY, R_LABEL, R_ORIGINAL, R_TEMPLATE, R_X, R_Y
 from .rng import STREAM_BACKGROUND, STREAM_TILE
 
@@ -35,10 +35,8 @@ def k_copy_labels(labels, out_labels):
     nb, hh, ww = labels.shape
     start, step = cuda.grid(1), cuda.gridsize(1)
     for p in range(start, nb * hh * ww, step):
-        b = p // (hh * ww)
-        q = p - b * hh * ww
-        y = q // ww
-        out_labels[b, y, q - y * ww] = labels[b, y, q - y * ww]
+        b, y, x = unravel_pixel(p, hh, ww)
+        out_labels[b, y, x] = labels[b, y, x]
 
 
 @cuda.jit(device=True)
@@ -220,10 +218,7 @@ def k_apply(images, out_labels, max_ids, counts, rec_i, src_of, tile, b_hw, b_of
     gh = hh // tile
     start, step = cuda.grid(1), cuda.gridsize(1)
     for p in range(start, nb * hh * ww, step):
-        b = p // (hh * ww)
-        q = p - b * hh * ww
-        y = q // ww
-        x = q - y * ww
+        b, y, x = unravel_pixel(p, hh, ww)
         sy = y
         sx = x
         moved = False

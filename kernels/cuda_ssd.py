@@ -70,6 +70,26 @@ def k_choose(labels, k_arr, ids_ext, area, anchor, selected, desc, fits,
             choice[b, c] = FALLBACK
 
 
+@cuda.jit(device=True)
+def block_count(cnt, lo, hi, lab, v, a_o, od, of, ao_r, ao_c,
+                b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho):
+    """Admissible templates in ``[lo, hi)`` for one original, counted by the whole block
+    ``BLOCK`` at a time in the shared counter ``cnt``; every thread returns the total."""
+    tid = cuda.threadIdx.x
+    if tid == 0:
+        cnt[0] = 0
+    cuda.syncthreads()
+    for base in range(lo, hi, BLOCK):
+        t = base + tid
+        if t < hi and admissible_t(lab, v, a_o, od, of, ao_r, ao_c, b_area, b_anchor, b_hw, b_off, b_masks,
+                                   b_desc, b_fits, t, rho):
+            cuda.atomic.add(cnt, 0, 1)
+    cuda.syncthreads()
+    total = cnt[0]
+    cuda.syncthreads()  # cnt is reused by the block's next original
+    return total
+
+
 @cuda.jit
 def k_fallback(labels, ids_ext, area, anchor, desc, fits,
                b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits,
@@ -93,17 +113,8 @@ def k_fallback(labels, ids_ext, area, anchor, desc, fits,
         lab = labels[b]
         od = desc[b, c]
         of = fits[b, c]
-        if tid == 0:
-            cnt[0] = 0
-        cuda.syncthreads()
-        for base in range(lo, hi, BLOCK):
-            t = base + tid
-            if t < hi and admissible_t(lab, v, a_o, od, of, ao_r, ao_c, b_area, b_anchor, b_hw, b_off, b_masks,
-                                       b_desc, b_fits, t, rho):
-                cuda.atomic.add(cnt, 0, 1)
-        cuda.syncthreads()
-        total = cnt[0]
-        cuda.syncthreads()
+        total = block_count(cnt, lo, hi, lab, v, a_o, od, of, ao_r, ao_c,
+                            b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho)
         if total == 0:
             if tid == 0:
                 choice[b, c] = NONE
@@ -157,18 +168,10 @@ def k_counts(labels, k_arr, ids_ext, area, anchor, desc, fits,
         lab = labels[b]
         od = desc[b, c]
         of = fits[b, c]
+        total = block_count(cnt, lo, hi, lab, v, a_o, od, of, ao_r, ao_c,
+                            b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho)
         if tid == 0:
-            cnt[0] = 0
-        cuda.syncthreads()
-        for base in range(lo, hi, BLOCK):
-            t = base + tid
-            if t < hi and admissible_t(lab, v, a_o, od, of, ao_r, ao_c, b_area, b_anchor, b_hw, b_off, b_masks,
-                                       b_desc, b_fits, t, rho):
-                cuda.atomic.add(cnt, 0, 1)
-        cuda.syncthreads()
-        if tid == 0:
-            counts[b, c] = cnt[0]
-        cuda.syncthreads()
+            counts[b, c] = total
 
 
-__all__ = ["k_choose", "k_fallback", "k_counts", "NONE", "FALLBACK"]
+__all__ = ["k_choose", "k_fallback", "k_counts", "block_count", "NONE", "FALLBACK"]

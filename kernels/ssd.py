@@ -29,10 +29,25 @@ def scale_ok(a_o, a_t, eps):
 
 
 @njit(cache=True)
+def lower_bound(a, v):
+    """First index i with ``a[i] >= v`` (``np.searchsorted(a, v)``, side='left'), written as
+    a plain loop so that the CUDA path compiles this same source (``cuda_device.device_function``)."""
+    lo = 0
+    hi = a.shape[0]
+    while lo < hi:
+        m = (lo + hi) // 2
+        if a[m] < v:
+            lo = m + 1
+        else:
+            hi = m
+    return lo
+
+
+@njit(cache=True)
 def scale_range(bank_area, a_o, eps):
     """[lo, hi): indices of the area-sorted bank whose scale gap to ``a_o`` is ≤ eps."""
     n = bank_area.shape[0]
-    p = np.searchsorted(bank_area, a_o)
+    p = lower_bound(bank_area, a_o)
     a = 0
     b = p
     while a < b:  # smaller templates: predicate is False … True
