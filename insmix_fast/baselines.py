@@ -223,6 +223,24 @@ def cow_mask(shape: tuple[int, int], prop: float, sigma: float, rng: np.random.G
     return mask.reshape(H, W)
 
 
+def _cut_out(image, labels, mask, fill):
+    """``mask`` pixels filled with ``fill`` and labelled 0 → (image, labels, mask, kept fraction)."""
+    out = image.copy()
+    out[mask] = np.asarray(fill, np.uint8)
+    lab = labels.copy()
+    lab[mask] = 0
+    return out, lab, mask, 1.0 - float(mask.mean())
+
+
+def _mix_in(image, labels, pimage, plabels, mask):
+    """``mask`` pixels taken from the partner (its ids offset past ours) → (image, labels, mask, kept fraction)."""
+    out = image.copy()
+    out[mask] = pimage[mask]
+    lab = labels.copy()
+    lab[mask] = _offset_partner(labels, plabels)[mask]
+    return out, lab, mask, 1.0 - float(mask.mean())
+
+
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi)))) if hi > lo else float(lo)
 
@@ -334,11 +352,7 @@ class CutOut(MixPolicy):
         for _ in range(self.n_holes):
             y0, y1, x0, x1 = _rand_box(rp, H, W, side, side)
             mask[y0:y1, x0:x1] = True
-        out = image.copy()
-        out[mask] = np.asarray(self.fill, np.uint8)
-        lab = labels.copy()
-        lab[mask] = 0
-        return out, lab, mask, 1.0 - float(mask.mean())
+        return _cut_out(image, labels, mask, self.fill)
 
 
 class CutMix(MixPolicy):
@@ -364,11 +378,7 @@ class CutMix(MixPolicy):
         y0, y1, x0, x1 = _rand_box(rp, H, W, int(round(H * r)), int(round(W * r)))
         mask = np.zeros((H, W), bool)
         mask[y0:y1, x0:x1] = True
-        out = image.copy()
-        out[mask] = pimage[mask]
-        lab = labels.copy()
-        lab[mask] = _offset_partner(labels, plabels)[mask]
-        return out, lab, mask, 1.0 - float(mask.mean())
+        return _mix_in(image, labels, pimage, plabels, mask)
 
 
 class CowOut(MixPolicy):
@@ -397,11 +407,7 @@ class CowOut(MixPolicy):
         sigma = _log_uniform(rp, *self.sigma_range)
         keep = cow_mask(labels.shape, p, sigma, rm)
         mask = ~keep
-        out = image.copy()
-        out[mask] = np.asarray(self.fill, np.uint8)
-        lab = labels.copy()
-        lab[mask] = 0
-        return out, lab, mask, 1.0 - float(mask.mean())
+        return _cut_out(image, labels, mask, self.fill)
 
 
 class CowMix(MixPolicy):
@@ -424,11 +430,7 @@ class CowMix(MixPolicy):
         p = float(rp.uniform(*self.prop_range))
         sigma = _log_uniform(rp, *self.sigma_range)
         mask = ~cow_mask(labels.shape, p, sigma, rm)
-        out = image.copy()
-        out[mask] = pimage[mask]
-        lab = labels.copy()
-        lab[mask] = _offset_partner(labels, plabels)[mask]
-        return out, lab, mask, 1.0 - float(mask.mean())
+        return _mix_in(image, labels, pimage, plabels, mask)
 
 
 class CopyPaste(MixPolicy):
@@ -476,11 +478,7 @@ class CopyPaste(MixPolicy):
         ids = ids[ids > 0]
         chosen = ids[rm.random(ids.size) < self.p_instance]
         mask = np.isin(plabels, chosen) if chosen.size else np.zeros(labels.shape, bool)
-        out = image.copy()
-        out[mask] = pimage[mask]
-        lab = labels.copy()
-        lab[mask] = _offset_partner(labels, plabels)[mask]
-        return out, lab, mask, 1.0 - float(mask.mean())
+        return _mix_in(image, labels, pimage, plabels, mask)
 
 
 #: name → class, the arms of the experiment harness use these names.
