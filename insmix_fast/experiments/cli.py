@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import InsMixError
-
 __all__ = ["register", "add_arguments", "run_from_args", "main"]
 
 
@@ -78,15 +76,14 @@ def run_from_args(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="insmix-fast")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except InsMixError as e:
-        print(f"insmix-fast experiment: error: {e}", file=sys.stderr)
-        return 2
+    """Standalone entry point (a leading ``experiment`` may be omitted); runs through the main
+    CLI's :func:`insmix_fast.cli.main` (same errors and exit codes)."""
+    from ..cli import main as cli_main
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] != "experiment":
+        argv = ["experiment", *argv]
+    return cli_main(argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

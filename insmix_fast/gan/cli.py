@@ -125,18 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point: ``main(["gan", "train", ...])`` (a leading ``gan`` may be omitted)."""
+    """Standalone entry point: ``main(["gan", "train", ...])`` (a leading ``gan`` may be omitted);
+    runs through the main CLI's :func:`insmix_fast.cli.main` (same errors and exit codes)."""
+    from ..cli import main as cli_main
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] != "gan":
         argv = ["gan", *argv]
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from ..errors import InsMixError
-    try:
-        return int(args.func(args) or 0)
-    except InsMixError as e:
-        print(f"insmix-fast gan: error: {e}", file=sys.stderr)
-        return 2
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
