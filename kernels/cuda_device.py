@@ -27,6 +27,7 @@ from .descriptor import DESC_HALF, DESC_SIZE
 from . import instances as _inst
 from . import placement as _place
 from . import rng as _rng
+from . import shuffle as _shuffle
 from . import ssd as _ssd
 
 #: True under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``): launch small grids.
@@ -98,6 +99,8 @@ draw_annulus_offset = device_function(_place.draw_annulus_offset)
 draw_free_position = device_function(_place.draw_free_position)
 placement_ok = device_function(_place.placement_ok)
 paste_into_work = device_function(_place.paste_into_work)
+collect_background = device_function(_shuffle.collect_background)
+plan_moves = device_function(_shuffle.plan_moves)
 
 
 # ----------------------------------------------------------------- device-only helpers
@@ -173,5 +176,5 @@ __all__ = [
     "SIMULATOR", "BLOCK", "DESC_WORDS32", "DESC_HALF", "DESC_SIZE", "device_function",
     "philox4x32", "uniform_int", "uniform01", "counter2", "scale_ok", "shape_ok", "rounded_mean",
     "count_components", "draw_annulus_offset", "draw_free_position", "placement_ok", "paste_into_work",
-    "unravel_pixel", "lower_bound", "scale_range", "popc32", "aligned_intersection", "admissible_t", "shape_xor",
+    "collect_background", "plan_moves", "unravel_pixel", "lower_bound", "scale_range", "popc32", "aligned_intersection", "admissible_t", "shape_xor",
 ]

@@ -7,8 +7,8 @@ twin of ``kernels.pipeline.insmix_tile``).
   ``paste_into_work``: the same source compiled for the device by
   :func:`kernels.cuda_device.device_function`) over the tile's selected
   originals in rank order, writing the new label map in place and the paste
-  records; then the background plan (the twin of ``kernels.shuffle.plan_background``
-  with caller-provided scratch).
+  records; then the background plan (``kernels.shuffle``'s ``collect_background``
+  and ``plan_moves``, with caller-provided scratch and the host-made k table).
 * :func:`k_apply` — per pixel, no races: a pixel inside a moved background patch
   takes the input pixel of its source patch (background patches hold no
   instance pixel after the paste, so their pasted content is the input); a pixel
@@ -24,10 +24,10 @@ import math
 import numpy as np
 from numba import cuda
 
-from .cuda_device import (counter2, draw_annulus_offset, draw_free_position, paste_into_work, placement_ok,
-                          shape_xor, uniform_int, unravel_pixel)
+from .cuda_device import (collect_background, draw_annulus_offset, draw_free_position, paste_into_work,
+                          placement_ok, plan_moves, shape_xor, uniform_int, unravel_pixel)
 from .paste import F_DIS, F_SCALE, F_SHAPE, R_DX, R_DY, R_LABEL, R_ORIGINAL, R_TEMPLATE, R_X, R_Y
-from .rng import STREAM_BACKGROUND, STREAM_TILE
+from .rng import STREAM_TILE
 
 
 @cuda.jit
@@ -41,36 +41,12 @@ def k_copy_labels(labels, out_labels):
 
 @cuda.jit(device=True)
 def plan_background(occupied, k_table, seed, sample, moves, free):
-    """``kernels.shuffle.plan_background`` with scratch ``free`` (gh·gw) and the
-    permutation kept in ``moves[:, 0]``; ``k_table[n] = ⌊α·n + ½⌋`` (made on the host
-    in float64 without FMA contraction, so it equals the CPU's value)."""
-    gh = occupied.shape[0]
-    gw = occupied.shape[1]
-    nb = 0
-    for py in range(gh):
-        for px in range(gw):
-            if not occupied[py, px]:
-                free[nb] = py * gw + px
-                nb += 1
-    k = k_table[nb]
-    if k < 2:
-        return 0
-    for i in range(k):
-        j = i + uniform_int(seed, sample, STREAM_BACKGROUND, counter2(0, i), nb - i)
-        tmp = free[i]
-        free[i] = free[j]
-        free[j] = tmp
-    for i in range(k):
-        moves[i, 0] = i
-    for i in range(k - 1, 0, -1):
-        j = uniform_int(seed, sample, STREAM_BACKGROUND, counter2(1, i), i + 1)
-        tmp = moves[i, 0]
-        moves[i, 0] = moves[j, 0]
-        moves[j, 0] = tmp
-    for i in range(k):
-        moves[i, 0] = free[moves[i, 0]]
-        moves[i, 1] = free[i]
-    return k
+    """``kernels.shuffle.plan_background`` on the device: the same
+    :func:`collect_background` and :func:`plan_moves`, with caller scratch ``free``
+    (gh·gw) and ``k_table[n] = ⌊α·n + ½⌋`` (made on the host in float64 without FMA
+    contraction, so it equals the CPU's :func:`kernels.shuffle.background_count`)."""
+    nb = collect_background(occupied, free)
+    return plan_moves(free, nb, k_table[nb], seed, sample, moves)
 
 
 @cuda.jit

@@ -10,22 +10,31 @@ from .rng import STREAM_BACKGROUND, counter2, uniform_int
 
 
 @njit(cache=True)
-def plan_background(occupied, alpha, seed, sample, moves):
-    """Fill ``moves[:k] = (src_patch, dst_patch)`` (row-major patch indices); return k.
-
-    Background patches are the full grid patches with ``occupied == False``;
-    ``k = ⌊α·n_background + ½⌋`` of them are chosen by a seeded partial
-    Fisher–Yates shuffle and permuted by a seeded Fisher–Yates permutation.
-    """
+def collect_background(occupied, free):
+    """Write the row-major indices of the background patches (``occupied == False``)
+    into ``free`` (length ≥ gh·gw) in row-major order; return their number."""
     gh, gw = occupied.shape
-    free = np.empty(gh * gw, np.int64)
     nb = 0
     for py in range(gh):
         for px in range(gw):
             if not occupied[py, px]:
                 free[nb] = py * gw + px
                 nb += 1
-    k = np.int64(np.floor(alpha * np.float64(nb) + 0.5))
+    return nb
+
+
+@njit(cache=True)
+def background_count(alpha, nb):
+    """``k = ⌊α·n_background + ½⌋`` in float64 (the GPU reads it from a host-made table)."""
+    return np.int64(np.floor(alpha * np.float64(nb) + 0.5))
+
+
+@njit(cache=True)
+def plan_moves(free, nb, k, seed, sample, moves):
+    """Choose ``k`` of the ``nb`` patches in ``free`` (seeded partial Fisher–Yates,
+    reorders ``free``) and permute them (seeded Fisher–Yates; the permutation is
+    built in ``moves[:, 0]``); fill ``moves[:k] = (src_patch, dst_patch)``, return k
+    (0 when k < 2: nothing to permute)."""
     if k < 2:
         return 0
     for i in range(k):
@@ -33,16 +42,32 @@ def plan_background(occupied, alpha, seed, sample, moves):
         tmp = free[i]
         free[i] = free[j]
         free[j] = tmp
-    perm = np.arange(k)
+    for i in range(k):
+        moves[i, 0] = i
     for i in range(k - 1, 0, -1):
         j = uniform_int(seed, sample, STREAM_BACKGROUND, counter2(1, i), i + 1)
-        tmp = perm[i]
-        perm[i] = perm[j]
-        perm[j] = tmp
+        tmp = moves[i, 0]
+        moves[i, 0] = moves[j, 0]
+        moves[j, 0] = tmp
     for i in range(k):
-        moves[i, 0] = free[perm[i]]
+        moves[i, 0] = free[moves[i, 0]]
         moves[i, 1] = free[i]
     return k
+
+
+@njit(cache=True)
+def plan_background(occupied, alpha, seed, sample, moves):
+    """Fill ``moves[:k] = (src_patch, dst_patch)`` (row-major patch indices); return k.
+
+    Background patches are the full grid patches with ``occupied == False``;
+    ``k = ⌊α·n_background + ½⌋`` of them are chosen by a seeded partial
+    Fisher–Yates shuffle and permuted by a seeded Fisher–Yates permutation.
+    The GPU plan (``kernels.cuda_pipeline.plan_background``) runs the same
+    :func:`collect_background` and :func:`plan_moves`.
+    """
+    free = np.empty(occupied.shape[0] * occupied.shape[1], np.int64)
+    nb = collect_background(occupied, free)
+    return plan_moves(free, nb, background_count(alpha, nb), seed, sample, moves)
 
 
 @njit(cache=True)
