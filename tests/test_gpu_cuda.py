@@ -14,6 +14,7 @@ from insmix_fast.gpu import cuda_available
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from test_insmix import CONFIGS  # noqa: E402
+from transfer_log import transfer_log  # noqa: E402
 
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 OK, REASON = cuda_available()
@@ -106,31 +107,9 @@ def test_gpu_device_input_no_transfer(tiles256, bank256):
     di, dl = cuda.to_device(images), cuda.to_device(labels)
     dbank = bank256.to("cuda")
     assert bank256.to("cuda") is dbank  # uploaded once
-    log = []
-    orig = (cuda.to_device, devicearray.DeviceNDArray.copy_to_host, devicearray.DeviceNDArray.copy_to_device)
-
-    def to_device(a, *args, **kw):
-        log.append(("h2d", int(np.asarray(a).nbytes)))
-        return orig[0](a, *args, **kw)
-
-    def copy_to_host(self, *args, **kw):
-        log.append(("d2h", int(self.nbytes)))
-        return orig[1](self, *args, **kw)
-
-    def copy_to_device(self, a, *args, **kw):
-        log.append(("h2d", int(getattr(a, "nbytes", 0))))
-        return orig[2](self, a, *args, **kw)
-
-    cuda.to_device = to_device
-    devicearray.DeviceNDArray.copy_to_host = copy_to_host
-    devicearray.DeviceNDArray.copy_to_device = copy_to_device
-    try:
+    with transfer_log(cuda, devicearray.DeviceNDArray) as log:
         r = insmix_batch(di, dl, dbank, InsMixConfig(p_paste=1.0), seed=3, device="cuda")
         cuda.synchronize()
-    finally:
-        cuda.to_device = orig[0]
-        devicearray.DeviceNDArray.copy_to_host = orig[1]
-        devicearray.DeviceNDArray.copy_to_device = orig[2]
     assert [n for d, n in log if d == "d2h"] == [8], log
     assert all(n < 1024 for d, n in log if d == "h2d"), log
     assert type(r.images).__name__ == "DeviceNDArray"

@@ -104,30 +104,12 @@ def _worker(out_path: str) -> None:
     # Device input: no transfer inside the GPU path except the one 8-byte (max id, min id) read.
     di, dl = cuda.to_device(images), cuda.to_device(labels)
     dbank = bank.to("cuda")
-    log = []
     from numba.cuda.simulator.cudadrv import devicearray as fake
+    from transfer_log import transfer_log
 
-    orig = (cuda.to_device, fake.FakeCUDAArray.copy_to_host, fake.FakeCUDAArray.copy_to_device)
-
-    def to_device(a, *args, **kw):
-        log.append(("h2d", int(np.asarray(a).nbytes)))
-        return orig[0](a, *args, **kw)
-
-    def copy_to_host(self, *args, **kw):
-        log.append(("d2h", int(self.nbytes)))
-        return orig[1](self, *args, **kw)
-
-    def copy_to_device(self, a, *args, **kw):
-        log.append(("h2d", int(np.asarray(a).nbytes)))
-        return orig[2](self, a, *args, **kw)
-
-    cuda.to_device, fake.FakeCUDAArray.copy_to_host, fake.FakeCUDAArray.copy_to_device = (to_device, copy_to_host,
-                                                                                          copy_to_device)
-    try:
+    with transfer_log(cuda, fake.FakeCUDAArray) as log:
         r = insmix_batch(di, dl, dbank, InsMixConfig(p_paste=1.0), seed=4, indices=INDICES, device="cuda")
         kinds = [type(getattr(r, f)).__name__ for f in ("images", "labels", "paste_masks", "shuffled_masks")]
-    finally:
-        cuda.to_device, fake.FakeCUDAArray.copy_to_host, fake.FakeCUDAArray.copy_to_device = orig
     out["transfers"] = np.array(json.dumps(log))
     out["device_kinds"] = np.array(json.dumps(kinds))
     put("device_input", r.to_host())
