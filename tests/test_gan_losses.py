@@ -49,6 +49,24 @@ def test_adversarial_and_generator_loss_eq4_eq5():
     assert generator_loss(a, p, n, u, g, lam=2.0).total.item() == pytest.approx(1.25 + 2 * rec)
 
 
+def test_reconstruction_over_the_paste_mask():
+    u = torch.zeros(2, 3, 2, 2)
+    g = torch.full((2, 3, 2, 2), 0.1)
+    g[0, :, 0, 0] = 0.7  # inside the mask
+    g[1, :, 1, 1] = 5.0  # outside the mask: ignored
+    m = torch.zeros(2, 1, 2, 2)
+    m[0, 0, 0, 0] = 1
+    m[1, 0, 0, :] = 1
+    # masked pixels: (0,0,0) with 0.7 in 3 channels, (1,0,0) and (1,0,1) with 0.1 → (3·0.7 + 6·0.1) / 9
+    assert reconstruction_loss(u, g, m).item() == pytest.approx((3 * 0.7 + 6 * 0.1) / 9)
+    assert reconstruction_loss(u, g, torch.zeros_like(m)).item() == 0.0  # no pastes: nothing to reconstruct
+    a, p, n = _maps()
+    tot, adv, r = generator_loss(a, p, n, u, g, rec_mask=m)
+    assert tot.item() == pytest.approx(1.25 + 10 * (3 * 0.7 + 6 * 0.1) / 9)
+    with pytest.raises(ValueError, match="mask"):
+        reconstruction_loss(u, g, torch.zeros(1, 1, 2, 2))
+
+
 def test_generator_gradient_flows_only_through_negative():
     a, p, n = _maps()
     n = n.clone().requires_grad_(True)

@@ -24,9 +24,10 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train the smooth-GAN blender",
                        description="Train the smooth-GAN (generator with FSE + PatchGAN, triplet loss) "
                                    "on pasted tiles made by insmix from DATA.")
-    p.add_argument("--data", required=True, metavar="DIR|synthetic",
-                   help="tile directory (*.npz with image/labels, images/+labels/, or NAME.png + NAME_label.npy) "
-                        "or 'synthetic' for the built-in synthetic H&E tiles")
+    p.add_argument("--data", required=True, metavar="DIR|synthetic|synthetic-two-stain",
+                   help="tile directory (*.npz with image/labels, images/+labels/, or NAME.png + NAME_label.npy), "
+                        "'synthetic' for the built-in synthetic H&E tiles, or 'synthetic-two-stain' for synthetic "
+                        "tiles of two stains (templates often come from the other stain)")
     p.add_argument("--out", required=True, metavar="CKPT_DIR", help="output directory for checkpoints and plots")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--steps", type=int, default=None, help="total training steps")
@@ -37,9 +38,16 @@ def _add_train(sub) -> None:
     p.add_argument("--d-width", type=int, default=64, help="discriminator base width (64-128-256-512)")
     p.add_argument("--lr", type=float, default=1e-4, help="generator learning rate (Adam β = 0.5, 0.999)")
     p.add_argument("--d-lr", type=float, default=None, help="discriminator learning rate (default: --lr)")
+    p.add_argument("--d-steps", type=int, default=2, metavar="K",
+                   help="discriminator updates per generator update (default 2; the extra ones on batches of "
+                        "their own)")
     p.add_argument("--loss", choices=("triplet", "bce"), default="triplet",
                    help="triplet + λ=10 L1 (paper, default) or BCE + λ=100 L1 (official code)")
     p.add_argument("--lam", type=float, default=None, help="reconstruction weight λ (default 10, or 100 for bce)")
+    p.add_argument("--rec-region", choices=("paste", "tile"), default="paste",
+                   help="pixels the reconstruction L1 averages over: the pasted pixels, where the blend uses "
+                        "G's output (default), or every pixel of the tile (pasted nuclei then weigh only their "
+                        "area share and tend to be painted over)")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16/fp16) on CUDA; ignored on CPU")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, default=0)
@@ -50,10 +58,16 @@ def _add_train(sub) -> None:
                    help="how pasted tiles are made: insmix (default when available) or a simple copy-paste")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
                    help="resume from CKPT (default: CKPT_DIR/last.pt)")
+    p.add_argument("--save-every", type=int, default=100, metavar="STEPS",
+                   help="checkpoint and plot every epoch, but at most once per STEPS steps (default 100)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="no loss-curve / sample-grid PNGs")
     p.add_argument("--eval-batches", type=int, default=2,
-                   help="held-out batches scored at the end (reconstruction L1, D separation); 0 = none")
+                   help="evaluation batches scored before and after training (reconstruction L1, D separation "
+                        "of real vs blended tiles); 0 = none")
+    p.add_argument("--eval-data", default=None, metavar="DIR",
+                   help="held-out tiles for the evaluation (default: new synthetic tiles for synthetic data, "
+                        "fresh crops of the training tiles for a directory)")
     p.set_defaults(_gan_cmd=_cmd_train)
 
 
@@ -91,9 +105,9 @@ def _cmd_train(args) -> int:
     from .train import TrainConfig, train
 
     cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
-                      size=args.size, width=args.width, d_width=args.d_width, lr=args.lr, d_lr=args.d_lr, loss=args.loss, lam=args.lam,
-                      amp=args.amp, device=args.device, seed=args.seed, n_synthetic=args.n_synthetic,
-                      stain_jitter=args.stain_jitter, paste=args.paste, resume=args.resume,
+                      size=args.size, width=args.width, d_width=args.d_width, lr=args.lr, d_lr=args.d_lr, d_steps=args.d_steps, loss=args.loss, lam=args.lam, rec_region=args.rec_region,
+                      amp=args.amp, device=args.device, seed=args.seed, n_synthetic=args.n_synthetic, eval_data=args.eval_data,
+                      stain_jitter=args.stain_jitter, paste=args.paste, resume=args.resume, save_every=args.save_every,
                       progress=not args.no_progress, plots=not args.no_plots)
     res = train(cfg, evaluate_batches=max(0, args.eval_batches))
     h = res.history
@@ -101,7 +115,7 @@ def _cmd_train(args) -> int:
     print(f"step {res.step}: checkpoint {res.checkpoint}; last losses "
           + ", ".join(f"{k}={v:.4f}" for k, v in last.items()))
     if res.evaluation:
-        print("held-out: " + ", ".join(f"{k}={v:.4f}" for k, v in res.evaluation.items())
+        print("evaluation: " + ", ".join(f"{k}={v:.4f}" for k, v in res.evaluation.items())
               + f"  (also in {Path(args.out) / 'eval.json'})")
     return 0
 

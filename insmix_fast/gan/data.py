@@ -13,7 +13,8 @@ stain. If ``insmix`` cannot be imported (or ``paste="simple"``), a simple
 stand-in pastes whole instances of another tile at random free positions.
 
 Tiles come from a directory (:func:`load_tiles_dir`) or from
-:class:`insmix_fast.data.SyntheticNuclei` (``"synthetic"``).
+:class:`insmix_fast.data.SyntheticNuclei` (``"synthetic"``, or
+``"synthetic-two-stain"`` for tiles of two stains, :func:`two_stain_tiles`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ from ..errors import InputError
 from ..validation import check_sample
 
 __all__ = ["PastedBatch", "TileSource", "load_tiles_dir", "simple_paste", "insmix_available", "two_stain_tiles",
-           "OTHER_STAIN"]
+           "OTHER_STAIN", "SYNTHETIC_SPECS"]
+
+#: ``--data`` values that name built-in synthetic tiles instead of a directory.
+SYNTHETIC_SPECS = ("synthetic", "synthetic-two-stain")
 
 _IMG_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _LABEL_SUFFIXES = ("_label", "_labels", "_mask", "_inst", "_instances")
@@ -89,7 +93,8 @@ def load_tiles_dir(path: str | os.PathLike) -> list[tuple[np.ndarray, np.ndarray
     """
     root = Path(path)
     if not root.is_dir():
-        raise InputError(f"--data {root}: not a directory (use 'synthetic' for the built-in data)")
+        raise InputError(f"--data {root}: not a directory (use 'synthetic' or 'synthetic-two-stain' for the "
+                         "built-in data)")
     out: list[tuple[np.ndarray, np.ndarray]] = []
     for f in sorted(root.glob("*.npz")):
         z = np.load(f)
@@ -192,15 +197,24 @@ class TileSource:
     @classmethod
     def from_spec(cls, data: str, size: int, seed: int = 0, n_synthetic: int = 64, paste: str = "auto",
                   stain_jitter: float | None = None) -> "TileSource":
-        """``data`` is a directory or ``"synthetic"`` (:class:`SyntheticNuclei`, ``n_synthetic`` tiles)."""
-        if data == "synthetic":
-            try:
-                from insmix_fast.data import SyntheticNuclei
-            except ImportError:  # package __init__ not exporting it (yet)
-                from insmix_fast.data.synthetic import SyntheticNuclei
+        """``data`` is a directory or one of :data:`SYNTHETIC_SPECS`.
+
+        * ``"synthetic"``: ``n_synthetic`` tiles of :class:`SyntheticNuclei` (one stain, per-tile jitter);
+        * ``"synthetic-two-stain"``: ``n_synthetic`` tiles alternating between the reference stain
+          and :data:`OTHER_STAIN` (:func:`two_stain_tiles`), so about half of the pasted templates
+          come from a tile of the other stain — the situation the smooth-GAN is for.
+        """
+        if data in SYNTHETIC_SPECS:
             kw = {} if stain_jitter is None else {"stain_jitter": stain_jitter}
-            ds = SyntheticNuclei(seed=seed, size=size, length=n_synthetic, **kw)
-            tiles = [ds[i] for i in range(len(ds))]
+            if data == "synthetic-two-stain":
+                tiles, _ = two_stain_tiles(n_synthetic, size, seed=seed, **kw)
+            else:
+                try:
+                    from insmix_fast.data import SyntheticNuclei
+                except ImportError:  # package __init__ not exporting it (yet)
+                    from insmix_fast.data.synthetic import SyntheticNuclei
+                ds = SyntheticNuclei(seed=seed, size=size, length=n_synthetic, **kw)
+                tiles = [ds[i] for i in range(len(ds))]
         else:
             tiles = load_tiles_dir(data)
         return cls(tiles, size=size, seed=seed, paste=paste)

@@ -66,16 +66,25 @@ def adversarial_loss(d_anchor: torch.Tensor, d_positive: torch.Tensor, d_negativ
     return (l1_distance(d_anchor, d_negative) - l1_distance(d_anchor, d_positive)).mean()
 
 
-def reconstruction_loss(u: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """``mean |u − G(u)|`` over all pixels and channels."""
-    return (u.float() - g.float()).abs().mean()
+def reconstruction_loss(u: torch.Tensor, g: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean |u − G(u)|`` over all pixels and channels, or over the pixels of ``mask``
+    (N×1×H×W, {0,1}) only; a batch whose mask is empty gives 0."""
+    diff = (u.float() - g.float()).abs()
+    if mask is None:
+        return diff.mean()
+    if mask.shape[0] != diff.shape[0] or mask.shape[-2:] != diff.shape[-2:]:
+        raise ValueError(f"reconstruction_loss: mask {tuple(mask.shape)} does not match images {tuple(diff.shape)}")
+    m = mask.float()
+    return (diff * m).sum() / (m.sum() * diff.shape[1]).clamp_min(1.0)
 
 
 def generator_loss(d_anchor: torch.Tensor, d_positive: torch.Tensor, d_negative: torch.Tensor,
-                   u: torch.Tensor, g: torch.Tensor, lam: float = LAMBDA) -> GLoss:
-    """Eq. 5: ``L_G = L_adv + λ·|u − G(u)|₁`` → ``GLoss(total, adv, rec)``."""
+                   u: torch.Tensor, g: torch.Tensor, lam: float = LAMBDA,
+                   rec_mask: torch.Tensor | None = None) -> GLoss:
+    """Eq. 5: ``L_G = L_adv + λ·|u − G(u)|₁`` → ``GLoss(total, adv, rec)``
+    (the L1 term over ``rec_mask`` only when given, see :func:`reconstruction_loss`)."""
     adv = adversarial_loss(d_anchor, d_positive, d_negative)
-    rec = reconstruction_loss(u, g)
+    rec = reconstruction_loss(u, g, rec_mask)
     return GLoss(adv + lam * rec, adv, rec)
 
 
@@ -87,8 +96,8 @@ def bce_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.
 
 
 def bce_generator_loss(d_fake: torch.Tensor, u: torch.Tensor, g: torch.Tensor,
-                       lam: float = LAMBDA_BCE) -> GLoss:
+                       lam: float = LAMBDA_BCE, rec_mask: torch.Tensor | None = None) -> GLoss:
     """Official variant: ``BCE(D(S(u)), 1) + λ·|u − G(u)|₁`` with λ = 100."""
     adv = F.binary_cross_entropy_with_logits(d_fake.float(), torch.ones_like(d_fake, dtype=torch.float32))
-    rec = reconstruction_loss(u, g)
+    rec = reconstruction_loss(u, g, rec_mask)
     return GLoss(adv + lam * rec, adv, rec)

@@ -9,7 +9,8 @@ One iteration, on a batch from :class:`~insmix_fast.gan.data.TileSource`:
    with ``loss="bce"``).
 
 Adam (β = 0.5, 0.999) for both; AMP (bf16 or fp16 + GradScaler) on CUDA.
-Output directory: ``last.pt`` and ``ckpt_stepNNNNNNN.pt`` (every epoch, the
+Output directory: ``last.pt`` and ``ckpt_stepNNNNNNN.pt`` (every epoch — every
+``k`` epochs when an epoch is shorter than ``save_every`` steps — and at the end; the
 three newest kept), ``history.json``, ``loss_curves.png``, and
 ``samples_epochNNN.png`` (rows: pasted u with the paste outline, S(u), |S(u)−u|,
 a real tile).
@@ -28,13 +29,14 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, InputError
-from .data import PastedBatch, TileSource
+from .data import SYNTHETIC_SPECS, PastedBatch, TileSource
 from .losses import (LAMBDA, LAMBDA_BCE, MARGIN, bce_discriminator_loss, bce_generator_loss, generator_loss,
-                     l1_distance, triplet_loss)
+                     l1_distance, reconstruction_loss, triplet_loss)
 from .model import Discriminator, Generator, composite
 from .plots import image_grid, loss_curves_png, outline, save_rgb
 
-__all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "score_batches", "find_checkpoint", "resolve_device"]
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "score_batches", "find_checkpoint", "resolve_device",
+           "roc_auc"]
 
 HISTORY_KEYS = ("d_loss", "g_adv", "g_rec", "g_total", "gap")
 
@@ -57,22 +59,37 @@ class TrainConfig:
     loss: str = "triplet"
     lam: float | None = None  # default: 10 (triplet) / 100 (bce)
     margin: float = MARGIN
+    #: pixels the reconstruction L1 of Eq. 5 averages over: "paste" (the pasted pixels M, where
+    #: S(u) takes G's output; default) or "tile" (every pixel: the pasted nuclei then weigh only
+    #: their area share, and longer runs learn to paint them over with background)
+    rec_region: str = "paste"
     key_stride: int = 2
+    #: discriminator updates per generator update (the extra ones on batches of their own); with one,
+    #: the generator kept the triplet discriminator near chance in our runs (docs/gan.md)
+    d_steps: int = 2
     amp: bool = False
     device: str = "auto"
     seed: int = 0
     n_synthetic: int = 64
+    #: where :func:`score_batches` draws its tiles: ``None`` = new synthetic tiles (other seed) for a
+    #: synthetic ``data``, fresh crops of the training tiles for a directory; or a tile directory
+    eval_data: str | None = None
     stain_jitter: float | None = None
     paste: str = "auto"
     resume: str | None = None  # None, "auto" (out/last.pt) or a path
     keep: int = 3
+    #: checkpoints and plots at the end of every epoch, but at most once per ``save_every`` steps
+    #: (a small tile set has epochs of a few steps); always at the last step
+    save_every: int = 100
     progress: bool = True
     plots: bool = True
 
     def __post_init__(self):
+        if self.rec_region not in ("tile", "paste"):
+            raise ConfigError(f"rec_region must be 'tile' or 'paste', got {self.rec_region!r}")
         if self.loss not in ("triplet", "bce"):
             raise ConfigError(f"loss must be 'triplet' or 'bce', got {self.loss!r}")
-        for name in ("batch_size", "width", "d_width", "n_synthetic"):
+        for name in ("batch_size", "width", "d_width", "n_synthetic", "save_every", "keep", "d_steps"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if self.steps is not None and self.steps < 1:
@@ -124,6 +141,36 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     raise InputError(f"no smooth-GAN checkpoint at {p}")
 
 
+def roc_auc(negative_scores: torch.Tensor, positive_scores: torch.Tensor) -> float:
+    """P(positive score > negative score), ties counted half (Mann–Whitney form of the ROC AUC)."""
+    a = negative_scores.double().flatten()
+    b = positive_scores.double().flatten()
+    if a.numel() == 0 or b.numel() == 0:
+        return float("nan")
+    diff = b[:, None] - a[None, :]
+    return float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
+
+
+def _fingerprint(images: torch.Tensor) -> torch.Tensor:
+    """One float64 per image; equal images give equal numbers (used to spot a tile drawn twice)."""
+    x = images.double().flatten(1)
+    w = torch.linspace(1.0, 2.0, x.shape[1], dtype=torch.float64, device=x.device)
+    return x @ w
+
+
+def _mean_distance_to(maps: torch.Tensor, anchors: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """For each D map in ``maps``, the mean L1 distance (Eq. 3's d) to every map in ``anchors``.
+
+    ``exclude[i, j]`` leaves anchor ``j`` out of sample ``i``'s mean.
+    """
+    x, y = maps.flatten(1).float(), anchors.flatten(1).float()
+    dist = torch.cdist(x, y, p=1.0) / x.shape[1]
+    if exclude is None:
+        return dist.mean(1)
+    keep = (~exclude).to(dist.dtype)
+    return (dist * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+
+
 class Trainer:
     """Holds G, D, optimisers and the data source; ``step()`` runs one iteration."""
 
@@ -145,6 +192,38 @@ class Trainer:
         self.step_no = 0
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
         self.steps_per_epoch = max(1, math.ceil(len(self.source) / config.batch_size))
+        self._eval_source: TileSource | None = None
+        #: steps between checkpoints: a whole number of epochs, at least ``save_every`` steps
+        self.save_interval = self.steps_per_epoch * max(1, math.ceil(config.save_every / self.steps_per_epoch))
+
+    #: seed offset of the held-out synthetic evaluation tiles (never drawn for training)
+    EVAL_SEED_OFFSET = 1_000_003
+
+    @property
+    def eval_source(self) -> TileSource:
+        """Tiles that :func:`score_batches` draws from (see :attr:`TrainConfig.eval_data`)."""
+        if self._eval_source is None:
+            cfg = self.cfg
+            spec = cfg.eval_data if cfg.eval_data is not None else cfg.data
+            if spec in SYNTHETIC_SPECS:  # new tiles: a seed no training run of this seed draws
+                self._eval_source = TileSource.from_spec(
+                    spec, cfg.size, seed=cfg.seed + self.EVAL_SEED_OFFSET, n_synthetic=max(8, min(cfg.n_synthetic, 64)),
+                    paste=cfg.paste, stain_jitter=cfg.stain_jitter)
+            elif cfg.eval_data is not None:
+                self._eval_source = TileSource.from_spec(cfg.eval_data, cfg.size, seed=cfg.seed, paste=cfg.paste)
+            else:
+                self._eval_source = self.source
+        return self._eval_source
+
+    @property
+    def eval_description(self) -> str:
+        cfg = self.cfg
+        spec = cfg.eval_data if cfg.eval_data is not None else cfg.data
+        if spec in SYNTHETIC_SPECS:
+            return f"held-out {spec} tiles (seed {cfg.seed + self.EVAL_SEED_OFFSET})"
+        if cfg.eval_data is not None:
+            return f"held-out tiles from {cfg.eval_data}"
+        return "fresh crops and pastes of the training tiles (no --eval-data given)"
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -198,17 +277,11 @@ class Trainer:
             return torch.autocast(device_type=self.device.type, enabled=False)
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def step(self, batch: PastedBatch | None = None) -> dict[str, float]:
+    def _d_update(self, b: PastedBatch, s: torch.Tensor):
+        """One discriminator step on real tiles ``b.anchor``/``b.positive`` and blended ``s`` (detached);
+        returns the loss and D's outputs (before the step) ``d_a, d_p, d_n``."""
         cfg = self.cfg
-        if batch is None:
-            batch = self.source.batch(self.step_no, cfg.batch_size)
-        b = batch.to(self.device)
-        self.G.train()
-        self.D.train()
-        # ---- discriminator
         with self._autocast():
-            g = self.G(b.u, b.paste_mask, b.original_mask)
-            s = composite(b.u, g, b.paste_mask)
             d_a, d_p, d_n = self.D(b.anchor), self.D(b.positive), self.D(s.detach())
             if cfg.loss == "triplet":
                 loss_d = triplet_loss(d_a, d_p, d_n, cfg.margin)
@@ -217,15 +290,37 @@ class Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler.scale(loss_d).backward()
         self.scaler.step(self.opt_d)
+        return loss_d, d_a, d_p, d_n
+
+    def step(self, batch: PastedBatch | None = None) -> dict[str, float]:
+        cfg = self.cfg
+        if batch is None:
+            batch = self.source.batch(self.step_no, cfg.batch_size)
+        b = batch.to(self.device)
+        self.G.train()
+        self.D.train()
+        # ---- discriminator: d_steps − 1 extra updates on batches of their own, then one on this batch
+        for j in range(cfg.d_steps - 1):
+            xb = self.source.batch(D_STEP0 + self.step_no * (cfg.d_steps - 1) + j, cfg.batch_size).to(self.device)
+            with torch.no_grad(), self._autocast():
+                xs = composite(xb.u, self.G(xb.u, xb.paste_mask, xb.original_mask), xb.paste_mask)
+            self._d_update(xb, xs)
+            if self.scaler.is_enabled():
+                self.scaler.update()
+        with self._autocast():
+            g = self.G(b.u, b.paste_mask, b.original_mask)
+            s = composite(b.u, g, b.paste_mask)
+        loss_d, d_a, d_p, d_n = self._d_update(b, s)
         # ---- generator
         for p in self.D.parameters():
             p.requires_grad_(False)
         with self._autocast():
             d_n_g = self.D(s)
+            rm = b.paste_mask if cfg.rec_region == "paste" else None
             if cfg.loss == "triplet":
-                lg = generator_loss(d_a.detach(), d_p.detach(), d_n_g, b.u, g, cfg.lam_value)
+                lg = generator_loss(d_a.detach(), d_p.detach(), d_n_g, b.u, g, cfg.lam_value, rec_mask=rm)
             else:
-                lg = bce_generator_loss(d_n_g, b.u, g, cfg.lam_value)
+                lg = bce_generator_loss(d_n_g, b.u, g, cfg.lam_value, rec_mask=rm)
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(lg.total).backward()
         self.scaler.step(self.opt_g)
@@ -246,12 +341,21 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, batch: PastedBatch) -> dict[str, float]:
-        """On a held-out batch: reconstruction L1, D's triplet gap and separation rate.
+        """On an evaluation batch: reconstruction L1 and how well D tells real from blended tiles.
 
-        ``gap`` = mean over samples of d(x_a, S(u)) − d(x_a, x_p); ``separated`` =
-        fraction of samples with d(x_a, S(u)) > d(x_a, x_p) (both over samples with at
-        least one paste; the others are identical to real tiles); ``acc`` = fraction of
-        patch logits on the right side of 0 (real > 0, S(u) < 0; meaningful for BCE).
+        ``rec`` is Eq. 5's L1 over the pixels of :attr:`TrainConfig.rec_region`.
+
+        All discriminator scores use only samples with at least one paste (the others are
+        real tiles). With ``d`` the L1 distance of two PatchGAN maps (Eq. 3):
+
+        * ``gap`` — mean of d(x_a, S(u)) − d(x_a, x_p) (the triplet margin D is trained to open);
+        * ``separated`` — share of triplets with d(x_a, S(u)) > d(x_a, x_p) (one random anchor each);
+        * ``auc`` — D as a real/blended classifier: each tile is scored by its mean distance to all
+          the batch's anchors (real tiles), and ``auc`` is the probability that a blended tile
+          S(u) scores farther than a real tile x_p (ROC AUC; 0.5 = chance, 1 = perfect);
+        * ``separated_u`` / ``auc_u`` — the same for the pasted tile u *before* blending: how much
+          the pasting alone gives away to this D (the reference for the two above);
+        * ``acc`` — share of patch logits on the right side of 0 (real > 0, S(u) < 0; for BCE).
         """
         self.G.eval()
         self.D.eval()
@@ -259,14 +363,25 @@ class Trainer:
         with self._autocast():
             g = self.G(b.u, b.paste_mask, b.original_mask)
             s = composite(b.u, g, b.paste_mask)
-            d_a, d_p, d_n = self.D(b.anchor), self.D(b.positive), self.D(s)
-        dn, dp = l1_distance(d_a, d_n), l1_distance(d_a, d_p)
+            d_a, d_p, d_n, d_u = self.D(b.anchor), self.D(b.positive), self.D(s), self.D(b.u)
+        d_a, d_p, d_n, d_u = d_a.float(), d_p.float(), d_n.float(), d_u.float()
+        rec = float(reconstruction_loss(b.u, g, b.paste_mask if self.cfg.rec_region == "paste" else None))
         has = b.paste_mask.flatten(1).amax(1) > 0.5  # samples without pastes cannot be told apart
         nan = float("nan")
         if not bool(has.any()):
-            return {"rec": float((b.u - g.float()).abs().mean()), "gap": nan, "separated": nan, "acc": nan}
-        return {"rec": float((b.u - g.float()).abs().mean()), "gap": float((dn - dp)[has].mean()),
+            return {"rec": rec, "gap": nan, "separated": nan, "auc": nan, "separated_u": nan, "auc_u": nan,
+                    "acc": nan}
+        dn, dp, du = l1_distance(d_a, d_n), l1_distance(d_a, d_p), l1_distance(d_a, d_u)
+        # distance of every tile to the set of anchors; a positive identical to an anchor tile
+        # (same tile drawn twice) is compared with the other anchors only
+        same = _fingerprint(b.positive)[:, None] == _fingerprint(b.anchor)[None, :]
+        score_p = _mean_distance_to(d_p, d_a, exclude=same)
+        score_n, score_u = _mean_distance_to(d_n[has], d_a), _mean_distance_to(d_u[has], d_a)
+        return {"rec": rec, "gap": float((dn - dp)[has].mean()),
                 "separated": float((dn > dp)[has].float().mean()),
+                "auc": roc_auc(score_p, score_n),
+                "separated_u": float((du > dp)[has].float().mean()),
+                "auc_u": roc_auc(score_p, score_u),
                 "acc": float(0.5 * ((d_a > 0).float().mean() + (d_n[has] < 0).float().mean()))}
 
     @torch.no_grad()
@@ -303,7 +418,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(D=f"{rec['d_loss']:.3f}", adv=f"{rec['g_adv']:.3f}", rec=f"{rec['g_rec']:.3f}",
                                 gap=f"{rec['gap']:.3f}")
-            end_epoch = self.step_no % self.steps_per_epoch == 0 or self.step_no == total_steps
+            end_epoch = self.step_no % self.save_interval == 0 or self.step_no == total_steps
             if end_epoch:
                 epoch = math.ceil(self.step_no / self.steps_per_epoch)
                 path = self.save(out)
@@ -318,14 +433,18 @@ class Trainer:
 
 
 EVAL_STEP0 = 10**12 + 1  # batch indices of the evaluation batches: never training steps
+D_STEP0 = 2 * 10**12  # batch indices of the extra discriminator updates (d_steps > 1)
 
 
 def score_batches(trainer: Trainer, n: int) -> dict[str, float]:
-    """:meth:`Trainer.evaluate` on ``n`` fixed batches (scored together) that no training step draws.
+    """:meth:`Trainer.evaluate` on ``n`` fixed batches (scored together) of :attr:`Trainer.eval_source`.
 
-    They are fresh crops and pastes of the training tiles (not held-out tiles).
+    For synthetic data those are new tiles that training never sees; for a tile
+    directory without ``eval_data`` they are fresh crops and pastes of the training
+    tiles at batch indices no training step draws.
     """
-    batches = [trainer.source.batch(EVAL_STEP0 + i, trainer.cfg.batch_size) for i in range(n)]
+    src = trainer.eval_source
+    batches = [src.batch(EVAL_STEP0 + i, trainer.cfg.batch_size) for i in range(n)]
     fields = ("anchor", "positive", "u", "paste_mask", "original_mask")
     merged = PastedBatch(*(torch.cat([getattr(b, f) for b in batches]) for f in fields))
     return trainer.evaluate(merged)
@@ -335,8 +454,9 @@ def train(config: TrainConfig, source: TileSource | None = None, evaluate_batche
     """Train (or resume) according to ``config``; returns the last checkpoint and the loss history.
 
     ``evaluate_batches > 0`` scores the model (reconstruction L1, discriminator
-    separation of real vs blended tiles) on that many fixed non-training batches
-    before (fresh runs) and after training, and writes ``eval.json`` to the output folder.
+    separation of real vs blended tiles, :meth:`Trainer.evaluate`) on that many fixed
+    batches of :attr:`Trainer.eval_source` before (fresh runs) and after training, and
+    writes ``eval.json`` to the output folder.
     """
     n_eval = int(evaluate_batches)
     tr = Trainer(config, source)
@@ -356,7 +476,8 @@ def train(config: TrainConfig, source: TileSource | None = None, evaluate_batche
         res.evaluation = score_batches(tr, n_eval)
         out = Path(config.out) / "eval.json"
         prev = json.loads(out.read_text()) if out.is_file() else {}
-        rec = {"step": res.step, "batches": n_eval, "batch_size": config.batch_size, "after": res.evaluation}
+        rec = {"step": res.step, "batches": n_eval, "batch_size": config.batch_size, "data": tr.eval_description,
+               "after": res.evaluation}
         rec["before"] = before or prev.get("before", {})
         out.write_text(json.dumps(rec, indent=2))
     return res
