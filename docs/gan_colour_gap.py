@@ -15,12 +15,20 @@ Measures (per tile with at least one paste, then averaged)
                  (pixels of M touching a non-M pixel) divided by the same on the
                  outlines of the tile's own nuclei (pixels of an original nucleus
                  touching background). 1.0 = pasted outlines as sharp as real ones.
-    Both before blending (u), after blending (S(u), strength 1 = paper) and with
+    contrast     ΔE*ab between the pasted nuclei and the background ring (3 px,
+                 no nucleus) around them; the tile's own nuclei give the reference.
+                 A blend that paints the pasted nuclei over with background (the
+                 labels would then mark nuclei that are no longer there) drives it
+                 towards 0.
+    All before blending (u), after blending (S(u), strength 1 = paper) and with
     the official 0.7·G + 0.3·u. Outside the paste mask nothing changes.
+    When the script trains, it also scores the discriminator before and after
+    training on held-out two-stain tiles (``Trainer.evaluate``: ``auc`` = how well
+    D tells blended from real tiles, ``auc_u`` = pasted tiles before blending).
 
 Run (from the repository root)::
 
-    python docs/gan_colour_gap.py --steps 300            # trains, ~10 min on 2 busy cores
+    python docs/gan_colour_gap.py --steps 2000 --json docs/gan_colour_gap.json   # trains (~15 min, one core)
     python docs/gan_colour_gap.py --ckpt runs/gan/       # evaluate an existing checkpoint
 
 Writes docs/gan_colour_gap.png (examples + bar charts) and prints a Markdown table.
@@ -29,6 +37,7 @@ Writes docs/gan_colour_gap.png (examples + bar charts) and prints a Markdown tab
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -40,10 +49,10 @@ import torch
 
 from insmix_fast import InsMixConfig, InstanceBank, insmix
 from insmix_fast.gan import Blender
-from insmix_fast.gan.data import TileSource, two_stain_tiles
+from insmix_fast.gan.data import two_stain_tiles
 from insmix_fast.gan.export import load_generator
 from insmix_fast.gan.plots import bar_panel, image_grid, line_panel, outline, save_rgb
-from insmix_fast.gan.train import TrainConfig, Trainer
+from insmix_fast.gan.train import TrainConfig, Trainer, find_checkpoint, score_batches
 
 HERE = Path(__file__).resolve().parent
 
@@ -76,6 +85,18 @@ def seam_ratio(image: np.ndarray, pm: np.ndarray, om: np.ndarray, labels: np.nda
     return float(g[paste_edge].mean() / g[real_edge].mean())
 
 
+def nucleus_contrast(image: np.ndarray, mask: np.ndarray, labels: np.ndarray, ring: int = 3) -> float:
+    """ΔE*ab between the mean colour of ``mask`` and of the background ring (``ring`` px, no nucleus)
+    around it: how visible those nuclei are. A blend that paints a pasted nucleus over
+    with background drives it towards 0."""
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ring + 1, 2 * ring + 1))
+    around = (cv2.dilate(mask.astype(np.uint8), k) > 0) & ~mask & (labels == 0)
+    if not mask.any() or not around.any():
+        return float("nan")
+    L = lab(image)
+    return float(np.linalg.norm(L[mask].mean(0) - L[around].mean(0)))
+
+
 def evaluation_set(n: int, size: int, seed: int):
     """Tiles of stain A with templates from a stain-B bank: (u, labels, pm, om, original tile)."""
     tiles, ids = two_stain_tiles(2 * n, size, seed=seed)
@@ -103,6 +124,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--d-lr", type=float, default=1e-3)
     ap.add_argument("--loss", choices=("triplet", "bce"), default="triplet")
+    ap.add_argument("--rec-region", choices=("tile", "paste"), default="paste")
+    ap.add_argument("--d-steps", type=int, default=2)
+    ap.add_argument("--eval-batches", type=int, default=16, help="batches for the discriminator scores")
     ap.add_argument("--n-train", type=int, default=32)
     ap.add_argument("--n-eval", type=int, default=24)
     ap.add_argument("--ckpt", default=None, help="evaluate this checkpoint instead of training")
@@ -114,6 +138,8 @@ def main(argv=None) -> int:
 
     t0 = time.time()
     history = None
+    discriminator = None
+    training = None
     if args.ckpt:
         G = load_generator(args.ckpt)
         ck = Path(args.ckpt)
@@ -122,15 +148,23 @@ def main(argv=None) -> int:
             history = json.loads(hist_file.read_text())
             args.steps = len(history.get("g_rec", [])) or None
         args.width = G.config.width
+        eval_file = (ck if ck.is_dir() else ck.parent) / "eval.json"
+        if eval_file.is_file():  # gan train's discriminator scores of that run
+            discriminator = json.loads(eval_file.read_text())
+        state = torch.load(str(find_checkpoint(ck)), map_location="cpu", weights_only=True)
+        training = state.get("train_config")
     else:
-        tiles, _ = two_stain_tiles(args.n_train, args.size, seed=100)
-        src = TileSource(tiles, args.size, seed=0)
-        cfg = TrainConfig(out=args.out_dir, size=args.size, width=args.width, d_width=args.d_width,
-                          batch_size=args.batch_size, lr=args.lr, d_lr=args.d_lr, loss=args.loss, progress=True,
-                          plots=False)
-        tr = Trainer(cfg, src)
+        cfg = TrainConfig(data="synthetic-two-stain", n_synthetic=args.n_train, out=args.out_dir, size=args.size,
+                          width=args.width, d_width=args.d_width, batch_size=args.batch_size, lr=args.lr,
+                          d_lr=args.d_lr, loss=args.loss, rec_region=args.rec_region, d_steps=args.d_steps,
+                          progress=True, plots=False)
+        tr = Trainer(cfg)
+        before = score_batches(tr, args.eval_batches)
         res = tr.run(args.steps)
         history = res.history
+        discriminator = {"data": tr.eval_description, "before": before,
+                         "after": score_batches(tr, args.eval_batches)}
+        training = dataclasses.asdict(cfg)
         G = tr.G.eval()
     train_s = time.time() - t0
 
@@ -148,8 +182,9 @@ def main(argv=None) -> int:
     for name, imgs in (("pasted u", u), ("S(u), strength 1", s1), ("0.7 G + 0.3 u", s7)):
         gaps = [colour_gap(imgs[i], pm[i], om[i]) for i in range(len(data))]
         seams = [seam_ratio(imgs[i], pm[i], om[i], data[i][1]) for i in range(len(data))]
+        contrast = [nucleus_contrast(imgs[i], pm[i], data[i][1]) for i in range(len(data))]
         rows[name] = {"colour_gap_dE": float(np.mean(gaps)), "colour_gap_sd": float(np.std(gaps)),
-                      "seam_ratio": float(np.nanmean(seams))}
+                      "seam_ratio": float(np.nanmean(seams)), "paste_contrast_dE": float(np.nanmean(contrast))}
     # reference: a tile's own nuclei split in two random halves (the noise floor of the measure)
     floor = []
     rng = np.random.default_rng(0)
@@ -159,18 +194,30 @@ def main(argv=None) -> int:
             half = rng.permutation(ids)[: len(ids) // 2]
             sel = np.isin(labels, half) & o
             floor.append(colour_gap(u_i, sel, o & ~sel))
-    rows["reference"] = {"own nuclei, half vs half": float(np.mean(floor))}
+    own = [nucleus_contrast(d[0], d[3], d[1]) for d in data]
+    rows["reference"] = {"own nuclei, half vs half": float(np.mean(floor)),
+                         "own nuclei contrast": float(np.nanmean(own))}
 
     result = {"tiles": len(data), "size": args.size, "steps": args.steps,
               "width": args.width, "train_seconds": round(train_s, 1), "rows": rows}
+    if training is not None:
+        keys = ("data", "n_synthetic", "size", "width", "d_width", "batch_size", "lr", "d_lr", "d_steps", "loss",
+                "lam", "rec_region", "seed")
+        result["training"] = {k: training.get(k) for k in keys if k in training}
+    if discriminator is not None:
+        result["discriminator"] = discriminator
     print(json.dumps(result, indent=2))
     print()
-    print("| image | colour gap ΔE*ab (mean ± sd) | seam ratio (paste / real outline gradient) |")
-    print("|---|---|---|")
+    print("| image | colour gap ΔE*ab (mean ± sd) | seam ratio (paste / real outline gradient) "
+          "| pasted-nucleus contrast to its background ΔE*ab |")
+    print("|---|---|---|---|")
     for name in ("pasted u", "S(u), strength 1", "0.7 G + 0.3 u"):
         r = rows[name]
-        print(f"| {name} | {r['colour_gap_dE']:.2f} ± {r['colour_gap_sd']:.2f} | {r['seam_ratio']:.3f} |")
-    print(f"| own nuclei, half vs half (noise floor) | {rows['reference']['own nuclei, half vs half']:.2f} | 1 (by definition) |")
+        print(f"| {name} | {r['colour_gap_dE']:.2f} ± {r['colour_gap_sd']:.2f} | {r['seam_ratio']:.3f} "
+              f"| {r['paste_contrast_dE']:.2f} |")
+    ref = rows["reference"]
+    print(f"| own nuclei (reference) | {ref['own nuclei, half vs half']:.2f} (half vs half: noise floor) "
+          f"| 1 (by definition) | {ref['own nuclei contrast']:.2f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 
@@ -179,14 +226,15 @@ def main(argv=None) -> int:
     order = np.argsort([-p.sum() for p in pm])[:k]
     grid = image_grid([[outline(u[i], pm[i]), s1[i], s7[i], data[i][4]] for i in order],
                       ["u", "S(u)", "0.7G+.3u", "no paste"])
-    scale = 2 if args.size <= 128 else 1
-    grid = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     names = {"pasted u": "u", "S(u), strength 1": "S(u)", "0.7 G + 0.3 u": "0.7G+.3u"}
     bars = [
         bar_panel({"colour gap dE": {names[n]: rows[n]["colour_gap_dE"] for n in names}},
                   "colour gap: pasted vs own nuclei (dE*ab)"),
         bar_panel({"seam ratio": {names[n]: rows[n]["seam_ratio"] for n in names}},
                   "seam: paste / real outline gradient"),
+        bar_panel({"contrast dE": {**{names[n]: rows[n]["paste_contrast_dE"] for n in names},
+                                   "own": rows["reference"]["own nuclei contrast"]}},
+                  "pasted nucleus vs its background (dE*ab)"),
     ]
     if history:
         bars.append(line_panel({"|u-G(u)|": history["g_rec"]}, "training: reconstruction L1",
@@ -194,6 +242,8 @@ def main(argv=None) -> int:
         bars.append(line_panel({"d(a,n)-d(a,p)": history["gap"]}, "training: D separation",
                                smooth=max(1, len(history["gap"]) // 30)))
     panel_row = np.concatenate(bars, 1)
+    scale = int(np.clip(panel_row.shape[1] // (2 * grid.shape[1]), 1, 3))  # examples at least half the width
+    grid = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     W = max(grid.shape[1], panel_row.shape[1])
 
     def padw(im):
