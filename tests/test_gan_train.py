@@ -191,3 +191,22 @@ def test_two_stain_spec_and_held_out_evaluation_tiles(tmp_path):
                              eval_data="synthetic-two-stain"))
     assert len(tr.eval_source) == 64 and "held-out synthetic-two-stain" in tr.eval_description
     assert not any(t[0].tobytes() in train_imgs for t in tr.eval_source.tiles)
+
+
+def test_cli_eval_data_dir(tmp_path, capsys):
+    tiles, _ = two_stain_tiles(4, 64, seed=9)
+    (tmp_path / "ev").mkdir()
+    for i, (img, lab) in enumerate(tiles):
+        np.savez(tmp_path / "ev" / f"t{i}.npz", image=img, labels=lab)
+    out = tmp_path / "ck"
+    assert main(["gan", "train", "--data", "synthetic", "--out", str(out), "--steps", "1", "--eval-data",
+                 str(tmp_path / "ev"), "--eval-batches", "1", "--no-plots", *TINY]) == 0
+    saved = json.loads((out / "eval.json").read_text())
+    assert saved["data"] == f"held-out tiles from {tmp_path / 'ev'}"
+    assert set(saved["after"]) >= {"rec", "auc", "auc_u", "separated"}
+    assert "evaluation:" in capsys.readouterr().out
+    # a bad --eval-data fails before any training, also when resuming
+    assert main(["gan", "train", "--data", "synthetic", "--out", str(out), "--steps", "3", "--resume", "--eval-data",
+                 str(tmp_path / "missing"), *TINY]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 1

@@ -469,6 +469,8 @@ def train(config: TrainConfig, source: TileSource | None = None, evaluate_batche
         total = config.epochs * tr.steps_per_epoch
     else:
         total = tr.steps_per_epoch
+    if n_eval:
+        tr.eval_source  # noqa: B018 — read the evaluation tiles now: a bad --eval-data fails before training
     before = score_batches(tr, n_eval) if n_eval and tr.step_no == 0 else {}
     res = tr.run(total)
     if n_eval:
