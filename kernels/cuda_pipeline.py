@@ -43,8 +43,8 @@ def k_copy_labels(labels, out_labels):
 def plan_background(occupied, k_table, seed, sample, moves, free):
     """``kernels.shuffle.plan_background`` on the device: the same
     :func:`collect_background` and :func:`plan_moves`, with caller scratch ``free``
-    (gh·gw) and ``k_table[n] = ⌊α·n + ½⌋`` (made on the host in float64 without FMA
-    contraction, so it equals the CPU's :func:`kernels.shuffle.background_count`)."""
+    (gh·gw) and ``k_table[n] = ⌊α·n + ½⌋`` (made on the host by
+    :func:`kernels.shuffle.background_count_table`, so no FMA on the device can change it)."""
     nb = collect_background(occupied, free)
     return plan_moves(free, nb, k_table[nb], seed, sample, moves)
 

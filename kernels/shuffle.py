@@ -25,8 +25,18 @@ def collect_background(occupied, free):
 
 @njit(cache=True)
 def background_count(alpha, nb):
-    """``k = ⌊α·n_background + ½⌋`` in float64 (the GPU reads it from a host-made table)."""
+    """``k = ⌊α·n_background + ½⌋`` in float64 (the GPU reads it from :func:`background_count_table`)."""
     return np.int64(np.floor(alpha * np.float64(nb) + 0.5))
+
+
+@njit(cache=True)
+def background_count_table(alpha, g):
+    """``background_count(alpha, n)`` for n = 0..g: the table the GPU plan indexes (made on the
+    host by this same function, so both devices use one formula)."""
+    out = np.empty(g + 1, np.int64)
+    for n in range(g + 1):
+        out[n] = background_count(alpha, n)
+    return out
 
 
 @njit(cache=True)

@@ -31,6 +31,7 @@ from ..config import InsMixConfig
 from ..errors import BankError, ConfigError, InputError, InputTypeError
 from ..kernels import paste as _rec
 from ..kernels.instances import DENSE_ID_LIMIT
+from ..kernels.shuffle import background_count_table
 from . import require_cuda
 from .bank import DeviceBank, _device, parse_device
 
@@ -387,12 +388,6 @@ def _choose(lab_d, s, bargs, eps, rho, ssd, max_draws, seed, samples_d, nslots, 
     return s.choice
 
 
-def _k_table(alpha: float, g: int) -> np.ndarray:
-    """k(n) = ⌊α·n + ½⌋ for n = 0..g, in numpy float64 (separate multiply and add, as on the CPU)."""
-    n = np.arange(g + 1, dtype=np.float64)
-    return np.floor(np.float64(alpha) * n + 0.5).astype(np.int64)
-
-
 def _ingest(images, labels):
     """Validated device views of the inputs, the output kind, the device id and (if known) the batch max id."""
     kind_i, kind_l = _kind_of(images), _kind_of(labels)
@@ -508,7 +503,7 @@ def insmix_batch_cuda(images, labels, bank, config: InsMixConfig, *, seed: int, 
         rx1 = _scratch("rx1", (n, nscr), np.int32, dev_id)
         parent = _scratch("parent", (n, nscr), np.int32, dev_id)
         free = _scratch("free", (n, g), np.int64, dev_id)
-        k_table = _h2d(_k_table(config.alpha, gh * gw))
+        k_table = _h2d(background_count_table(np.float64(config.alpha), gh * gw))
         rec_i = cuda.device_array((n, cap, _rec.N_REC_I), np.int64)
         rec_f = cuda.device_array((n, cap, _rec.N_REC_F), np.float64)
         moves = cuda.device_array((n, g, 2), np.int64)
