@@ -199,31 +199,35 @@ class Trainer:
     #: seed offset of the held-out synthetic evaluation tiles (never drawn for training)
     EVAL_SEED_OFFSET = 1_000_003
 
+    def _eval_spec(self) -> tuple[str | None, int, str]:
+        """``(data spec, seed, description)`` of the evaluation tiles; spec ``None`` = the training tiles."""
+        cfg = self.cfg
+        spec = cfg.eval_data if cfg.eval_data is not None else cfg.data
+        if spec in SYNTHETIC_SPECS:  # new tiles: a seed no training run of this seed draws
+            seed = cfg.seed + self.EVAL_SEED_OFFSET
+            return spec, seed, f"held-out {spec} tiles (seed {seed})"
+        if cfg.eval_data is not None:
+            return spec, cfg.seed, f"held-out tiles from {spec}"
+        return None, cfg.seed, "fresh crops and pastes of the training tiles (no --eval-data given)"
+
     @property
     def eval_source(self) -> TileSource:
         """Tiles that :func:`score_batches` draws from (see :attr:`TrainConfig.eval_data`)."""
         if self._eval_source is None:
             cfg = self.cfg
-            spec = cfg.eval_data if cfg.eval_data is not None else cfg.data
-            if spec in SYNTHETIC_SPECS:  # new tiles: a seed no training run of this seed draws
-                self._eval_source = TileSource.from_spec(
-                    spec, cfg.size, seed=cfg.seed + self.EVAL_SEED_OFFSET, n_synthetic=max(8, min(cfg.n_synthetic, 64)),
-                    paste=cfg.paste, stain_jitter=cfg.stain_jitter)
-            elif cfg.eval_data is not None:
-                self._eval_source = TileSource.from_spec(cfg.eval_data, cfg.size, seed=cfg.seed, paste=cfg.paste)
-            else:
-                self._eval_source = self.source
+            spec, seed, _ = self._eval_spec()
+            self._eval_source = self.source if spec is None else TileSource.from_spec(
+                spec, cfg.size, seed=seed, n_synthetic=max(8, min(cfg.n_synthetic, 64)), paste=cfg.paste,
+                stain_jitter=cfg.stain_jitter)
         return self._eval_source
 
     @property
     def eval_description(self) -> str:
-        cfg = self.cfg
-        spec = cfg.eval_data if cfg.eval_data is not None else cfg.data
-        if spec in SYNTHETIC_SPECS:
-            return f"held-out {spec} tiles (seed {cfg.seed + self.EVAL_SEED_OFFSET})"
-        if cfg.eval_data is not None:
-            return f"held-out tiles from {cfg.eval_data}"
-        return "fresh crops and pastes of the training tiles (no --eval-data given)"
+        return self._eval_spec()[2]
+
+    def _rec_mask(self, b: PastedBatch) -> torch.Tensor | None:
+        """The pixels Eq. 5's L1 averages over (:attr:`TrainConfig.rec_region`); ``None`` = every pixel."""
+        return b.paste_mask if self.cfg.rec_region == "paste" else None
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -305,8 +309,7 @@ class Trainer:
             with torch.no_grad(), self._autocast():
                 xs = composite(xb.u, self.G(xb.u, xb.paste_mask, xb.original_mask), xb.paste_mask)
             self._d_update(xb, xs)
-            if self.scaler.is_enabled():
-                self.scaler.update()
+            self.scaler.update()
         with self._autocast():
             g = self.G(b.u, b.paste_mask, b.original_mask)
             s = composite(b.u, g, b.paste_mask)
@@ -316,7 +319,7 @@ class Trainer:
             p.requires_grad_(False)
         with self._autocast():
             d_n_g = self.D(s)
-            rm = b.paste_mask if cfg.rec_region == "paste" else None
+            rm = self._rec_mask(b)
             if cfg.loss == "triplet":
                 lg = generator_loss(d_a.detach(), d_p.detach(), d_n_g, b.u, g, cfg.lam_value, rec_mask=rm)
             else:
@@ -365,7 +368,7 @@ class Trainer:
             s = composite(b.u, g, b.paste_mask)
             d_a, d_p, d_n, d_u = self.D(b.anchor), self.D(b.positive), self.D(s), self.D(b.u)
         d_a, d_p, d_n, d_u = d_a.float(), d_p.float(), d_n.float(), d_u.float()
-        rec = float(reconstruction_loss(b.u, g, b.paste_mask if self.cfg.rec_region == "paste" else None))
+        rec = float(reconstruction_loss(b.u, g, self._rec_mask(b)))
         has = b.paste_mask.flatten(1).amax(1) > 0.5  # samples without pastes cannot be told apart
         nan = float("nan")
         if not bool(has.any()):
