@@ -160,6 +160,9 @@ def test_roc_auc_by_hand():
     assert roc_auc(pos, pos) == pytest.approx(0.5)
     assert roc_auc(torch.zeros(3), torch.ones(2)) == 1.0 and roc_auc(torch.ones(3), torch.zeros(2)) == 0.0
     assert np.isnan(roc_auc(torch.zeros(0), pos))
+    assert roc_auc([0.1, 0.4, 0.35, 0.8], np.array([0.9, 0.4, 0.7])) == pytest.approx(9.5 / 12)  # array-likes
+    with pytest.raises(ValueError, match="NaN"):
+        roc_auc(torch.tensor([0.1, float("nan")]), pos)
 
 
 def test_mean_distance_to_anchor_set_and_exclusion():

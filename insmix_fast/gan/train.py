@@ -141,10 +141,16 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     raise InputError(f"no smooth-GAN checkpoint at {p}")
 
 
-def roc_auc(negative_scores: torch.Tensor, positive_scores: torch.Tensor) -> float:
-    """P(positive score > negative score), ties counted half (Mann–Whitney form of the ROC AUC)."""
-    a = negative_scores.double().flatten()
-    b = positive_scores.double().flatten()
+def roc_auc(negative_scores, positive_scores) -> float:
+    """P(positive score > negative score), ties counted half (Mann–Whitney form of the ROC AUC).
+
+    Scores are tensors or array-likes of any shape (flattened); an empty side gives NaN,
+    a NaN score raises :class:`ValueError` (it would compare false with everything).
+    """
+    a = torch.as_tensor(negative_scores, dtype=torch.float64).flatten()
+    b = torch.as_tensor(positive_scores, dtype=torch.float64).flatten()
+    if bool(a.isnan().any() or b.isnan().any()):
+        raise ValueError("roc_auc: scores contain NaN")
     if a.numel() == 0 or b.numel() == 0:
         return float("nan")
     diff = b[:, None] - a[None, :]
