@@ -6,13 +6,98 @@ the topology of a label map (see :mod:`insmix_fast.data.labels` for that).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .errors import InputError, InputTypeError
+from .errors import ConfigError, InputError, InputTypeError, InsMixError
 
-__all__ = ["check_image", "check_labels", "check_sample", "check_batch", "check_seed", "MAX_SEED"]
+__all__ = ["check_image", "check_labels", "check_sample", "check_batch", "check_seed", "check_int", "check_number",
+           "check_pair", "check_indices", "check_index", "check_bool", "check_choice", "MAX_SEED", "MAX_SAMPLE"]
 
 MAX_SEED = 2**64 - 1
+#: Largest per-sample global index: sample keys are 32-bit words of the Philox counter.
+MAX_SAMPLE = 2**32 - 1
+
+
+def _interval(lo, hi, lo_open: bool = False, hi_open: bool = False) -> str:
+    if hi is None or hi == math.inf:
+        return f"{'>' if lo_open else '≥'} {lo}"
+    return f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+
+def check_int(name: str, v, lo: int | None = None, hi: int | None = None, *,
+              error: type[InsMixError] = ConfigError) -> int:
+    """``v`` as a Python int (numpy integers accepted, bools and floats rejected) in ``[lo, hi]``.
+
+    ``name`` is how the message refers to the argument (e.g. ``"InsMixConfig.n_tries"``)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise error(f"{name} must be an integer, got {type(v).__name__} {v!r}")
+    v = int(v)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        where = _interval(lo, hi) if lo is not None else f"≤ {hi}"
+        raise error(f"{name} must be an integer {where}, got {v}")
+    return v
+
+
+def check_number(name: str, v, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False,
+                 hi_open: bool = False, error: type[InsMixError] = ConfigError) -> float:
+    """``v`` as a finite float (ints and numpy scalars accepted, bools rejected) in the interval."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise error(f"{name} must be a number, got {type(v).__name__} {v!r}")
+    v = float(v)
+    if not math.isfinite(v):
+        raise error(f"{name} must be finite, got {v}")
+    if v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi):
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        raise error(f"{name} = {v} is out of range {left}{lo}, {hi}{right}")
+    return v
+
+
+def check_pair(name: str, r, lo: float = -math.inf, hi: float = math.inf, *,
+               error: type[InsMixError] = ConfigError) -> tuple[float, float]:
+    """A ``(low, high)`` pair of finite numbers with ``lo ≤ low ≤ high ≤ hi``."""
+    try:
+        a, b = r
+        a, b = float(a), float(b)
+    except (TypeError, ValueError) as e:
+        raise error(f"{name} must be a pair (low, high), got {r!r}") from e
+    if isinstance(r, (str, bytes)) or not (math.isfinite(a) and math.isfinite(b)) or a > b or a < lo or b > hi:
+        raise error(f"{name} = {r!r} must satisfy {lo} ≤ low ≤ high ≤ {hi}")
+    return a, b
+
+
+def check_bool(name: str, v, *, error: type[InsMixError] = ConfigError) -> bool:
+    """``v`` must be a bool (numpy bools accepted); 0/1 and strings are rejected."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise error(f"{name} must be True or False, got {v!r}")
+    return bool(v)
+
+
+def check_choice(name: str, v, choices, *, error: type[InsMixError] = ConfigError):
+    """``v`` must be one of ``choices`` (compared with ``==``; the message lists them)."""
+    if not any(v == c and type(v) is type(c) for c in choices):
+        raise error(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {v!r}")
+    return v
+
+
+def check_indices(indices, n: int, name: str = "indices") -> np.ndarray:
+    """Per-sample global indices for a batch of ``n``: ``None`` → ``0..n-1``; else ``n``
+    integers in ``[0, 2**32)`` as int64."""
+    if indices is None:
+        return np.arange(n, dtype=np.int64)
+    arr = np.asarray(indices)
+    if arr.shape != (n,) or arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(f"{name} must be {n} integers (one per sample), got {arr.dtype} of shape {arr.shape}")
+    if n and (arr.min() < 0 or arr.max() > MAX_SAMPLE):
+        raise InputError(f"{name} must lie in [0, 2**32), got min {int(arr.min())}, max {int(arr.max())}")
+    return arr.astype(np.int64)
+
+
+def check_index(index, name: str = "sample index") -> int:
+    """One per-sample global index in ``[0, 2**32)``."""
+    return check_int(name, index, 0, MAX_SAMPLE, error=InputError)
 
 
 def _as_array(x, name: str) -> np.ndarray:

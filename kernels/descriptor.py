@@ -50,7 +50,7 @@ def desc_and_count(da, db):
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def descriptor_from_mask(mask, ar, ac, out):
     """Fill ``out`` (16 uint64) from a 2-D 0/1 mask crop whose anchor is (ar, ac).
 
@@ -72,7 +72,7 @@ def descriptor_from_mask(mask, ar, ac, out):
     return fits
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def crop_intersection(mask_a, ar_a, ac_a, mask_b, ar_b, ac_b):
     """|A ∧ B| of two mask crops aligned on their anchors (direct count)."""
     ha, wa = mask_a.shape

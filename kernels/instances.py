@@ -13,7 +13,7 @@ from .descriptor import DESC_WORDS, descriptor_from_mask
 
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def max_label(labels):
     h, w = labels.shape
     mx = 0
@@ -24,7 +24,7 @@ def max_label(labels):
     return mx
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def tile_stats(labels, tile, max_id, extra):
     """One pass over a label map: per-instance statistics and the id lookup table.
 
@@ -101,7 +101,7 @@ def rounded_mean(total, n):
     return (2 * total + n) // (2 * n)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def build_table(labels, ids, area, sum_r, sum_c, bbox):
     """Flat table of the K instances of a compact map (masks cropped to their bboxes).
 
@@ -112,7 +112,7 @@ def build_table(labels, ids, area, sum_r, sum_c, bbox):
     return build_table_rows(labels, ids, area, sum_r, sum_c, bbox, np.ones(area.shape[0] - 1, np.bool_))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def build_table_rows(labels, ids, area, sum_r, sum_c, bbox, want):
     """:func:`build_table` filling masks and descriptors only where ``want[i]``
     (area, anchor, size and origin are filled for every row)."""
@@ -162,7 +162,7 @@ def build_table_rows(labels, ids, area, sum_r, sum_c, bbox, want):
     return t_area, anchor, hw, origin, offset, masks, desc, fits
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _find(parent, i):
     while parent[i] != i:
         parent[i] = parent[parent[i]]
@@ -170,7 +170,7 @@ def _find(parent, i):
     return i
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def count_components(cmap, v, y0, x0, y1, x1, cov, cy0, cx0, cy1, cx1, cov_off, scratch):
     """Number of 8-connected pieces of {p in bbox : cmap[p] == v and p not covered}.
 
@@ -222,14 +222,14 @@ def count_components(cmap, v, y0, x0, y1, x1, cov, cy0, cx0, cy1, cx1, cov_off, 
     return nr - unions
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def new_scratch(size):
     """Reusable run buffers for :func:`count_components` on boxes of up to ``size`` pixels."""
     n = size // 2 + 2
     return np.empty(n, np.int32), np.empty(n, np.int32), np.empty(n, np.int32)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def enclosed_pixels(mask, cmap, y0, x0):
     """Pixels of a 0/1 crop's complement not 4-connected to the crop border.
 
@@ -271,7 +271,7 @@ def enclosed_pixels(mask, cmap, y0, x0):
     return background, other
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def bank_entries(image, labels):
     """All instances of one sample as bank rows (before filtering).
 
@@ -317,7 +317,7 @@ def bank_entries(image, labels):
     return t_area, anchor, hw, offset, masks, pixels, desc, fits, origin, ids, pieces, hole, encloses, border
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def gather_segments(buf, offset, order, scale):
     """Concatenate segments ``buf[scale·offset[i] : scale·offset[i+1]]`` for i in ``order``.
 

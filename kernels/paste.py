@@ -11,7 +11,7 @@ F_SCALE, F_SHAPE, F_DIS = 0, 1, 2
 N_REC_F = 3
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def copy_into(dst, src):
     """``dst[...] = src`` for C-contiguous arrays of one shape (a flat loop: Numba's
     multi-dimensional slice assignment is an order of magnitude slower)."""
@@ -21,14 +21,14 @@ def copy_into(dst, src):
         d[i] = s[i]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def fill_false(mask):
     m = mask.reshape(-1)
     for i in range(m.shape[0]):
         m[i] = False
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def apply_pastes(image, labels, paste_mask, rec_i, n, bt):
     """Template pixels replace image pixels inside Mt; the label map gets the new id there."""
     for j in range(n):

@@ -16,7 +16,7 @@ from .ssd import choose_template, shape_xor
 from .tables import Table
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def plan_tile(work, bt, P, seed, sample, rec_i, rec_f, moves, max_id):
     """Plan InsMix for one tile.
 
@@ -119,7 +119,7 @@ def plan_tile(work, bt, P, seed, sample, rec_i, rec_f, moves, max_id):
     return n, n_moves
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def apply_tile(image, labels, bt, tile, rec_i, n, moves, n_moves, out_image, out_labels, paste_mask, shuffled):
     """Apply a plan: copy inputs to the outputs, paste, then move background patches."""
     copy_into(out_image, image)
@@ -130,7 +130,7 @@ def apply_tile(image, labels, bt, tile, rec_i, n, moves, n_moves, out_image, out
     apply_background(out_image, moves, n_moves, tile, shuffled)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def insmix_tile(image, labels, bt, P, seed, sample, rec_i, rec_f, moves,
                 out_image, out_labels, paste_mask, shuffled, max_id):
     """Plan and apply for one tile; returns ``(n_pastes, n_moves)`` (-1 pastes: records too small).
@@ -150,7 +150,7 @@ def insmix_tile(image, labels, bt, P, seed, sample, rec_i, rec_f, moves,
     return n, n_moves
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def insmix_batch_kernel(images, labels, bt, P, seed, samples, rec_i, rec_f, moves,
                         out_images, out_labels, paste_masks, shuffled, counts, max_ids):
     """``insmix_tile`` over a batch, tiles in parallel; ``counts[b] = (n_pastes, n_moves)``."""

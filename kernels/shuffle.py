@@ -9,7 +9,7 @@ from numba import njit
 from .rng import STREAM_BACKGROUND, counter2, uniform_int
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def collect_background(occupied, free):
     """Write the row-major indices of the background patches (``occupied == False``)
     into ``free`` (length ≥ gh·gw) in row-major order; return their number."""
@@ -23,13 +23,13 @@ def collect_background(occupied, free):
     return nb
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def background_count(alpha, nb):
     """``k = ⌊α·n_background + ½⌋`` in float64 (the GPU reads it from :func:`background_count_table`)."""
     return np.int64(np.floor(alpha * np.float64(nb) + 0.5))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def background_count_table(alpha, g):
     """``background_count(alpha, n)`` for n = 0..g: the table the GPU plan indexes (made on the
     host by this same function, so both devices use one formula)."""
@@ -39,7 +39,7 @@ def background_count_table(alpha, g):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def plan_moves(free, nb, k, seed, sample, moves):
     """Choose ``k`` of the ``nb`` patches in ``free`` (seeded partial Fisher–Yates,
     reorders ``free``) and permute them (seeded Fisher–Yates; the permutation is
@@ -65,7 +65,7 @@ def plan_moves(free, nb, k, seed, sample, moves):
     return k
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def plan_background(occupied, alpha, seed, sample, moves):
     """Fill ``moves[:k] = (src_patch, dst_patch)`` (row-major patch indices); return k.
 
@@ -80,7 +80,7 @@ def plan_background(occupied, alpha, seed, sample, moves):
     return plan_moves(free, nb, background_count(alpha, nb), seed, sample, moves)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def apply_background(image, moves, k, tile, shuffled):
     """Move patch ``src`` to ``dst`` for each planned move (reads before writing)."""
     if k <= 0:

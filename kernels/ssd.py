@@ -28,7 +28,7 @@ def scale_ok(a_o, a_t, eps):
     return np.float64(mx - mn) <= eps * np.float64(mn)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def lower_bound(a, v):
     """First index i with ``a[i] >= v`` (``np.searchsorted(a, v)``, side='left'), written as
     a plain loop so that the CUDA path compiles this same source (``cuda_device.device_function``)."""
@@ -43,7 +43,7 @@ def lower_bound(a, v):
     return lo
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scale_range(bank_area, a_o, eps):
     """[lo, hi): indices of the area-sorted bank whose scale gap to ``a_o`` is ≤ eps."""
     n = bank_area.shape[0]
@@ -68,7 +68,7 @@ def scale_range(bank_area, a_o, eps):
     return lo, a
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def aligned_intersection(ot, i, bt, t):
     """|Mo ∧ Mt| with the two masks aligned on their anchors (exact)."""
     if ot.fits[i] or bt.fits[t]:
@@ -78,7 +78,7 @@ def aligned_intersection(ot, i, bt, t):
     return crop_intersection(mo, ot.anchor[i, 0], ot.anchor[i, 1], mt, bt.anchor[t, 0], bt.anchor[t, 1])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def shape_xor(ot, i, bt, t):
     """|Mo xor Mt| after centroid (anchor) alignment."""
     return ot.area[i] + bt.area[t] - 2 * aligned_intersection(ot, i, bt, t)
@@ -89,7 +89,7 @@ def shape_ok(xor, a_o, a_t, rho):
     return np.float64(xor) <= rho * np.float64(max(a_o, a_t))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def admissible(ot, i, bt, t, eps, rho):
     a_o = ot.area[i]
     a_t = bt.area[t]
@@ -98,7 +98,7 @@ def admissible(ot, i, bt, t, eps, rho):
     return shape_ok(shape_xor(ot, i, bt, t), a_o, a_t, rho)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def choose_template(ot, i, bt, eps, rho, ssd, max_draws, seed, sample, key):
     """Seeded uniform choice of an admissible bank template for original ``i``; -1 if none.
 
@@ -134,7 +134,7 @@ def choose_template(ot, i, bt, eps, rho, ssd, max_draws, seed, sample, key):
     return -1  # unreachable
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def score_originals(ot, bt, eps, rho, ssd, max_draws, seed, samples, keys):
     """Template choice for every original of a batch against the whole bank (one call).
 
@@ -148,7 +148,7 @@ def score_originals(ot, bt, eps, rho, ssd, max_draws, seed, samples, keys):
     return choice
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def admissible_counts(ot, bt, eps, rho):
     """Exhaustive count of admissible templates per original (for statistics and tests)."""
     n = ot.area.shape[0]
@@ -163,7 +163,7 @@ def admissible_counts(ot, bt, eps, rho):
     return counts
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def admissible_list(ot, i, bt, eps, rho):
     """All bank indices admissible for original ``i`` (ascending)."""
     lo, hi = scale_range(bt.area, ot.area[i], eps)
