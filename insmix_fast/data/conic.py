@@ -55,9 +55,15 @@ def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def find_conic_layout(root) -> Path | None:
-    """``root`` when it holds CoNIC's ``images.npy`` and ``labels.npy``, else None."""
+    """``root`` when it holds CoNIC's ``labels.npy`` (or ``images.npy`` with CoNIC's CSV files), else None.
+
+    A folder missing one of the arrays is still recognised, so that the reader can
+    say which file is missing.
+    """
     root = as_path(root)
-    if (root / "labels.npy").is_file() and ((root / "images.npy").is_file() or (root / "counts.csv").is_file()):
+    if (root / "labels.npy").is_file():
+        return root
+    if (root / "images.npy").is_file() and ((root / "counts.csv").is_file() or (root / "patch_info.csv").is_file()):
         return root
     return None
 

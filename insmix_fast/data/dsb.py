@@ -38,20 +38,21 @@ def _is_sample(d: Path) -> bool:
 
 
 def find_dsb_layout(root) -> Path | None:
-    """The folder of DSB sample folders (``stage1_train``) at or just below ``root``, or None.
+    """The folder of DSB sample folders at or just below ``root``, or None.
 
-    A folder qualifies when its first sub-folders (up to three looked at) hold
-    ``images/<name>.png``.
+    ``root/stage1_train`` when it exists; else ``root`` itself when its first
+    sub-folders (up to three looked at) all hold an ``images/`` folder and one of
+    them ``images/<its name>.png``.
     """
     root = as_path(root)
     if not root.is_dir():
         return None
-    for cand in (child_dir(root, "stage1_train"), root):
-        if cand is None:
-            continue
-        subs = subdirs(cand)[:3]
-        if subs and all(_is_sample(s) and (s / "images" / f"{s.name}.png").is_file() for s in subs):
-            return cand
+    stage = child_dir(root, "stage1_train")
+    if stage is not None:
+        return stage
+    subs = subdirs(root)[:3]
+    if subs and all(_is_sample(s) for s in subs) and any((s / "images" / f"{s.name}.png").is_file() for s in subs):
+        return root
     return None
 
 
