@@ -388,6 +388,11 @@ def _pq_from_counts(tp: int, fp: int, fn: int, iou_sum: float) -> PQResult:
     return PQResult(dq * sq, dq, sq, tp, fp, fn)
 
 
+def _pq_row(row) -> PQResult:
+    """:func:`_pq_from_counts` of a ``(tp, fp, fn, iou_sum)`` float row."""
+    return _pq_from_counts(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
+
+
 def _pq(ov: _Overlap, match_iou: float) -> PQResult:
     if ov.t_area.size == 0 and ov.p_area.size == 0:
         return PQResult(1.0, 1.0, 1.0, 0, 0, 0)
@@ -546,8 +551,7 @@ def pq_multiclass(true_labels, true_types, pred_labels, pred_types, n_classes: i
     """
     n = _check_n_classes(n_classes)
     counts, present = _class_counts(true_labels, true_types, pred_labels, pred_types, n, _check_match_iou(match_iou))
-    return [_pq_from_counts(int(c[0]), int(c[1]), int(c[2]), float(c[3])) if present[i] else None
-            for i, c in enumerate(counts)]
+    return [_pq_row(c) if present[i] else None for i, c in enumerate(counts)]
 
 
 def _nanmean(values) -> float:
@@ -590,7 +594,23 @@ def _names(class_names, n_classes: int) -> list:
     return names
 
 
-class PanNukeScores:
+class _PerClassMetric:
+    """Shared set-up of the data-set accumulators: classes, match threshold, names."""
+
+    def __init__(self, n_classes: int, match_iou: float = 0.5, class_names=None) -> None:
+        self.n_classes = _check_n_classes(n_classes)
+        self.match_iou = _check_match_iou(match_iou)
+        self.class_names = _names(class_names, self.n_classes)
+        self.reset()
+
+    def reset(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _counts(self, true_labels, true_types, pred_labels, pred_types):
+        return _class_counts(true_labels, true_types, pred_labels, pred_types, self.n_classes, self.match_iou)
+
+
+class PanNukeScores(_PerClassMetric):
     """PanNuke's mPQ and bPQ over a data set (PanNuke-metrics ``run.py``).
 
     Per image: :func:`pq_multiclass` (classes absent from the ground truth are
@@ -619,10 +639,7 @@ class PanNukeScores:
     """
 
     def __init__(self, n_classes: int = 5, match_iou: float = 0.5, class_names=None) -> None:
-        self.n_classes = _check_n_classes(n_classes)
-        self.match_iou = _check_match_iou(match_iou)
-        self.class_names = _names(class_names, self.n_classes)
-        self.reset()
+        super().__init__(n_classes, match_iou, class_names)
 
     def reset(self) -> None:
         """Forget every image."""
@@ -632,9 +649,8 @@ class PanNukeScores:
 
     def update(self, true_labels, true_types, pred_labels, pred_types, tissue=None) -> dict:
         """Add one image; returns its ``{"mpq", "bpq", "per_class"}`` (nan where skipped)."""
-        counts, present = _class_counts(true_labels, true_types, pred_labels, pred_types, self.n_classes, self.match_iou)
-        per = np.array([_pq_from_counts(int(c[0]), int(c[1]), int(c[2]), float(c[3])).pq if present[i] else math.nan
-                        for i, c in enumerate(counts)])
+        counts, present = self._counts(true_labels, true_types, pred_labels, pred_types)
+        per = np.array([_pq_row(c).pq if present[i] else math.nan for i, c in enumerate(counts)])
         b = bpq(true_labels, pred_labels, self.match_iou)
         self._class_pq.append(per)
         self._bpq.append(b)
@@ -662,7 +678,7 @@ class PanNukeScores:
         }
 
 
-class MPQPlus:
+class MPQPlus(_PerClassMetric):
     """CoNIC's multi-class PQ⁺ (mPQ⁺), accumulated over a data set.
 
     For each class, TP, FP, FN and the summed IoU of the matches are added up
@@ -689,26 +705,22 @@ class MPQPlus:
     """
 
     def __init__(self, n_classes: int = 6, match_iou: float = 0.5, class_names=None) -> None:
-        self.n_classes = _check_n_classes(n_classes)
-        self.match_iou = _check_match_iou(match_iou)
-        self.class_names = _names(class_names, self.n_classes)
-        self.reset()
+        super().__init__(n_classes, match_iou, class_names)
 
     def reset(self) -> None:
         """Forget every image."""
-        self._counts = np.zeros((self.n_classes, 4), np.float64)
+        self._totals = np.zeros((self.n_classes, 4), np.float64)
         self.n_images = 0
 
     def update(self, true_labels, true_types, pred_labels, pred_types) -> None:
         """Add one image's per-class TP, FP, FN and summed IoU."""
-        counts, _ = _class_counts(true_labels, true_types, pred_labels, pred_types, self.n_classes, self.match_iou)
-        self._counts += counts
+        counts, _ = self._counts(true_labels, true_types, pred_labels, pred_types)
+        self._totals += counts
         self.n_images += 1
 
     def compute(self) -> dict:
         """``{"mpq_plus", "per_class": {name: PQResult}, "n_images"}``."""
-        per = {name: _pq_from_counts(int(c[0]), int(c[1]), int(c[2]), float(c[3]))
-               for name, c in zip(self.class_names, self._counts)}
+        per = {name: _pq_row(c) for name, c in zip(self.class_names, self._totals)}
         return {
             "mpq_plus": float(np.mean([r.pq for r in per.values()])),
             "per_class": per,

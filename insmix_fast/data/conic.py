@@ -31,11 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ReaderError
-from ..validation import check_bool
-from .base import IndexedDataset, resolve_index
+from .base import resolve_index
 from .layout import as_path, child_dir, index_files, list_names, open_npy, pair_by_stem, subdirs
 from .matlabels import LIZARD_CLASSES, read_mat_sample
-from .typed import finish_sample
+from .typed import LayoutDataset
 
 __all__ = ["CoNICDataset", "LizardDataset", "find_conic_layout", "find_lizard_layout", "CONIC_CLASSES"]
 
@@ -68,7 +67,7 @@ def find_conic_layout(root) -> Path | None:
     return None
 
 
-class CoNICDataset(IndexedDataset):
+class CoNICDataset(LayoutDataset):
     """CoNIC tiles as typed samples ``(image, labels, types)`` (see the module docstring).
 
     Args:
@@ -88,11 +87,7 @@ class CoNICDataset(IndexedDataset):
     class_names = CONIC_CLASSES
 
     def __init__(self, root, fix_labels: bool = False, check: bool = True) -> None:
-        self.root = as_path(root)
-        self.fix_labels = check_bool("fix_labels", fix_labels)
-        self.check = check_bool("check", check)
-        if not self.root.is_dir():
-            raise ReaderError(f"{self.root}: folder not found")
+        self._open(root, lambda r: r if r.is_dir() else None, "folder not found", fix_labels, check)
         self.images = open_npy(self.root / "images.npy", "CoNIC images", 4, (3,))
         self.labels = open_npy(self.root / "labels.npy", "CoNIC labels", 4, (2,))
         if self.images.dtype != np.uint8:
@@ -129,9 +124,6 @@ class CoNICDataset(IndexedDataset):
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    def __repr__(self) -> str:
-        return f"CoNICDataset({str(self.root)!r}, n={len(self)})"
-
     def counts(self, k: int) -> dict[str, int] | None:
         """Nuclei per class of tile ``k`` from ``counts.csv`` (CoNIC counts the central 224×224), or None."""
         if self._counts is None:
@@ -142,10 +134,7 @@ class CoNICDataset(IndexedDataset):
     def read(self, k: int):
         lab = np.asarray(self.labels[k])
         name = f"{self.root / 'labels.npy'}, sample {k}" + (f" ({self.names[k]})" if self.names else "")
-        return finish_sample(
-            np.asarray(self.images[k]), lab[..., 0], lab[..., 1], self.class_names,
-            fix_labels=self.fix_labels, check=self.check, name=name,
-        )
+        return self._finish(np.asarray(self.images[k]), lab[..., 0], lab[..., 1], name)
 
 
 def _walk(root: Path, depth: int) -> list[Path]:
@@ -182,7 +171,7 @@ def find_lizard_layout(root) -> tuple[list[Path], Path, Path | None] | None:
     return images, labels, info if info.is_file() else None
 
 
-class LizardDataset(IndexedDataset):
+class LizardDataset(LayoutDataset):
     """Lizard images with their ``.mat`` labels as typed samples (see the module docstring).
 
     Args:
@@ -203,13 +192,10 @@ class LizardDataset(IndexedDataset):
     class_names = CONIC_CLASSES
 
     def __init__(self, root, split: int | Iterable[int] | None = None, fix_labels: bool = False, check: bool = True):
-        self.root = as_path(root)
-        self.fix_labels = check_bool("fix_labels", fix_labels)
-        self.check = check_bool("check", check)
-        layout = find_lizard_layout(self.root)
-        if layout is None:
-            raise ReaderError(f"{self.root}: not a Lizard folder; expected Lizard_Labels/Labels/*.mat and Lizard_Images*/*.png")
-        image_dirs, label_dir, info = layout
+        image_dirs, label_dir, info = self._open(
+            root, find_lizard_layout, "not a Lizard folder; expected Lizard_Labels/Labels/*.mat and Lizard_Images*/*.png",
+            fix_labels, check,
+        )
         if not image_dirs:
             raise ReaderError(f"{self.root}: Lizard labels found at {label_dir}, but no Lizard_Images* folder with .png files")
         images: dict[str, Path] = {}
@@ -244,9 +230,6 @@ class LizardDataset(IndexedDataset):
 
     def __len__(self) -> int:
         return len(self.names)
-
-    def __repr__(self) -> str:
-        return f"LizardDataset({str(self.root)!r}, n={len(self)})"
 
     def source(self, k: int) -> str | None:
         """Source data set of image ``k`` (``info.csv``: consep, crag, dpath, glas, pannuke), or None."""

@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LabelMapError, ReaderError
-from ..validation import check_bool, check_choice
-from .base import IndexedDataset
+from ..validation import check_choice
 from .io import read_image, read_label_map
 from .layout import as_path, child_dir, list_names, subdirs
-from .typed import finish_sample
+from .typed import LayoutDataset
 
 __all__ = ["DSB2018Dataset", "find_dsb_layout"]
 
@@ -56,7 +55,7 @@ def find_dsb_layout(root) -> Path | None:
     return None
 
 
-class DSB2018Dataset(IndexedDataset):
+class DSB2018Dataset(LayoutDataset):
     """DSB 2018 stage-1 training samples ``(image, labels)`` (see the module docstring).
 
     Args:
@@ -73,16 +72,12 @@ class DSB2018Dataset(IndexedDataset):
     """
 
     def __init__(self, root, overlap: str = "first", fix_labels: bool = False, check: bool = True) -> None:
-        self.root = as_path(root)
+        stage = self._open(
+            root, find_dsb_layout,
+            "not a DSB 2018 folder; expected stage1_train/<id>/images/<id>.png and stage1_train/<id>/masks/*.png",
+            fix_labels, check,
+        )
         self.overlap = check_choice("overlap", overlap, _OVERLAP)
-        self.fix_labels = check_bool("fix_labels", fix_labels)
-        self.check = check_bool("check", check)
-        stage = find_dsb_layout(self.root)
-        if stage is None:
-            raise ReaderError(
-                f"{self.root}: not a DSB 2018 folder; expected stage1_train/<id>/images/<id>.png and "
-                "stage1_train/<id>/masks/*.png"
-            )
         self.stage_dir = stage
         dirs = subdirs(stage)
         no_image = [d for d in dirs if not (d / "images" / f"{d.name}.png").is_file()]
@@ -127,5 +122,4 @@ class DSB2018Dataset(IndexedDataset):
                 )
             owner.append(p)
             labels[m & (labels == 0)] = len(owner)
-        return finish_sample(image, labels, None, fix_labels=self.fix_labels, check=self.check,
-                             name=f"{self.stage_dir / name}")
+        return self._finish(image, labels, None, str(self.stage_dir / name))

@@ -32,9 +32,9 @@ from pathlib import Path
 
 from ..errors import ReaderError
 from ..validation import check_bool, check_choice
-from .base import IndexedDataset, resolve_index
+from .base import resolve_index
 from .io import IMAGE_SUFFIXES
-from .layout import as_path, child_dir, index_files, pair_by_stem, subdirs
+from .layout import as_path, child_dir, index_files, pair_by_stem, select_parts, subdirs
 from .matlabels import (
     CONSEP_CLASSES,
     CONSEP_MERGE,
@@ -45,7 +45,7 @@ from .matlabels import (
     mat_variables,
     read_mat_sample,
 )
-from .typed import check_class_names, merge_lut
+from .typed import LayoutDataset, check_class_names, merge_lut
 
 __all__ = ["HoVerNetDataset", "find_hovernet_layout"]
 
@@ -75,7 +75,7 @@ def find_hovernet_layout(root) -> list[tuple[str | None, Path, Path]] | None:
     return splits or None
 
 
-class HoVerNetDataset(IndexedDataset):
+class HoVerNetDataset(LayoutDataset):
     """Image + ``.mat`` samples in the HoVer-Net layouts (see the module docstring).
 
     Args:
@@ -109,27 +109,16 @@ class HoVerNetDataset(IndexedDataset):
         check: bool = True,
         allow_gray: bool = False,
     ) -> None:
-        self.root = as_path(root)
+        layout = self._open(
+            root, find_hovernet_layout,
+            "not a HoVer-Net .mat folder; expected Images/ + Labels/*.mat (CoNSeP, Kumar, CPM), "
+            "or split folders (Train/, Test/, ...) holding them",
+            fix_labels, check,
+        )
         self.merge = check_bool("merge", merge)
         self.types_from = check_choice("types_from", types_from, TYPES_FROM)
-        self.fix_labels = check_bool("fix_labels", fix_labels)
-        self.check = check_bool("check", check)
         self.allow_gray = check_bool("allow_gray", allow_gray)
-        layout = find_hovernet_layout(self.root)
-        if layout is None:
-            raise ReaderError(
-                f"{self.root}: not a HoVer-Net .mat folder; expected Images/ + Labels/*.mat (CoNSeP, Kumar, CPM), "
-                "or split folders (Train/, Test/, ...) holding them"
-            )
-        if splits is not None:
-            wanted = [splits] if isinstance(splits, str) else list(splits)
-            by_name = {(s or "").lower(): (s, i, l) for s, i, l in layout}
-            missing = [w for w in wanted if str(w).lower() not in by_name]
-            if missing or not wanted:
-                raise ReaderError(
-                    f"{self.root}: split(s) {missing or wanted} not found; found {[s for s, _, _ in layout]}"
-                )
-            layout = [by_name[str(w).lower()] for w in wanted]
+        layout = select_parts(layout, splits, "split", self.root)
         self.splits = [s for s, _, _ in layout]
         self.names: list[str] = []
         self.image_paths: list[Path] = []

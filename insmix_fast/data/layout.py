@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ReaderError
 
-__all__ = ["child_dir", "index_files", "pair_by_stem", "list_names", "as_path", "subdirs", "open_npy"]
+__all__ = ["child_dir", "index_files", "pair_by_stem", "list_names", "as_path", "subdirs", "open_npy", "select_parts"]
 
 
 def as_path(root) -> Path:
@@ -123,3 +123,27 @@ def open_npy(path: Path, what: str, ndim: int, last: tuple[int, ...] | None = No
         want = f"{ndim} axes" + (f" with the last of size {' or '.join(map(str, last))}" if last else "")
         raise ReaderError(f"{path}: {what} must have {want}, got shape {arr.shape}")
     return arr
+
+
+def select_parts(layout: list[tuple], wanted, what: str, root: Path) -> list[tuple]:
+    """The entries of ``layout`` (tuples whose first item is a part's name) named in ``wanted``.
+
+    ``wanted``: None (all, as they are), one name, or several (kept in that order).
+    Strings compare case-insensitively.
+
+    Raises:
+        ReaderError: a name that is not in ``layout`` (the message lists those found).
+    """
+    if wanted is None:
+        return layout
+    names = [wanted] if isinstance(wanted, (str, int, np.integer)) else list(wanted)
+
+    def key(v):
+        return v.lower() if isinstance(v, str) else v
+
+    have = {key(entry[0]): entry for entry in layout}
+    missing = [w for w in names if key(w) not in have]
+    if missing or not names:
+        found = ", ".join(str(entry[0]) for entry in layout)
+        raise ReaderError(f"{root}: {what}(s) {missing or names} not found; found {what}(s) {found}")
+    return [have[key(w)] for w in names]

@@ -25,11 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ReaderError
-from ..validation import check_bool
-from .base import IndexedDataset, resolve_index
+from .base import resolve_index
 from .io import read_image, read_label_map
-from .layout import as_path, child_dir, index_files, pair_by_stem, subdirs
-from .typed import finish_sample
+from .layout import as_path, child_dir, index_files, pair_by_stem, select_parts, subdirs
+from .typed import LayoutDataset
 
 __all__ = ["NuInsSegDataset", "find_nuinsseg_layout"]
 
@@ -73,7 +72,7 @@ def _vague_index(d: Path | None) -> dict[str, Path]:
     return {s: next((p for p in ps if p.parent.name.lower() == "mask binary"), ps[0]) for s, ps in found.items()}
 
 
-class NuInsSegDataset(IndexedDataset):
+class NuInsSegDataset(LayoutDataset):
     """NuInsSeg samples ``(image, labels)`` with vague areas as :meth:`ignore_mask` (see the module docstring).
 
     Args:
@@ -90,22 +89,13 @@ class NuInsSegDataset(IndexedDataset):
     """
 
     def __init__(self, root, organs: str | Iterable[str] | None = None, fix_labels: bool = False, check: bool = True):
-        self.root = as_path(root)
-        self.fix_labels = check_bool("fix_labels", fix_labels)
-        self.check = check_bool("check", check)
-        layout = find_nuinsseg_layout(self.root)
-        if layout is None:
-            raise ReaderError(
-                f"{self.root}: not a NuInsSeg folder; expected '<organ>/tissue images/*.png' and "
-                "'<organ>/label masks modify/*.tif' (vague areas optional)"
-            )
-        if organs is not None:
-            wanted = [organs] if isinstance(organs, str) else list(organs)
-            have = {o: rest for o, *rest in layout}
-            missing = [w for w in wanted if w not in have]
-            if missing or not wanted:
-                raise ReaderError(f"{self.root}: organ folder(s) {missing or wanted} not found; found {sorted(have)}")
-            layout = [(w, *have[w]) for w in wanted]
+        layout = self._open(
+            root, find_nuinsseg_layout,
+            "not a NuInsSeg folder; expected '<organ>/tissue images/*.png' and "
+            "'<organ>/label masks modify/*.tif' (vague areas optional)",
+            fix_labels, check,
+        )
+        layout = select_parts(layout, organs, "organ folder", self.root)
         self.names: list[str] = []
         self.image_paths: list[Path] = []
         self.label_paths: list[Path] = []
@@ -126,9 +116,6 @@ class NuInsSegDataset(IndexedDataset):
 
     def __len__(self) -> int:
         return len(self.names)
-
-    def __repr__(self) -> str:
-        return f"NuInsSegDataset({str(self.root)!r}, n={len(self)})"
 
     def organ(self, k: int) -> str:
         """Organ folder name of sample ``k`` (e.g. ``"human liver"``)."""
@@ -155,4 +142,4 @@ class NuInsSegDataset(IndexedDataset):
         labels = read_label_map(self.label_paths[k])
         if labels.shape != image.shape[:2]:
             raise ReaderError(f"{self.label_paths[k]}: label map size {labels.shape} does not match image size {image.shape[:2]}")
-        return finish_sample(image, labels, None, fix_labels=self.fix_labels, check=self.check, name=str(self.label_paths[k]))
+        return self._finish(image, labels, None, str(self.label_paths[k]))

@@ -31,10 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LabelMapError, ReaderError
-from ..validation import check_bool
-from .base import IndexedDataset, resolve_index
-from .layout import as_path, child_dir, open_npy, subdirs
-from .typed import as_int_map, finish_sample
+from .base import resolve_index
+from .layout import as_path, child_dir, open_npy, select_parts, subdirs
+from .typed import LayoutDataset, as_int_map
 
 __all__ = ["PanNukeDataset", "find_pannuke_layout", "PANNUKE_CLASSES", "image_to_uint8"]
 
@@ -126,7 +125,7 @@ def find_pannuke_layout(root) -> list[tuple[int | None, Path, tuple]] | None:
     return sorted(folds, key=lambda f: f[0]) or None
 
 
-class PanNukeDataset(IndexedDataset):
+class PanNukeDataset(LayoutDataset):
     """PanNuke folds as typed samples ``(image, labels, types)`` (see the module docstring).
 
     Args:
@@ -148,26 +147,14 @@ class PanNukeDataset(IndexedDataset):
     class_names = PANNUKE_CLASSES
 
     def __init__(self, root, folds: int | Iterable[int] | None = None, fix_labels: bool = False, check: bool = True):
-        self.root = as_path(root)
-        self.fix_labels = check_bool("fix_labels", fix_labels)
-        self.check = check_bool("check", check)
-        layout = find_pannuke_layout(self.root)
-        if layout is None:
-            raise ReaderError(
-                f"{self.root}: not a PanNuke folder; expected 'Fold N/images/foldN/images.npy' (+ types.npy) and "
-                "'Fold N/masks/foldN/masks.npy', a folder holding such 'Fold N' folders, or images.npy + masks.npy + "
-                "types.npy side by side"
-            )
-        if folds is not None:
-            wanted = [folds] if isinstance(folds, (int, np.integer)) else list(folds)
-            have = {n: f for n, *f in layout}
-            missing = [w for w in wanted if w not in have]
-            if missing or not wanted:
-                raise ReaderError(
-                    f"{self.root}: fold(s) {missing or wanted} not found; found fold(s) "
-                    f"{', '.join(str(n) for n, *_ in layout)}"
-                )
-            layout = [(w, *have[w]) for w in wanted]
+        layout = self._open(
+            root, find_pannuke_layout,
+            "not a PanNuke folder; expected 'Fold N/images/foldN/images.npy' (+ types.npy) and "
+            "'Fold N/masks/foldN/masks.npy', a folder holding such 'Fold N' folders, or images.npy + masks.npy + "
+            "types.npy side by side",
+            fix_labels, check,
+        )
+        layout = select_parts(layout, folds, "fold", self.root)
         self.folds = [n for n, *_ in layout]
         self._parts = []
         for n, d, (img_p, mask_p, type_p) in layout:
@@ -234,4 +221,4 @@ class PanNukeDataset(IndexedDataset):
             labels[on] = lut[ch[on]]  # later channels win where channels overlap (as PanNuke's binarize)
             types[on] = c + 1
             offset += ids.size
-        return finish_sample(image, labels, types, self.class_names, fix_labels=self.fix_labels, check=self.check, name=name)
+        return self._finish(image, labels, types, name)

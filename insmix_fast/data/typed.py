@@ -28,13 +28,25 @@ or raises.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from ..errors import LabelMapError, ReaderError
-from ..validation import check_image, check_labels
+from ..validation import check_bool, check_image, check_labels
+from .base import IndexedDataset
 from .labels import clean_labels, find_label_problems, relabel_sequential
 
-__all__ = ["finish_sample", "instance_classes", "paint_classes", "as_int_map", "check_class_names", "merge_lut"]
+__all__ = [
+    "finish_sample",
+    "instance_classes",
+    "paint_classes",
+    "as_int_map",
+    "check_class_names",
+    "merge_lut",
+    "LayoutDataset",
+]
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
 
@@ -266,3 +278,33 @@ def finish_sample(
     src = (labels > 0) & (seq > 0)
     lut[seq[src]] = types[src]
     return image, seq, lut[seq]
+
+
+class LayoutDataset(IndexedDataset):
+    """Base of the readers of public data-set layouts: a root folder and the shared policy.
+
+    Subclasses call :meth:`_open` first in ``__init__`` and end ``read`` with
+    :meth:`_finish`.
+    """
+
+    root: Path
+    fix_labels: bool = False
+    check: bool = True
+
+    def _open(self, root, find, expected: str, fix_labels: bool, check: bool):
+        """Set ``root``, ``fix_labels`` and ``check``; return ``find(root)`` or raise ``"<root>: <expected>"``."""
+        self.root = Path(os.fspath(root))
+        self.fix_labels = check_bool("fix_labels", fix_labels)
+        self.check = check_bool("check", check)
+        layout = find(self.root)
+        if layout is None:
+            raise ReaderError(f"{self.root}: {expected}")
+        return layout
+
+    def _finish(self, image, labels, types, name: str):
+        """:func:`finish_sample` with this data set's classes and topology policy."""
+        return finish_sample(image, labels, types, self.class_names, fix_labels=self.fix_labels, check=self.check,
+                             name=name)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r}, n={len(self)})"
