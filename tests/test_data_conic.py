@@ -43,6 +43,18 @@ def test_conic_read_exactly(tmp_path, dtype, caplog):
     assert ds.counts(2) == want and ds.counts(-2) == want
 
 
+def test_conic_pickles_paths_not_arrays(tmp_path):
+    import pickle
+
+    truths = _truths(3)
+    ds = CoNICDataset(write_conic(tmp_path, truths))
+    blob = pickle.dumps(ds)
+    assert len(blob) < 4000 < (tmp_path / "images.npy").stat().st_size
+    again = pickle.loads(blob)
+    assert isinstance(again.labels, np.memmap)
+    assert_matches(again[2], truths[2])
+
+
 def test_conic_optional_csvs(tmp_path):
     truths = _truths(2)
     ds = CoNICDataset(write_conic(tmp_path, truths, counts=False, names=False))

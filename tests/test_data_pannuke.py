@@ -106,6 +106,19 @@ def test_masks_are_memory_mapped(tmp_path):
     assert image[0, 0, 0] == 200 and labels.max() == 1 and (types[10:20, 10:20] == 5).all()
 
 
+def test_pickles_paths_not_arrays(three_folds):
+    """Worker processes (spawn) get the data set pickled: it must not carry the memory-mapped arrays."""
+    import pickle
+
+    root, truths = three_folds
+    ds = PanNukeDataset(root)
+    ds[0]
+    blob = pickle.dumps(ds)
+    assert len(blob) < 4000  # the arrays alone are 8 tiles × 40×40×9 float64 = 900 kB
+    again = pickle.loads(blob)
+    assert_matches(again[-1], truths[3][-1])
+
+
 def _fold(tmp_path, truths=None):
     truths = truths or [make_truth(5), make_truth(6)]
     return write_pannuke_fold(tmp_path, 1, truths, ["Breast"] * len(truths)), truths

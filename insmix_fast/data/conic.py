@@ -88,8 +88,8 @@ class CoNICDataset(LayoutDataset):
 
     def __init__(self, root, fix_labels: bool = False, check: bool = True) -> None:
         self._open(root, lambda r: r if r.is_dir() else None, "folder not found", fix_labels, check)
-        self.images = open_npy(self.root / "images.npy", "CoNIC images", 4, (3,))
-        self.labels = open_npy(self.root / "labels.npy", "CoNIC labels", 4, (2,))
+        self._mmap(self.root / "images.npy", open_npy(self.root / "images.npy", "CoNIC images", 4, (3,)))
+        self._mmap(self.root / "labels.npy", open_npy(self.root / "labels.npy", "CoNIC labels", 4, (2,)))
         if self.images.dtype != np.uint8:
             raise ReaderError(f"{self.root / 'images.npy'}: CoNIC images must be uint8, got {self.images.dtype}")
         if self.labels.dtype == np.bool_ or not np.issubdtype(self.labels.dtype, np.integer):
@@ -120,6 +120,16 @@ class CoNICDataset(LayoutDataset):
             if len(rows) != n:
                 raise ReaderError(f"{info_path}: {len(rows)} rows for {n} tiles in images.npy (count mismatch)")
             self.names = [r[0] for r in rows]
+
+    @property
+    def images(self) -> np.ndarray:
+        """``images.npy``, memory-mapped (N×H×W×3 uint8)."""
+        return self._mmap(self.root / "images.npy")
+
+    @property
+    def labels(self) -> np.ndarray:
+        """``labels.npy``, memory-mapped (N×H×W×2)."""
+        return self._mmap(self.root / "labels.npy")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

@@ -170,8 +170,10 @@ class PanNukeDataset(LayoutDataset):
                     f"{d}: image/mask count mismatch: images.npy {images.shape}, masks.npy {masks.shape}, "
                     f"types.npy {tissues.shape} must describe the same N tiles of the same size"
                 )
-            self._parts.append((n, img_p, mask_p, images, masks, np.asarray(tissues).astype(str)))
-        self._offsets = np.cumsum([0] + [p[3].shape[0] for p in self._parts])
+            self._mmap(img_p, images)
+            self._mmap(mask_p, masks)
+            self._parts.append((n, img_p, mask_p, images.shape[0], np.asarray(tissues).astype(str)))
+        self._offsets = np.cumsum([0] + [p[3] for p in self._parts])
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
@@ -186,7 +188,7 @@ class PanNukeDataset(LayoutDataset):
     def tissue(self, k: int) -> str:
         """Tissue name of sample ``k`` (from ``types.npy``)."""
         part, i = self._locate(self._index(k))
-        return str(part[5][i])
+        return str(part[4][i])
 
     def fold(self, k: int) -> int | None:
         """Fold number of sample ``k``."""
@@ -196,29 +198,37 @@ class PanNukeDataset(LayoutDataset):
     @property
     def tissues(self) -> list[str]:
         """Tissue name of every sample, in order."""
-        return [str(t) for p in self._parts for t in p[5]]
+        return [str(t) for p in self._parts for t in p[4]]
 
     def _index(self, k) -> int:
         return resolve_index(k, len(self), type(self).__name__)
 
     def read(self, k: int):
-        (_, img_p, mask_p, images, masks, _), i = self._locate(k)
+        (_, img_p, mask_p, _, _), i = self._locate(k)
         name = f"{mask_p}, sample {i}"
-        image = image_to_uint8(images[i], f"{img_p}, sample {i}")
-        mask = np.asarray(masks[i])
+        image = image_to_uint8(self._mmap(img_p)[i], f"{img_p}, sample {i}")
+        mask = np.asarray(self._mmap(mask_p)[i])
+        try:
+            chans = as_int_map(mask[..., :5], name, error=LabelMapError)
+        except LabelMapError:  # say which channel
+            for c in range(5):
+                as_int_map(mask[..., c], f"{name}, channel {c} ({PANNUKE_CLASSES[c + 1]})", error=LabelMapError)
+            raise
         labels = np.zeros(mask.shape[:2], np.int32)
         types = np.zeros(mask.shape[:2], np.int32)
         offset = 0
         for c in range(5):
-            ch = as_int_map(mask[..., c], f"{name}, channel {c} ({PANNUKE_CLASSES[c + 1]})", error=LabelMapError)
-            ids = np.unique(ch)
-            ids = ids[ids > 0]
-            if ids.size == 0:
+            ch = chans[..., c]
+            top = int(ch.max())
+            if top == 0:
                 continue
-            lut = np.zeros(int(ids[-1]) + 1, np.int32)
-            lut[ids] = np.arange(offset + 1, offset + 1 + ids.size, dtype=np.int32)
+            lut = np.zeros(top + 1, np.int32)
+            lut[ch.ravel()] = 1
+            lut[0] = 0
+            n = int(lut.sum())
+            lut[lut > 0] = np.arange(offset + 1, offset + 1 + n, dtype=np.int32)  # increasing old id order
             on = ch > 0
             labels[on] = lut[ch[on]]  # later channels win where channels overlap (as PanNuke's binarize)
             types[on] = c + 1
-            offset += ids.size
+            offset += n
         return self._finish(image, labels, types, name)

@@ -301,6 +301,21 @@ class LayoutDataset(IndexedDataset):
             raise ReaderError(f"{self.root}: {expected}")
         return layout
 
+    def _mmap(self, path: Path, opened: np.ndarray | None = None) -> np.ndarray:
+        """The memory map of ``path``, opened once per process (``opened``: one already checked)."""
+        cache = self.__dict__.setdefault("_mmaps", {})
+        if opened is not None:
+            cache[path] = opened
+        if path not in cache:
+            cache[path] = np.load(str(path), mmap_mode="r", allow_pickle=False)
+        return cache[path]
+
+    def __getstate__(self) -> dict:
+        # a pickled np.memmap carries its whole data: send paths to worker processes, not arrays
+        state = self.__dict__.copy()
+        state.pop("_mmaps", None)
+        return state
+
     def _finish(self, image, labels, types, name: str):
         """:func:`finish_sample` with this data set's classes and topology policy."""
         return finish_sample(image, labels, types, self.class_names, fix_labels=self.fix_labels, check=self.check,
