@@ -1,4 +1,7 @@
-"""Instance-segmentation metrics for nuclei: Dice, AJI, AJI+ and PQ.
+"""Instance-segmentation metrics for nuclei: Dice, AJI, AJI+ and PQ, and the
+multi-class PQs of typed data: PanNuke's mPQ/bPQ (:func:`pq_multiclass`,
+:func:`mpq`, :func:`bpq`, :class:`PanNukeScores`) and CoNIC's mPQ⁺
+(:class:`MPQPlus`), defined at the end of this module.
 
 The numbers match HoVer-Net's ``metrics/stats_utils.py`` (``get_dice_1``,
 ``get_fast_aji``, ``get_fast_aji_plus``, ``get_fast_pq``), the reference
@@ -45,9 +48,22 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import InputError, InputTypeError
-from .validation import check_labels
+from .validation import check_int, check_labels
 
-__all__ = ["PQResult", "dice", "aji", "aji_plus", "pq", "evaluate", "linear_sum_assignment"]
+__all__ = [
+    "PQResult",
+    "dice",
+    "aji",
+    "aji_plus",
+    "pq",
+    "evaluate",
+    "linear_sum_assignment",
+    "pq_multiclass",
+    "mpq",
+    "bpq",
+    "PanNukeScores",
+    "MPQPlus",
+]
 
 _AJI_EPS = 1.0e-6  # HoVer-Net's guard in pairwise IoU for AJI / AJI+ pairing
 # Table sizes (entries) up to which ids / id pairs are counted with bincount;
@@ -349,10 +365,11 @@ def _check_match_iou(match_iou) -> float:
     return m
 
 
-def _pq(ov: _Overlap, match_iou: float) -> PQResult:
+def _pq_counts(ov: _Overlap, match_iou: float) -> tuple[int, int, int, float]:
+    """``(tp, fp, fn, summed IoU of the matched pairs)``."""
     nt, npr = ov.t_area.size, ov.p_area.size
-    if nt == 0 and npr == 0:
-        return PQResult(1.0, 1.0, 1.0, 0, 0, 0)
+    if ov.ti.size == 0:
+        return 0, npr, nt, 0.0
     iou = ov.inter / ov.union
     if match_iou >= 0.5:
         # IoU > 0.5 pairs are unique on both sides and form the maximal matching
@@ -360,11 +377,26 @@ def _pq(ov: _Overlap, match_iou: float) -> PQResult:
     else:
         sel = _max_matching(ov.ti, ov.pj, iou, nt) & (iou > match_iou)
     tp = int(sel.sum())
-    fp = npr - tp
-    fn = nt - tp
-    dq = tp / (tp + 0.5 * fp + 0.5 * fn)
-    sq = float(iou[sel].sum()) / tp if tp else 0.0
+    return tp, npr - tp, nt - tp, float(iou[sel].sum())
+
+
+def _pq_from_counts(tp: int, fp: int, fn: int, iou_sum: float) -> PQResult:
+    """PQ of summed counts; 0.0 (not 0/0) when there is nothing to count."""
+    den = tp + 0.5 * fp + 0.5 * fn
+    dq = tp / den if den else 0.0
+    sq = iou_sum / tp if tp else 0.0
     return PQResult(dq * sq, dq, sq, tp, fp, fn)
+
+
+def _pq_row(row) -> PQResult:
+    """:func:`_pq_from_counts` of a ``(tp, fp, fn, iou_sum)`` float row."""
+    return _pq_from_counts(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
+
+
+def _pq(ov: _Overlap, match_iou: float) -> PQResult:
+    if ov.t_area.size == 0 and ov.p_area.size == 0:
+        return PQResult(1.0, 1.0, 1.0, 0, 0, 0)
+    return _pq_from_counts(*_pq_counts(ov, match_iou))
 
 
 def dice(true_labels, pred_labels) -> float:
@@ -462,3 +494,235 @@ def evaluate(true_labels, pred_labels, match_iou: float = 0.5) -> dict:
         "fp": r.fp,
         "fn": r.fn,
     }
+
+
+# --------------------------------------------------------------------------- multi-class PQ
+#
+# Typed maps: ``labels`` (instance ids) and ``types`` (class per pixel, 0 =
+# background). The instances of class c are ``labels`` where ``types == c`` —
+# exactly how PanNuke's per-channel masks and CoNIC's ``get_multi_pq_info``
+# (``inst * (class == c)``) define them, so a prediction whose instance carries
+# several classes contributes one piece to each of them.
+
+
+def _check_typed(labels, types, name: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    lab = check_labels(labels, name=f"{name}_labels")
+    typ = check_labels(types, lab.shape, name=f"{name}_types")
+    if typ.size and int(typ.max()) > n_classes:
+        raise InputError(f"{name}_types holds class {int(typ.max())}, beyond n_classes = {n_classes}")
+    return lab, typ
+
+
+def _check_n_classes(n_classes) -> int:
+    return check_int("n_classes", n_classes, 1, 1 << 16, error=InputError)
+
+
+def _class_counts(true_labels, true_types, pred_labels, pred_types, n_classes: int, match_iou: float):
+    """Per class ``c = 1..n``: ``(tp, fp, fn, iou_sum)`` rows and whether the GT has class c."""
+    t, tt = _check_typed(true_labels, true_types, "true", n_classes)
+    p, pt = _check_typed(pred_labels, pred_types, "pred", n_classes)
+    if t.shape != p.shape:
+        raise InputError(f"true and pred must have the same H×W: true has shape {t.shape}, pred has shape {p.shape}")
+    counts = np.zeros((n_classes, 4), np.float64)
+    present = np.zeros(n_classes, bool)
+    for c in range(1, n_classes + 1):
+        ov = _overlap(np.where(tt == c, t, 0), np.where(pt == c, p, 0))
+        counts[c - 1] = _pq_counts(ov, match_iou)
+        present[c - 1] = ov.t_area.size > 0
+    return counts, present
+
+
+def pq_multiclass(true_labels, true_types, pred_labels, pred_types, n_classes: int,
+                  match_iou: float = 0.5) -> list[PQResult | None]:
+    """Per-class panoptic quality of one image, as PanNuke's evaluation computes it.
+
+    Class ``c``'s instances are the instances of ``labels`` on the pixels where
+    ``types == c`` (PanNuke: mask channel ``c - 1``), matched with IoU > ``match_iou``
+    as in :func:`pq`.
+
+    Returns:
+        A list of ``n_classes`` entries (class 1 first): a :class:`PQResult`, or
+        ``None`` when the ground truth has no instance of that class — PanNuke then
+        leaves the class out of the image's mPQ, *even if the prediction has some*
+        (those false positives are not counted; PanNuke-metrics ``run.py``).
+
+    Raises:
+        InputError: bad maps, different shapes, a class beyond ``n_classes``.
+    """
+    n = _check_n_classes(n_classes)
+    counts, present = _class_counts(true_labels, true_types, pred_labels, pred_types, n, _check_match_iou(match_iou))
+    return [_pq_row(c) if present[i] else None for i, c in enumerate(counts)]
+
+
+def _nanmean(values) -> float:
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], np.float64)
+    return float(v.mean()) if v.size else math.nan
+
+
+def mpq(true_labels, true_types, pred_labels, pred_types, n_classes: int, match_iou: float = 0.5) -> float:
+    """PanNuke's multi-class PQ of one image: the mean PQ over the classes its ground truth has.
+
+    ``nan`` when the ground truth has no instance at all (PanNuke skips such
+    images when it averages). See :func:`pq_multiclass`.
+    """
+    per = pq_multiclass(true_labels, true_types, pred_labels, pred_types, n_classes, match_iou)
+    return _nanmean(r.pq if r is not None else None for r in per)
+
+
+def bpq(true_labels, pred_labels, match_iou: float = 0.5) -> float:
+    """PanNuke's binary PQ of one image: PQ of all instances, classes ignored.
+
+    Like :func:`pq`, except that an image whose ground truth is empty gives ``nan``
+    (PanNuke leaves it out of the average) rather than 1.0 or 0.0.
+    """
+    m = _check_match_iou(match_iou)
+    true, pred = _check_pair(true_labels, pred_labels)
+    ov = _overlap(true, pred)
+    if ov.t_area.size == 0:
+        return math.nan
+    return _pq(ov, m).pq
+
+
+def _names(class_names, n_classes: int) -> list:
+    if class_names is None:
+        return list(range(1, n_classes + 1))
+    names = list(class_names)
+    if len(names) == n_classes + 1:
+        names = names[1:]  # a data set's class_names start with "background"
+    if len(names) != n_classes:
+        raise InputError(f"class_names must name the {n_classes} classes (or background + them), got {len(names)} names")
+    return names
+
+
+class _PerClassMetric:
+    """Shared set-up of the data-set accumulators: classes, match threshold, names."""
+
+    def __init__(self, n_classes: int, match_iou: float = 0.5, class_names=None) -> None:
+        self.n_classes = _check_n_classes(n_classes)
+        self.match_iou = _check_match_iou(match_iou)
+        self.class_names = _names(class_names, self.n_classes)
+        self.reset()
+
+    def reset(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _counts(self, true_labels, true_types, pred_labels, pred_types):
+        return _class_counts(true_labels, true_types, pred_labels, pred_types, self.n_classes, self.match_iou)
+
+
+class PanNukeScores(_PerClassMetric):
+    """PanNuke's mPQ and bPQ over a data set (PanNuke-metrics ``run.py``).
+
+    Per image: :func:`pq_multiclass` (classes absent from the ground truth are
+    skipped), the image's mPQ (mean over the remaining classes) and :func:`bpq`;
+    an image with an empty ground truth has neither. Then per tissue: the mean over
+    its images; and overall: **mPQ** and **bPQ** are the means over tissues
+    (images without a tissue form one group). ``per_class`` is the mean over all
+    images of each class's PQ (where the class is in the ground truth).
+
+    PQ itself is exact here; the official ``get_fast_pq`` divides by ``tp + 1e-6``
+    (a relative difference of at most 1e-6 per image).
+
+    Args:
+        n_classes: number of classes (PanNuke: 5).
+        match_iou: IoU threshold of a match (PanNuke: 0.5).
+        class_names: names for ``per_class`` (``n_classes`` names, or a data set's
+            ``class_names`` starting with "background"); default the class ids.
+
+    Example::
+
+        scores = PanNukeScores(5, class_names=ds.class_names)
+        for k in range(len(ds)):
+            image, labels, types = ds[k]
+            scores.update(labels, types, pred_labels[k], pred_types[k], tissue=ds.tissue(k))
+        scores.compute()["mpq"]
+    """
+
+    def __init__(self, n_classes: int = 5, match_iou: float = 0.5, class_names=None) -> None:
+        super().__init__(n_classes, match_iou, class_names)
+
+    def reset(self) -> None:
+        """Forget every image."""
+        self._class_pq: list[np.ndarray] = []
+        self._bpq: list[float] = []
+        self._tissue: list = []
+
+    def update(self, true_labels, true_types, pred_labels, pred_types, tissue=None) -> dict:
+        """Add one image; returns its ``{"mpq", "bpq", "per_class"}`` (nan where skipped)."""
+        counts, present = self._counts(true_labels, true_types, pred_labels, pred_types)
+        per = np.array([_pq_row(c).pq if present[i] else math.nan for i, c in enumerate(counts)])
+        b = bpq(true_labels, pred_labels, self.match_iou)
+        self._class_pq.append(per)
+        self._bpq.append(b)
+        self._tissue.append(tissue)
+        return {"mpq": _nanmean(per), "bpq": b, "per_class": dict(zip(self.class_names, per.tolist()))}
+
+    def compute(self) -> dict:
+        """``{"mpq", "bpq", "per_class", "per_tissue": {tissue: {"mpq", "bpq", "n_images"}}, "n_images"}``.
+
+        Means skip ``nan``; a mean of nothing is ``nan``.
+        """
+        img_mpq = [_nanmean(p) for p in self._class_pq]
+        groups: dict = {}
+        for i, t in enumerate(self._tissue):
+            groups.setdefault(t, []).append(i)
+        per_tissue = {t: {"mpq": _nanmean(img_mpq[i] for i in idx), "bpq": _nanmean(self._bpq[i] for i in idx),
+                          "n_images": len(idx)} for t, idx in groups.items()}
+        per_class = {name: _nanmean(p[c] for p in self._class_pq) for c, name in enumerate(self.class_names)}
+        return {
+            "mpq": _nanmean(v["mpq"] for v in per_tissue.values()),
+            "bpq": _nanmean(v["bpq"] for v in per_tissue.values()),
+            "per_class": per_class,
+            "per_tissue": per_tissue,
+            "n_images": len(self._bpq),
+        }
+
+
+class MPQPlus(_PerClassMetric):
+    """CoNIC's multi-class PQ⁺ (mPQ⁺), accumulated over a data set.
+
+    For each class, TP, FP, FN and the summed IoU of the matches are added up
+    over all images (CoNIC ``compute_stats.py`` / ``get_multi_pq_info``); then
+    ``PQ_c = DQ_c · SQ_c`` with ``DQ = TP / (TP + FP/2 + FN/2)`` and
+    ``SQ = ΣIoU / TP``, and mPQ⁺ is the mean of ``PQ_c`` over **all** classes. A
+    class with no TP gives 0, a class absent from both ground truth and prediction
+    everywhere gives 0 too (the official code gets 0 from its ``+ 1e-6``
+    denominators). Exact arithmetic here; the official ``+ 1e-6`` terms change a
+    class's PQ by a relative 1e-6 at most (when TP > 0).
+
+    Args:
+        n_classes: number of classes (CoNIC: 6).
+        match_iou: IoU threshold of a match (CoNIC: 0.5).
+        class_names: names for ``per_class`` (``n_classes`` names or a data set's
+            ``class_names``); default the class ids.
+
+    Example::
+
+        metric = MPQPlus(6, class_names=CONIC_CLASSES)
+        for (true_inst, true_type), (pred_inst, pred_type) in zip(truth, predictions):
+            metric.update(true_inst, true_type, pred_inst, pred_type)
+        metric.compute()["mpq_plus"]
+    """
+
+    def __init__(self, n_classes: int = 6, match_iou: float = 0.5, class_names=None) -> None:
+        super().__init__(n_classes, match_iou, class_names)
+
+    def reset(self) -> None:
+        """Forget every image."""
+        self._totals = np.zeros((self.n_classes, 4), np.float64)
+        self.n_images = 0
+
+    def update(self, true_labels, true_types, pred_labels, pred_types) -> None:
+        """Add one image's per-class TP, FP, FN and summed IoU."""
+        counts, _ = self._counts(true_labels, true_types, pred_labels, pred_types)
+        self._totals += counts
+        self.n_images += 1
+
+    def compute(self) -> dict:
+        """``{"mpq_plus", "per_class": {name: PQResult}, "n_images"}``."""
+        per = {name: _pq_row(c) for name, c in zip(self.class_names, self._totals)}
+        return {
+            "mpq_plus": float(np.mean([r.pq for r in per.values()])),
+            "per_class": per,
+            "n_images": self.n_images,
+        }

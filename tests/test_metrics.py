@@ -469,3 +469,160 @@ def test_no_background_small_ids():
     ev = evaluate(true, pred)
     assert ev["dice"] == 1.0 and ev["tp"] == 0 and (ev["fp"], ev["fn"]) == (1, 2)
     assert close(ev["aji"], F(64, 128)) and close(ev["aji_plus"], F(32, 64 + 32))
+
+
+# --------------------------------------------------------------------------- multi-class PQ
+# PanNuke mPQ/bPQ (PanNuke-metrics run.py) and CoNIC mPQ+ (compute_stats.py).
+
+from insmix_fast.metrics import MPQPlus, PanNukeScores, bpq, mpq, pq_multiclass  # noqa: E402
+
+B2 = (4, 7, 4, 8)  # 12 px; IoU with B = 9 / 12 = 0.75
+
+
+def typed(shape, *boxes):
+    """(labels, types) from ``(id, class, r0, r1, c0, c1)`` boxes."""
+    lab = rect(shape, *[(i, *box) for i, _, *box in boxes])
+    typ = rect(shape, *[(c, *box) for _, c, *box in boxes])
+    return lab, typ
+
+
+def test_pannuke_per_class_hand_computed():
+    t, tt = typed(S, (1, 1, *A), (2, 2, *B))
+    p, pt = typed(S, (4, 1, *A), (7, 1, *B), (9, 3, *C))  # B predicted as class 1; an FP of class 3
+    per = pq_multiclass(t, tt, p, pt, 3)
+    assert (per[0].tp, per[0].fp, per[0].fn) == (1, 1, 0) and close(per[0].pq, F(2, 3))
+    assert (per[1].tp, per[1].fp, per[1].fn) == (0, 0, 1) and per[1].pq == 0.0
+    assert per[2] is None  # class 3 is not in the GT: skipped, its FP is not counted (as PanNuke)
+    assert close(mpq(t, tt, p, pt, 3), F(1, 3))
+    assert close(bpq(t, p), F(4, 5))  # 2 TP, 1 FP, classes ignored
+    assert math.isnan(mpq(np.zeros(S, np.int32), np.zeros(S, np.int32), p, pt, 3))
+    assert math.isnan(bpq(np.zeros(S, np.int32), p))
+    assert bpq(t, np.zeros(S, np.int32)) == 0.0
+
+
+def test_pannuke_scores_average_over_tissues():
+    scores = PanNukeScores(3, class_names=("background", "neo", "inf", "con"))
+    t, tt = typed(S, (1, 1, *A), (2, 2, *B))
+    p, pt = typed(S, (4, 1, *A), (7, 1, *B), (9, 3, *C))
+    one = scores.update(t, tt, p, pt, tissue="Breast")
+    assert close(one["mpq"], F(1, 3)) and close(one["bpq"], F(4, 5)) and math.isnan(one["per_class"]["con"])
+    empty = np.zeros(S, np.int32)
+    two = scores.update(empty, empty, p, pt, tissue="Breast")  # empty GT: skipped for both
+    assert math.isnan(two["mpq"]) and math.isnan(two["bpq"])
+    t3, tt3 = typed(S, (1, 2, *A))
+    scores.update(t3, tt3, t3, tt3, tissue="Colon")
+    r = scores.compute()
+    assert r["n_images"] == 3
+    assert r["per_tissue"]["Breast"]["n_images"] == 2
+    assert close(r["per_tissue"]["Breast"]["mpq"], F(1, 3)) and close(r["per_tissue"]["Breast"]["bpq"], F(4, 5))
+    assert r["per_tissue"]["Colon"] == {"mpq": 1.0, "bpq": 1.0, "n_images": 1}
+    assert close(r["mpq"], F(2, 3)) and close(r["bpq"], F(9, 10))  # means over the two tissues
+    assert close(r["per_class"]["neo"], F(2, 3)) and close(r["per_class"]["inf"], F(1, 2))
+    assert math.isnan(r["per_class"]["con"])
+    scores.reset()
+    assert scores.compute()["n_images"] == 0 and math.isnan(scores.compute()["mpq"])
+
+
+def test_mpq_plus_hand_computed():
+    metric = MPQPlus(3)
+    t, tt = typed(S, (1, 1, *A), (2, 2, *B))
+    p, pt = typed(S, (5, 1, *A), (6, 2, *B2))
+    metric.update(t, tt, p, pt)  # class 1: TP (IoU 1); class 2: TP (IoU 3/4)
+    t2, tt2 = typed(S, (3, 1, *C))
+    metric.update(t2, tt2, np.zeros(S, np.int32), np.zeros(S, np.int32))  # class 1: FN
+    p3, pt3 = typed(S, (1, 2, *A))
+    metric.update(np.zeros(S, np.int32), np.zeros(S, np.int32), p3, pt3)  # class 2: FP
+    r = metric.compute()
+    c1, c2, c3 = r["per_class"][1], r["per_class"][2], r["per_class"][3]
+    assert (c1.tp, c1.fp, c1.fn) == (1, 0, 1) and close(c1.pq, F(2, 3))
+    assert (c2.tp, c2.fp, c2.fn) == (1, 1, 0) and close(c2.dq, F(2, 3)) and close(c2.sq, F(3, 4)) and close(c2.pq, F(1, 2))
+    assert (c3.tp, c3.fp, c3.fn) == (0, 0, 0) and c3.pq == 0.0  # absent everywhere: 0, as CoNIC
+    assert close(r["mpq_plus"], F(7, 18)) and r["n_images"] == 3
+    # per image then averaged (MoNuSAC style) would differ: mPQ+ pools the counts first
+    assert not close(r["mpq_plus"], (F(7, 12) + 0 + 0) / 3)
+
+
+def test_multiclass_splits_a_mixed_class_prediction():
+    """A predicted instance with two classes counts as one piece in each (inst * (type == c))."""
+    t, tt = typed(S, (1, 1, *B))
+    p, pt = typed(S, (3, 1, *B))
+    pt[4, 4:7] = 2  # one row of the prediction says class 2
+    per = pq_multiclass(t, tt, p, pt, 2)
+    assert per[0].tp == 1 and close(per[0].sq, F(6, 9)) and per[1] is None
+    m = MPQPlus(2)
+    m.update(t, tt, p, pt)
+    assert m.compute()["per_class"][2].fp == 1
+
+
+def test_multiclass_bad_input():
+    t, tt = typed(S, (1, 1, *A))
+    with pytest.raises(InputError, match="true_types holds class 3, beyond n_classes = 2"):
+        pq_multiclass(t, tt * 3, t, tt, 2)
+    with pytest.raises(InputError, match="pred_types shape"):
+        mpq(t, tt, t, tt[:4], 2)
+    with pytest.raises(InputError, match="same H×W"):
+        MPQPlus(2).update(t, tt, t[:4], tt[:4])
+    with pytest.raises(InputError, match="n_classes"):
+        MPQPlus(0)
+    with pytest.raises(InputError, match="class_names must name the 2 classes"):
+        PanNukeScores(2, class_names=["a"])
+    with pytest.raises(InputError, match="match_iou"):
+        PanNukeScores(2, match_iou=1.5)
+    assert list(MPQPlus(2, class_names=("background", "x", "y")).compute()["per_class"]) == ["x", "y"]
+
+
+def _ref_pq_info(true, pred, match_iou=0.5):
+    """(tp, fp, fn, sum IoU) of HoVer-Net / CoNIC get_pq, from per-instance masks."""
+    t_masks, p_masks, inter, union = _pairwise(true, pred)
+    iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    pairs = [(a, b) for a in range(iou.shape[0]) for b in range(iou.shape[1]) if iou[a, b] > match_iou]
+    return len(pairs), len(p_masks) - len(pairs), len(t_masks) - len(pairs), sum(iou[a, b] for a, b in pairs)
+
+
+def random_typed(seed, n_classes=4):
+    true, pred = random_pair(seed)
+    rng = np.random.default_rng(1000 + seed)
+    tl = np.zeros(true.max() + 1, np.int64)
+    tl[1:] = rng.integers(1, n_classes + 1, true.max())
+    pl = np.zeros(pred.max() + 1, np.int64)
+    pl[1:] = rng.integers(1, n_classes + 1, pred.max())
+    for j in np.unique(pred)[1:]:  # mostly the class of the GT nucleus under the prediction
+        under = true[(pred == j) & (true > 0)]
+        if under.size and rng.random() < 0.75:
+            pl[j] = tl[np.bincount(under).argmax()]
+    ptypes = pl[pred]
+    ptypes[(pred > 0) & (np.arange(pred.shape[1]) % 9 == 0)] = 1  # some predictions carry two classes
+    return true, tl[true], pred, ptypes
+
+
+def test_pannuke_and_conic_match_official_code(random_pairs):
+    """Against plain re-implementations of PanNuke-metrics run.py and CoNIC compute_stats.py."""
+    n = 4
+    pooled = np.zeros((n, 4))
+    metric = MPQPlus(n)
+    scores = PanNukeScores(n)
+    ref_img_mpq = []
+    for seed in SEEDS:
+        t, tt, p, pt = random_typed(seed, n)
+        ref = []
+        for c in range(1, n + 1):
+            tc, pc = t * (tt == c), p * (pt == c)
+            info = _ref_pq_info(tc, pc)
+            pooled[c - 1] += info
+            if np.unique(tc).size == 1:
+                ref.append(math.nan)  # GT empty for this class: skipped
+            else:
+                tp, fp, fn, s = info
+                ref.append(tp / (tp + 0.5 * fp + 0.5 * fn) * s / (tp + 1.0e-6))
+        ref_img_mpq.append(np.nanmean(ref) if not all(math.isnan(x) for x in ref) else math.nan)
+        got = mpq(t, tt, p, pt, n)
+        assert got == pytest.approx(ref_img_mpq[-1], rel=1e-5, nan_ok=True)
+        assert bpq(t, p) == pytest.approx(ref_pq(t, p)[2], rel=1e-5)
+        metric.update(t, tt, p, pt)
+        scores.update(t, tt, p, pt)
+    tp, fp, fn, s = pooled.T
+    conic = np.mean(tp / (tp + 0.5 * fp + 0.5 * fn + 1.0e-6) * s / (tp + 1.0e-6))
+    assert metric.compute()["mpq_plus"] == pytest.approx(conic, rel=1e-5)
+    assert all(pq_.tp == int(a) for pq_, a in zip(metric.compute()["per_class"].values(), tp))
+    assert scores.compute()["mpq"] == pytest.approx(np.nanmean(ref_img_mpq), rel=1e-5)
+    assert 0.05 < conic < 0.95  # a non-trivial case

@@ -1,37 +1,64 @@
 """Data sets, file readers and label-map topology tools.
 
 A sample everywhere is ``(image H×W×3 uint8 RGB, labels H×W int32)``, 0 =
-background, one positive id per nucleus (see SPEC "Data model").
+background, one positive id per nucleus (see SPEC "Data model"); a *typed*
+sample adds ``types`` (H×W int32, 0 on background, the class id ≥ 1 on every
+pixel of an instance) and its data set has ``class_names`` (index = class id,
+``class_names[0] == "background"``). See docs/datasets.md.
 
 * :class:`SyntheticNuclei` — deterministic synthetic H&E tiles (the default).
 * :class:`FolderDataset` / :func:`write_folder` — ``root/images`` + ``root/labels``.
 * :class:`MoNuSegDataset` / :func:`read_monuseg` — MoNuSeg/Kumar XML annotations.
-* :func:`open_dataset` — any of the above from a string.
+* :class:`PanNukeDataset` — PanNuke folds (typed, memory-mapped ``.npy``).
+* :class:`HoVerNetDataset` — CoNSeP (typed), Kumar and CPM ``.mat`` layouts.
+* :class:`CoNICDataset`, :class:`LizardDataset` — CoNIC ``.npy`` and Lizard ``.mat`` (typed).
+* :class:`DSB2018Dataset` — Data Science Bowl 2018 (one mask file per nucleus).
+* :class:`NuInsSegDataset` — NuInsSeg, with vague areas as ``ignore_mask(k)``.
+* :func:`open_dataset` — any of the above from a string; logs the layout it found.
 * :func:`find_label_problems`, :func:`check_label_topology`,
   :func:`clean_labels`, :func:`relabel_sequential` — label-map topology.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from ..errors import InputTypeError, ReaderError
+from .conic import CONIC_CLASSES, CoNICDataset, LizardDataset, find_conic_layout, find_lizard_layout
+from .dsb import DSB2018Dataset, find_dsb_layout
 from .folder import FolderDataset, write_folder
+from .hovernet import HoVerNetDataset, find_hovernet_layout
 from .io import read_image, read_label_map
 from .labels import LabelProblems, check_label_topology, clean_labels, find_label_problems, relabel_sequential
+from .matlabels import CONSEP_CLASSES, CONSEP_MERGED_CLASSES, LIZARD_CLASSES
 from .monuseg import MoNuSegDataset, find_monuseg_layout, read_monuseg
+from .nuinsseg import NuInsSegDataset, find_nuinsseg_layout
+from .pannuke import PANNUKE_CLASSES, PanNukeDataset, find_pannuke_layout
 from .synthetic import SyntheticNuclei
 
 __all__ = [
     "SyntheticNuclei",
     "FolderDataset",
     "MoNuSegDataset",
+    "PanNukeDataset",
+    "HoVerNetDataset",
+    "CoNICDataset",
+    "LizardDataset",
+    "DSB2018Dataset",
+    "NuInsSegDataset",
+    "PANNUKE_CLASSES",
+    "CONSEP_CLASSES",
+    "CONSEP_MERGED_CLASSES",
+    "CONIC_CLASSES",
+    "LIZARD_CLASSES",
     "read_monuseg",
     "read_image",
     "read_label_map",
     "write_folder",
     "open_dataset",
+    "LAYOUTS",
     "find_label_problems",
     "check_label_topology",
     "clean_labels",
@@ -39,21 +66,48 @@ __all__ = [
     "LabelProblems",
 ]
 
+_log = logging.getLogger("insmix_fast")
+
+
+def _is_folder_layout(root: Path):
+    return root if (root / "images").is_dir() and (root / "labels").is_dir() else None
+
+
+#: The folder layouts :func:`open_dataset` recognises, tried in this order:
+#: ``(name, detect(root) -> truthy when it matches, data-set class, what it looks like)``.
+LAYOUTS = (
+    ("PanNuke", find_pannuke_layout, PanNukeDataset,
+     "PanNuke: 'Fold N/images/foldN/images.npy' + types.npy and 'Fold N/masks/foldN/masks.npy', a folder holding "
+     "'Fold 1'..'Fold 3', or images.npy + masks.npy + types.npy side by side"),
+    ("CoNIC", find_conic_layout, CoNICDataset, "CoNIC: images.npy + labels.npy (+ counts.csv)"),
+    ("Lizard", find_lizard_layout, LizardDataset, "Lizard: Lizard_Images1/*.png, Lizard_Images2/*.png + Lizard_Labels/Labels/*.mat"),
+    ("HoVer-Net .mat", find_hovernet_layout, HoVerNetDataset,
+     "CoNSeP / Kumar / CPM-15 / CPM-17: Images/ + Labels/*.mat, or split folders (Train/, Test/, ...) holding them"),
+    ("DSB 2018", find_dsb_layout, DSB2018Dataset, "DSB 2018: stage1_train/<id>/images/<id>.png + stage1_train/<id>/masks/*.png"),
+    ("NuInsSeg", find_nuinsseg_layout, NuInsSegDataset,
+     "NuInsSeg: <organ>/tissue images/*.png + <organ>/label masks modify/*.tif (+ vague areas/), or a folder of organs"),
+    ("images/labels folder", _is_folder_layout, FolderDataset, "a folder with images/ and labels/ (paired by file stem)"),
+    ("MoNuSeg", find_monuseg_layout, MoNuSegDataset,
+     "MoNuSeg: 'Tissue Images/' + 'Annotations/*.xml', 'images/' + 'annotations/', or images and .xml files side by side"),
+)
+
 
 def open_dataset(spec, **kw):
-    """Open a data set from a string (or path).
+    """Open a data set from a string (or path), recognising its layout.
 
     * ``"synthetic"`` or ``"synthetic:SEED"`` → :class:`SyntheticNuclei`
       (``seed=SEED``; other keywords such as ``size``, ``length`` pass through).
-    * a folder with ``images/`` and ``labels/`` → :class:`FolderDataset`.
-    * a folder in a MoNuSeg layout (``Tissue Images/`` + ``Annotations/*.xml``,
-      ``images/`` + ``annotations/``, or images and ``.xml`` side by side)
-      → :class:`MoNuSegDataset`.
+    * a folder in one of the :data:`LAYOUTS` (PanNuke, CoNIC, Lizard, CoNSeP/Kumar/CPM
+      ``.mat``, DSB 2018, NuInsSeg, ``images/`` + ``labels/``, MoNuSeg), tried in
+      that order; the first that matches opens it.
 
-    Keywords ``**kw`` go to the data set's constructor.
+    Which layout was found is logged (``logging.getLogger("insmix_fast")``, INFO).
+    Keywords ``**kw`` go to the data set's constructor (e.g. ``folds=``,
+    ``merge=``, ``fix_labels=``).
 
     Raises:
-        ReaderError: the spec matches none of these (the message lists them).
+        ReaderError: the spec matches none of these (the message lists them all), or
+            the layout found is incomplete (the message names the missing file).
     """
     if not isinstance(spec, (str, os.PathLike)):
         raise InputTypeError(f"open_dataset: spec must be a string or path, got {type(spec).__name__}")
@@ -72,13 +126,10 @@ def open_dataset(spec, **kw):
         return SyntheticNuclei(**kw)
     root = Path(text)
     if root.is_dir():
-        if (root / "images").is_dir() and (root / "labels").is_dir():
-            return FolderDataset(root, **kw)
-        if find_monuseg_layout(root) is not None:
-            return MoNuSegDataset(root, **kw)
+        for name, detect, cls, _ in LAYOUTS:
+            if detect(root):
+                _log.info("open_dataset: %s: %s layout, opening %s", text, name, cls.__name__)
+                return cls(root, **kw)
     where = "is not a folder" if not root.is_dir() else "has no recognised layout"
-    raise ReaderError(
-        f"open_dataset: {text!r} {where}. Accepted: 'synthetic' or 'synthetic:SEED'; a folder with "
-        "images/ and labels/ (paired by file stem); a MoNuSeg folder ('Tissue Images/' + 'Annotations/*.xml', "
-        "'images/' + 'annotations/', or images and .xml files side by side)."
-    )
+    accepted = "; ".join(f"({i}) {desc}" for i, (*_, desc) in enumerate(LAYOUTS, 1))
+    raise ReaderError(f"open_dataset: {text!r} {where}. Accepted: 'synthetic' or 'synthetic:SEED'; {accepted}.")
