@@ -139,7 +139,7 @@ def test_gpu_zero_copy_kinds(tiles256, bank256, lib):
 @gpu
 @pytest.mark.gpu
 def test_gpu_bankwide_counts_match_cpu(tiles256, bank256):
-    from insmix_fast.gpu.batch import admissible_counts_cuda
+    from insmix_fast.gpu.scoring import admissible_counts_cuda
     from insmix_fast.kernels.instances import build_table, tile_stats
     from insmix_fast.kernels.ssd import admissible_counts
     from insmix_fast.kernels.tables import Table
