@@ -119,6 +119,8 @@ class InsMixConfig:
         }
         if name not in table:
             raise ConfigError(f"unknown ablation {name!r}; choose one of {sorted(table)}")
+        if "tile" in overrides:
+            overrides["patch"] = _patch_from_tile(overrides.pop("tile"), overrides.get("patch"), stacklevel=2)
         return cls(**{**table[name], **overrides})
 
 

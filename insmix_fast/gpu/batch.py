@@ -43,7 +43,7 @@ from ..kernels.records import N_REC_F, N_REC_I
 from ..kernels.shuffle import background_count_table
 from ..results import InsMixBatchResult
 from ..validation import check_batch, check_indices
-from .arrays import INT32_MAX, ArrayKind, as_device, check_device_batch, device_index, kind_of, to_numpy
+from .arrays import INT32_MAX, ArrayKind, as_device, check_device_batch, device_index, kind_of
 from .bank import DeviceBank, is_host_bank
 from .launch import Launcher, as_numba_stream, on_device
 from .results import GPUBatchResult, host_records
@@ -285,7 +285,7 @@ def _run(inp: _Inputs, dbank, hbank, config: InsMixConfig, seed: int, indices: n
                               launcher=launcher)
     # numpy input: one copy back of the outputs and the records
     pastes, mv = host_records(*(launcher.d2h(records[k]) for k in ("rec_i", "rec_f", "moves", "counts")))
-    return InsMixBatchResult(*(to_numpy(v) for v in views), pastes, mv, indices, seed, config.patch)
+    return InsMixBatchResult(*(launcher.d2h(v) for v in views), pastes, mv, indices, seed, config.patch)
 
 
 def _place(lab_d, out_lab, max_ids, o: Originals, choice, bargs: tuple, config: InsMixConfig, foreground: bool,
