@@ -122,7 +122,7 @@ def test_scoring_vs_bank_size(benchmark, banks, crops64, device, kind, size):
     else:
         from numba import cuda
 
-        from insmix_fast.gpu.batch import admissible_counts_cuda, choose_templates_cuda
+        from insmix_fast.gpu.scoring import admissible_counts_cuda, choose_templates_cuda
 
         dl, dbank = cuda.to_device(labels), bank.to("cuda")
         call = choose_templates_cuda if kind == "choice" else admissible_counts_cuda

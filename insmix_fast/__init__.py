@@ -12,26 +12,25 @@ Quick start::
 
 from .bank import InstanceBank
 from .config import OFFICIAL, InsMixConfig
-from .core import (PASTE_DTYPE, InsMixBatchResult, InsMixPlan, InsMixResult, admissible_templates, apply_plan,
-                   insmix, insmix_batch,
-                   plan_insmix)
+from .core import admissible_templates, apply_plan, insmix, insmix_batch, plan_insmix
 from .errors import (BankError, ConfigError, InputError, InputTypeError, InsMixError, LabelMapError,
                      ReaderError)
+from .results import PASTE_DTYPE, InsMixBatchResult, InsMixPlan, InsMixResult
 
 __version__ = "0.1.0"
 
 
-
 def __getattr__(name):  # lazy: the loader imports torch (and DALI when installed)
     if name == "InsMixLoader":
-        from .loader import InsMixLoader
+        from .loader.loader import InsMixLoader
 
         return InsMixLoader
     raise AttributeError(f"module 'insmix_fast' has no attribute {name!r}")
 
 
 __all__ = [
-    "InsMixLoader", "InstanceBank", "InsMixConfig", "OFFICIAL", "insmix", "insmix_batch", "plan_insmix", "apply_plan", "admissible_templates",
+    "InsMixLoader", "InstanceBank", "InsMixConfig", "OFFICIAL", "insmix", "insmix_batch", "plan_insmix", "apply_plan",
+    "admissible_templates",
     "InsMixResult", "InsMixBatchResult", "InsMixPlan", "PASTE_DTYPE",
     "InsMixError", "InputError", "InputTypeError", "LabelMapError", "ConfigError", "BankError", "ReaderError",
 ]

@@ -18,10 +18,11 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import BankError, LabelMapError
+from .devices import parse_device
+from .errors import BankError, InputError, LabelMapError
 from .kernels.descriptor import DESC_WORDS
 from .kernels.instances import bank_entries, gather_segments
-from .kernels.tables import Table
+from .kernels.tables import Table, largest_crop
 from .validation import check_sample
 
 __all__ = ["InstanceBank"]
@@ -76,10 +77,10 @@ class InstanceBank:
         self.n_samples = int(n_samples)
         self.min_area = int(min_area)
         self._check_consistency()
-        #: largest crop (h·w) in the bank: sizes the kernels' scratch buffers
-        self.max_crop = int((self.hw[:, 0].astype(np.int64) * self.hw[:, 1]).max()) if n else 1
         self.table_cached = Table(self.area, self.anchor, self.hw, self.offset, self.masks, self.pixels, self.desc,
                                   self.fits)
+        #: largest crop (h·w) in the bank: sizes the kernels' scratch buffers
+        self.max_crop = largest_crop(self.table_cached)
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -198,18 +199,18 @@ class InstanceBank:
         """This bank on ``device``: ``"cpu"`` returns the bank itself; ``"cuda"`` / ``"cuda:N"``
         a :class:`insmix_fast.gpu.DeviceBank` holding the same flat arrays on that GPU
         (uploaded on the first call, then reused). Raises
-        :class:`~insmix_fast.errors.InputError` naming the reason when no GPU can be used."""
-        from .gpu.bank import parse_device
-
-        kind, dev = parse_device(device)
-        if kind == "cpu":
+        :class:`~insmix_fast.errors.InputError` naming the reason when no GPU can be used
+        (and for a device string it does not understand)."""
+        dev = parse_device(device, error=InputError)
+        if dev.kind == "cpu":
             return self
+        index = dev.index or 0
         cache = self.__dict__.setdefault("_device_banks", {})
-        if dev not in cache:
-            from .gpu.bank import DeviceBank
+        if index not in cache:
+            from .gpu.bank import DeviceBank  # the bank's one way to the GPU (numba.cuda loads only then)
 
-            cache[dev] = DeviceBank(self, dev)
-        return cache[dev]
+            cache[index] = DeviceBank(self, index)
+        return cache[index]
 
     def __getstate__(self):
         # device copies made by to("cuda") stay with this process (never pickled to workers)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass, field
+import functools
+import warnings
+from dataclasses import dataclass
 from typing import Literal
 
 from .errors import ConfigError
+from .validation import check_bool, check_choice, check_int, check_number
 
 __all__ = ["InsMixConfig", "OFFICIAL"]
 
@@ -30,7 +32,8 @@ class InsMixConfig:
         n_tries:        placements tried per original before giving up.
     Background perturbation
         alpha:          fraction of background patches that are permuted.
-        tile:           patch side in pixels.
+        patch:          side of the background patches in pixels (``tile`` is
+                        its deprecated old name, accepted with a warning).
     Switches (paper Table 3 ablations)
         foreground:     paste templates (False: background perturbation only).
         background:     shuffle background patches (False: no BgP).
@@ -54,32 +57,20 @@ class InsMixConfig:
     max_occlusion: float = 0.3
     n_tries: int = 4
     alpha: float = 0.2
-    tile: int = 20
+    patch: int = 20
     foreground: bool = True
     background: bool = True
     ssd: bool = True
     offset_mode: OffsetMode = "annulus"
     template_source: TemplateSource = "bank"
     max_draws: int = 32
-    _validated: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        def num(name: str, lo: float, hi: float, lo_open: bool = False) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(f"InsMixConfig.{name} must be a number, got {type(v).__name__}")
-            if not math.isfinite(v):
-                raise ConfigError(f"InsMixConfig.{name} must be finite, got {v}")
-            if v < lo or v > hi or (lo_open and v == lo):
-                left = "(" if lo_open else "["
-                raise ConfigError(f"InsMixConfig.{name} = {v} is out of range {left}{lo}, {hi}]")
+        def num(name: str, lo: float, hi: float) -> None:
+            check_number(f"InsMixConfig.{name}", getattr(self, name), lo, hi)
 
         def integer(name: str, lo: int, hi: int) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ConfigError(f"InsMixConfig.{name} must be an int, got {type(v).__name__}")
-            if not lo <= v <= hi:
-                raise ConfigError(f"InsMixConfig.{name} = {v} is out of range [{lo}, {hi}]")
+            check_int(f"InsMixConfig.{name}", getattr(self, name), lo, hi)
 
         num("eps", 0.0, 1e6)
         num("rho", 0.0, 2.0)
@@ -91,18 +82,24 @@ class InsMixConfig:
         num("max_occlusion", 0.0, 1.0)
         integer("n_tries", 1, 1000)
         num("alpha", 0.0, 1.0)
-        integer("tile", 2, 4096)
+        integer("patch", 2, 4096)
         integer("max_draws", 1, 1_000_000)
         for name in ("foreground", "background", "ssd"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"InsMixConfig.{name} must be a bool, got {getattr(self, name)!r}")
-        if self.offset_mode not in ("annulus", "diagonal"):
-            raise ConfigError(f"InsMixConfig.offset_mode must be 'annulus' or 'diagonal', got {self.offset_mode!r}")
-        if self.template_source not in ("bank", "self"):
-            raise ConfigError(f"InsMixConfig.template_source must be 'bank' or 'self', got {self.template_source!r}")
+            check_bool(f"InsMixConfig.{name}", getattr(self, name))
+        check_choice("InsMixConfig.offset_mode", self.offset_mode, ("annulus", "diagonal"))
+        check_choice("InsMixConfig.template_source", self.template_source, ("bank", "self"))
+
+    @property
+    def tile(self) -> int:
+        """Deprecated alias of :attr:`patch` (the background patch side)."""
+        warnings.warn("InsMixConfig.tile is deprecated: use InsMixConfig.patch (the background patch side)",
+                      DeprecationWarning, stacklevel=2)
+        return self.patch
 
     def replace(self, **changes) -> "InsMixConfig":
         """A copy with some fields changed (validated again)."""
+        if "tile" in changes:
+            changes["patch"] = _patch_from_tile(changes.pop("tile"), changes.get("patch"), stacklevel=2)
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -122,7 +119,31 @@ class InsMixConfig:
         }
         if name not in table:
             raise ConfigError(f"unknown ablation {name!r}; choose one of {sorted(table)}")
+        if "tile" in overrides:
+            overrides["patch"] = _patch_from_tile(overrides.pop("tile"), overrides.get("patch"), stacklevel=2)
         return cls(**{**table[name], **overrides})
+
+
+def _patch_from_tile(tile, patch, *, stacklevel: int):
+    warnings.warn("InsMixConfig(tile=...) is deprecated: use patch=... (the background patch side)",
+                  DeprecationWarning, stacklevel=stacklevel + 1)
+    if patch is not None and patch != tile:
+        raise ConfigError(f"InsMixConfig got tile={tile!r} and patch={patch!r}: tile is the deprecated name of patch; "
+                          "give patch only")
+    return tile
+
+
+_dataclass_init = InsMixConfig.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _init(self, *args, **kwargs):
+    if "tile" in kwargs:  # the deprecated name of ``patch``
+        kwargs["patch"] = _patch_from_tile(kwargs.pop("tile"), kwargs.get("patch"), stacklevel=2)
+    _dataclass_init(self, *args, **kwargs)
+
+
+InsMixConfig.__init__ = _init
 
 
 #: The behaviour of the official code (SPEC §2): templates from the same image,

@@ -2,30 +2,30 @@
 ``apply`` (paste + background shuffle), fused in :func:`insmix` / :func:`insmix_batch`.
 
 A plan is two small arrays you can print and compare across devices:
-``pastes`` (one record per accepted paste) and ``moves`` (background patch moves).
+``pastes`` (one record per accepted paste) and ``moves`` (background patch moves);
+the plan and result types live in :mod:`insmix_fast.results`.
+``insmix_batch(..., device="cuda")`` hands the batch to :mod:`insmix_fast.gpu`
+(the only place this module reaches the GPU path).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from .bank import InstanceBank
 from .config import InsMixConfig
+from .devices import parse_device
 from .errors import BankError, ConfigError, InputError, InputTypeError
-from .kernels import paste as _rec
 from .kernels.instances import DENSE_ID_LIMIT, build_table, tile_stats
 from .kernels.pipeline import apply_tile, insmix_batch_kernel, insmix_tile, plan_tile
 from .kernels.ssd import admissible_list
-from .kernels.tables import Params, Table
-from .validation import check_batch, check_labels, check_sample, check_seed
+from .kernels.tables import Params, Table, empty_table, largest_crop, make_params
+from .results import (PASTE_DTYPE, InsMixBatchResult, InsMixPlan, InsMixResult, paste_records, record_rows,
+                      record_tables)
+from .validation import (check_batch, check_index, check_indices, check_int, check_labels, check_sample,
+                         check_seed)
 
 __all__ = [
-    "PASTE_DTYPE",
-    "InsMixPlan",
-    "InsMixResult",
-    "InsMixBatchResult",
     "plan_insmix",
     "apply_plan",
     "insmix",
@@ -33,104 +33,19 @@ __all__ = [
     "admissible_templates",
 ]
 
-#: One record per paste: bank index, id of the original it was matched to, its id in
-#: the new map, bbox top-left (y, x) in the tile, anchor offset (dy, dx), and the gaps.
-PASTE_DTYPE = np.dtype([
-    ("template", np.int64), ("original", np.int32), ("label", np.int32), ("y", np.int32), ("x", np.int32),
-    ("dy", np.int32), ("dx", np.int32), ("f_scale", np.float64), ("f_shape", np.float64), ("f_dis", np.float64),
-])
+# PASTE_DTYPE, InsMixPlan, InsMixResult and InsMixBatchResult are defined in insmix_fast.results;
+# they stay importable from here for code written before the split.
+_COMPAT = (PASTE_DTYPE, InsMixPlan, InsMixResult, InsMixBatchResult)
 
 _INITIAL_RECORDS = 256
-_MAX_SAMPLE = 2**32 - 1
-_EMPTY_TABLE = None
-
-
-@dataclass(frozen=True, eq=False)
-class InsMixPlan:
-    """What InsMix will do to one tile: pastes (``PASTE_DTYPE``) and background moves.
-
-    ``moves[k] = (src, dst)`` are row-major indices of ``tile``×``tile`` patches.
-    """
-
-    pastes: np.ndarray
-    moves: np.ndarray
-    tile: int
-    shape: tuple[int, int]
-    seed: int
-    index: int
-
-    def __eq__(self, other) -> bool:
-        if not isinstance(other, InsMixPlan):
-            return NotImplemented
-        return (self.tile == other.tile and self.shape == other.shape
-                and np.array_equal(self.pastes, other.pastes) and np.array_equal(self.moves, other.moves))
-
-    def __repr__(self) -> str:
-        return (f"InsMixPlan({len(self.pastes)} pastes, {len(self.moves)} background moves, "
-                f"tile {self.shape[0]}×{self.shape[1]}, seed={self.seed}, index={self.index})")
-
-
-@dataclass(eq=False)
-class InsMixResult:
-    """Output of :func:`insmix` for one tile.
-
-    ``image`` H×W×3 uint8, ``labels`` H×W int32 (input ids kept, pasted instances get
-    new ids above the input's maximum), ``paste_mask`` H×W bool (pixels of pasted
-    templates: the smooth-GAN's M), ``shuffled_mask`` H×W bool (patches whose
-    content moved), ``pastes`` (``PASTE_DTYPE`` records), ``plan``.
-    """
-
-    image: np.ndarray
-    labels: np.ndarray
-    paste_mask: np.ndarray
-    shuffled_mask: np.ndarray
-    pastes: np.ndarray
-    plan: InsMixPlan = field(repr=False)
-
-    @property
-    def original_mask(self) -> np.ndarray:
-        """Pixels of the tile's own (not pasted) nuclei after the paste."""
-        return (self.labels > 0) & ~self.paste_mask
-
-
-@dataclass(eq=False)
-class InsMixBatchResult:
-    """Output of :func:`insmix_batch`: stacked arrays plus per-sample paste records."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    paste_masks: np.ndarray
-    shuffled_masks: np.ndarray
-    pastes: list[np.ndarray]
-    moves: list[np.ndarray]
-    indices: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def __getitem__(self, b: int) -> InsMixResult:
-        plan = InsMixPlan(self.pastes[b], self.moves[b], -1, self.labels.shape[1:3], -1, int(self.indices[b]))
-        return InsMixResult(self.images[b], self.labels[b], self.paste_masks[b], self.shuffled_masks[b],
-                            self.pastes[b], plan)
-
-    @property
-    def original_masks(self) -> np.ndarray:
-        return (self.labels > 0) & ~self.paste_masks
 
 
 # ---------------------------------------------------------------------- helpers
-def _params(config: InsMixConfig, bank) -> Params:
-    """Kernel scalars; ``bank`` is the InstanceBank (or Table) the templates come from."""
-    if isinstance(bank, InstanceBank):
-        max_crop = bank.max_crop
-    else:
-        max_crop = int((bank.hw[:, 0].astype(np.int64) * bank.hw[:, 1]).max()) if len(bank.area) else 1
-    return Params(
-        float(config.eps), float(config.rho), float(config.delta), float(config.gamma), float(config.p_paste),
-        float(config.max_occlusion), float(config.alpha),
-        int(config.n_tries), int(config.tile), int(config.max_draws), max_crop,
-        bool(config.foreground), bool(config.background), bool(config.ssd), config.offset_mode == "diagonal",
-    )
+def _params(config: InsMixConfig, bank, bt: Table) -> Params:
+    """Kernel scalars for templates from ``bt`` (the table of ``bank`` or one built for the call)."""
+    if isinstance(bank, InstanceBank) and bt is bank.table:
+        return make_params(config, bank.max_crop)
+    return make_params(config, largest_crop(bt))
 
 
 def _config(config) -> InsMixConfig:
@@ -141,33 +56,17 @@ def _config(config) -> InsMixConfig:
     return config
 
 
-def _index(index) -> int:
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= int(index) <= _MAX_SAMPLE:
-        raise InputError(f"sample index must be an integer in [0, 2**32), got {index!r}")
-    return int(index)
-
-
-def _empty_table() -> Table:
-    global _EMPTY_TABLE
-    if _EMPTY_TABLE is None:
-        from .kernels.descriptor import DESC_WORDS
-        _EMPTY_TABLE = Table(np.zeros(0, np.int64), np.zeros((0, 2), np.int32), np.zeros((0, 2), np.int32),
-                             np.zeros(1, np.int64), np.zeros(0, np.uint8), np.zeros(0, np.uint8),
-                             np.zeros((0, DESC_WORDS), np.uint64), np.zeros(0, np.bool_))
-    return _EMPTY_TABLE
-
-
 def _bank_table(bank, config: InsMixConfig, image, labels) -> Table:
     """The template table for one tile (``template_source='self'`` builds it from the tile)."""
     if not config.foreground:
-        return bank.table if isinstance(bank, InstanceBank) else _empty_table()
+        return bank.table if isinstance(bank, InstanceBank) else empty_table()
     if config.template_source == "self":
         if image is None:
             raise ConfigError("template_source='self' needs the image (use insmix, not plan_insmix without image)")
         try:
             return InstanceBank.from_samples([(image, labels)], min_area=1, on_invalid="skip", progress=False).table
         except BankError:
-            return _empty_table()
+            return empty_table()
     if not isinstance(bank, InstanceBank):
         raise InputTypeError(f"bank must be an InstanceBank, got {type(bank).__name__}")
     if len(bank) == 0:
@@ -215,33 +114,10 @@ def _n_instances(labels: np.ndarray) -> int:
     return int(np.unique(labels).size)
 
 
-def _records(shape: tuple[int, int], tile: int, cap: int):
-    g = max(shape[0] // tile, 0) * max(shape[1] // tile, 0)
-    return (np.zeros((cap, _rec.N_REC_I), np.int64), np.zeros((cap, _rec.N_REC_F), np.float64),
-            np.zeros((max(g, 1), 2), np.int64))
-
-
-def _to_struct(rec_i: np.ndarray, rec_f: np.ndarray, n: int) -> np.ndarray:
-    out = np.empty(n, PASTE_DTYPE)
-    out["template"] = rec_i[:n, _rec.R_TEMPLATE]
-    out["original"] = rec_i[:n, _rec.R_ORIGINAL]
-    out["label"] = rec_i[:n, _rec.R_LABEL]
-    out["y"] = rec_i[:n, _rec.R_Y]
-    out["x"] = rec_i[:n, _rec.R_X]
-    out["dy"] = rec_i[:n, _rec.R_DY]
-    out["dx"] = rec_i[:n, _rec.R_DX]
-    out["f_scale"] = rec_f[:n, _rec.F_SCALE]
-    out["f_shape"] = rec_f[:n, _rec.F_SHAPE]
-    out["f_dis"] = rec_f[:n, _rec.F_DIS]
-    return out
-
-
-def _from_struct(pastes: np.ndarray) -> np.ndarray:
-    rec = np.zeros((len(pastes), _rec.N_REC_I), np.int64)
-    for col, name in ((_rec.R_TEMPLATE, "template"), (_rec.R_ORIGINAL, "original"), (_rec.R_LABEL, "label"),
-                      (_rec.R_Y, "y"), (_rec.R_X, "x"), (_rec.R_DY, "dy"), (_rec.R_DX, "dx")):
-        rec[:, col] = pastes[name]
-    return rec
+def _records(shape: tuple[int, int], patch: int, cap: int):
+    """Record tables for ``cap`` pastes and room for every background move of one tile."""
+    g = (shape[0] // patch) * (shape[1] // patch)
+    return (*record_tables(cap), np.zeros((max(g, 1), 2), np.int64))
 
 
 # ---------------------------------------------------------------------- public API
@@ -254,24 +130,24 @@ def plan_insmix(labels, bank: InstanceBank | None, config: InsMixConfig | None =
     """
     config = _config(config)
     seed = check_seed(seed)
-    index = _index(index)
+    index = check_index(index)
     labels = check_labels(labels)
     if image is not None:
         image, labels = check_sample(image, labels)
     dense = _Dense(labels, _max_id(labels))
     bt = _bank_table(bank, config, image, labels)
-    P = _params(config, bank if isinstance(bank, InstanceBank) and bt is bank.table_cached else bt)
+    P = _params(config, bank, bt)
     cap = _INITIAL_RECORDS
     while True:
-        rec_i, rec_f, moves = _records(labels.shape, config.tile, cap)
+        rec_i, rec_f, moves = _records(labels.shape, config.patch, cap)
         work = dense.labels.copy()
         n, k = plan_tile(work, bt, P, np.uint64(seed), np.int64(index), rec_i, rec_f, moves, dense.kernel_max)
         if n >= 0:
             break
         cap = _n_instances(labels) + 1
-    pastes = _to_struct(rec_i, rec_f, n)
+    pastes = paste_records(rec_i, rec_f, n)
     dense.restore(work, pastes)
-    return InsMixPlan(pastes, moves[:k].copy(), config.tile, labels.shape, seed, index)
+    return InsMixPlan(pastes, moves[:k].copy(), config.patch, labels.shape, seed, index)
 
 
 def apply_plan(image, labels, plan: InsMixPlan, bank: InstanceBank | None) -> InsMixResult:
@@ -281,22 +157,37 @@ def apply_plan(image, labels, plan: InsMixPlan, bank: InstanceBank | None) -> In
         raise InputTypeError(f"plan must be an InsMixPlan, got {type(plan).__name__}")
     if tuple(plan.shape) != labels.shape:
         raise InputError(f"plan was made for a {plan.shape} tile, labels are {labels.shape}")
+    patch = check_int("plan.patch", plan.patch, 2, error=InputError)
+    moves = np.ascontiguousarray(plan.moves, dtype=np.int64).reshape(-1, 2)
+    n_patches = (labels.shape[0] // patch) * (labels.shape[1] // patch)
+    if len(moves) and (moves.min() < 0 or moves.max() >= n_patches):
+        raise InputError(f"plan.moves name patches outside the {n_patches} {patch}×{patch} patches of this tile")
     if len(plan.pastes):
         if not isinstance(bank, InstanceBank):
             raise InputTypeError("apply_plan needs the InstanceBank the plan was made with")
-        if int(plan.pastes["template"].max()) >= len(bank):
-            raise BankError("the plan refers to templates beyond this bank: use the bank it was planned with")
+        _check_pastes_fit(plan.pastes, bank, labels.shape)
         bt = bank.table
     else:
-        bt = _empty_table()
+        bt = empty_table()
     out_image = np.empty_like(image)
     out_labels = np.empty_like(labels)
     paste_mask = np.empty(labels.shape, np.bool_)
     shuffled = np.empty(labels.shape, np.bool_)
-    moves = np.ascontiguousarray(plan.moves, dtype=np.int64).reshape(-1, 2)
-    apply_tile(image, labels, bt, plan.tile, _from_struct(plan.pastes), len(plan.pastes), moves, len(moves),
+    apply_tile(image, labels, bt, patch, record_rows(plan.pastes), len(plan.pastes), moves, len(moves),
                out_image, out_labels, paste_mask, shuffled)
     return InsMixResult(out_image, out_labels, paste_mask, shuffled, plan.pastes, plan)
+
+
+def _check_pastes_fit(pastes: np.ndarray, bank: InstanceBank, shape: tuple[int, int]) -> None:
+    """Every planned template exists in ``bank`` and lies inside the tile (the kernels do not bounds-check)."""
+    t = pastes["template"]
+    if int(t.min()) < 0 or int(t.max()) >= len(bank):
+        raise BankError("the plan refers to templates beyond this bank: use the bank it was planned with")
+    hw = bank.hw[t]
+    y, x = pastes["y"].astype(np.int64), pastes["x"].astype(np.int64)
+    if (y < 0).any() or (x < 0).any() or (y + hw[:, 0] > shape[0]).any() or (x + hw[:, 1] > shape[1]).any():
+        raise InputError(f"the plan pastes templates outside the {shape[0]}×{shape[1]} tile: use the bank it was "
+                         "planned with")
 
 
 def insmix(image, labels, bank: InstanceBank | None, config: InsMixConfig | None = None, *, seed: int = 0,
@@ -309,88 +200,93 @@ def insmix(image, labels, bank: InstanceBank | None, config: InsMixConfig | None
     """
     config = _config(config)
     seed = check_seed(seed)
-    index = _index(index)
+    index = check_index(index)
     image, labels = check_sample(image, labels)
     dense = _Dense(labels, _max_id(labels))
     bt = _bank_table(bank, config, image, labels)
-    P = _params(config, bank if isinstance(bank, InstanceBank) and bt is bank.table_cached else bt)
+    P = _params(config, bank, bt)
     out_image = np.empty_like(image)
     out_labels = np.empty_like(labels)
     paste_mask = np.empty(labels.shape, np.bool_)
     shuffled = np.empty(labels.shape, np.bool_)
     cap = _INITIAL_RECORDS
     while True:
-        rec_i, rec_f, moves = _records(labels.shape, config.tile, cap)
+        rec_i, rec_f, moves = _records(labels.shape, config.patch, cap)
         n, k = insmix_tile(image, dense.labels, bt, P, np.uint64(seed), np.int64(index), rec_i, rec_f, moves,
                            out_image, out_labels, paste_mask, shuffled, dense.kernel_max)
         if n >= 0:
             break
         cap = _n_instances(labels) + 1
-    pastes = _to_struct(rec_i, rec_f, n)
+    pastes = paste_records(rec_i, rec_f, n)
     dense.restore(out_labels, pastes)
-    plan = InsMixPlan(pastes, moves[:k].copy(), config.tile, labels.shape, seed, index)
+    plan = InsMixPlan(pastes, moves[:k].copy(), config.patch, labels.shape, seed, index)
     return InsMixResult(out_image, out_labels, paste_mask, shuffled, plan.pastes, plan)
 
 
 def insmix_batch(images, labels, bank: InstanceBank | None, config: InsMixConfig | None = None, *,
-                 seed: int = 0, indices=None, device: str = "cpu") -> InsMixBatchResult:
+                 seed: int = 0, indices=None, device="cpu", stream=None) -> InsMixBatchResult:
     """InsMix over an N×H×W×3 batch (tiles processed in parallel with Numba threads).
 
     ``indices`` are the samples' global indices (default ``0..N-1``); sample ``b``
-    gives exactly ``insmix(images[b], labels[b], ..., index=indices[b])``.
+    gives exactly ``insmix(images[b], labels[b], ..., index=indices[b])`` (and
+    ``result[b].plan`` equals that call's plan).
+
+    ``device="cuda"`` / ``"cuda:N"`` runs the whole batch on the GPU
+    (:func:`insmix_fast.gpu.batch.insmix_batch_cuda`; the inputs may then be device
+    arrays, which stay there). ``stream`` (GPU only): a numba stream, a
+    ``torch.cuda.Stream``, a CuPy stream or a raw ``cudaStream_t`` handle; every kernel
+    and copy of the call is queued on it and, for device input, the call returns
+    without waiting for the work (``None``: numba's default stream, as before).
     """
-    if device != "cpu":
-        from .gpu.bank import parse_device
-
-        if parse_device(device)[0] != "cpu":  # raises InputError for an unknown device
-            from .gpu import require_cuda
-
-            require_cuda()  # InputError naming the reason when no GPU can be used
-            from .gpu.batch import insmix_batch_cuda
-
-            return insmix_batch_cuda(images, labels, bank, _config(config), seed=check_seed(seed), indices=indices,
-                                     device=str(device))
+    dev = parse_device(device, error=InputError)
     config = _config(config)
     seed = check_seed(seed)
+    if dev.kind == "cuda":
+        return _insmix_batch_gpu(images, labels, bank, config, seed, indices, dev, stream)
+    if stream is not None:
+        raise InputError(f"stream={stream!r} is for device='cuda'; the CPU path takes no stream")
     images, labels = check_batch(images, labels)
-    n = images.shape[0]
-    if indices is None:
-        indices = np.arange(n, dtype=np.int64)
-    else:
-        indices = np.asarray(indices)
-        if indices.shape != (n,) or not np.issubdtype(indices.dtype, np.integer):
-            raise InputError(f"indices must be {n} integers (one per sample), got shape {indices.shape}")
-        if n and (indices.min() < 0 or indices.max() > _MAX_SAMPLE):
-            raise InputError("indices must lie in [0, 2**32)")
-        indices = indices.astype(np.int64)
-    max_ids = np.array([_max_id(labels[b]) for b in range(n)], np.int64)
+    indices = check_indices(indices, images.shape[0])
     if config.template_source == "self":
-        results = [insmix(images[b], labels[b], None, config, seed=seed, index=int(indices[b])) for b in range(n)]
+        results = [insmix(images[b], labels[b], None, config, seed=seed, index=int(indices[b]))
+                   for b in range(len(indices))]
         return InsMixBatchResult(np.stack([r.image for r in results]), np.stack([r.labels for r in results]),
                                  np.stack([r.paste_mask for r in results]),
                                  np.stack([r.shuffled_mask for r in results]),
-                                 [r.pastes for r in results], [r.plan.moves for r in results], indices)
+                                 [r.pastes for r in results], [r.plan.moves for r in results], indices, seed,
+                                 config.patch)
+    return _insmix_batch_cpu(images, labels, bank, config, seed, indices)
+
+
+def _insmix_batch_gpu(images, labels, bank, config: InsMixConfig, seed: int, indices, device, stream):
+    """The one way from here to the GPU path (imported on first use: numba.cuda stays unloaded otherwise)."""
+    from .gpu.batch import insmix_batch_cuda
+
+    return insmix_batch_cuda(images, labels, bank, config, seed=seed, indices=indices, device=device, stream=stream)
+
+
+def _insmix_batch_cpu(images: np.ndarray, labels: np.ndarray, bank, config: InsMixConfig, seed: int,
+                      indices: np.ndarray) -> InsMixBatchResult:
+    """The batch kernel over checked inputs; tiles it cannot take are redone one by one."""
+    n = images.shape[0]
+    max_ids = np.array([_max_id(labels[b]) for b in range(n)], np.int64)
     bt = _bank_table(bank, config, None, None)
-    P = _params(config, bank if isinstance(bank, InstanceBank) and bt is bank.table_cached else bt)
+    P = _params(config, bank, bt)
     h, w = labels.shape[1:]
-    g = max((h // config.tile) * (w // config.tile), 1)
-    cap = _INITIAL_RECORDS
-    rec_i = np.zeros((n, cap, _rec.N_REC_I), np.int64)
-    rec_f = np.zeros((n, cap, _rec.N_REC_F), np.float64)
-    moves = np.zeros((n, g, 2), np.int64)
+    rec_i, rec_f = record_tables(_INITIAL_RECORDS, n)
+    moves = np.zeros((n, max((h // config.patch) * (w // config.patch), 1), 2), np.int64)
     out_images = np.empty_like(images)
     out_labels = np.empty_like(labels)
     paste_masks = np.empty(labels.shape, np.bool_)
     shuffled = np.empty(labels.shape, np.bool_)
     counts = np.zeros((n, 2), np.int64)
     sparse = max_ids > DENSE_ID_LIMIT
-    kernel_max = np.where(sparse, 0, max_ids)
     kernel_labels = labels
     if sparse.any():  # such tiles are redone one by one below (relabelled); give the kernel empty maps
         kernel_labels = labels.copy()
         kernel_labels[sparse] = 0
     insmix_batch_kernel(images, kernel_labels, bt, P, np.uint64(seed), indices, rec_i, rec_f, moves,
-                        out_images, out_labels, paste_masks, shuffled, counts, kernel_max)
+                        out_images, out_labels, paste_masks, shuffled, counts, np.where(sparse, 0, max_ids))
     pastes, mv = [], []
     for b in range(n):
         if counts[b, 0] < 0 or sparse[b]:  # record buffer too small, or huge ids: redo this tile alone
@@ -399,9 +295,9 @@ def insmix_batch(images, labels, bank: InstanceBank | None, config: InsMixConfig
             pastes.append(r.pastes)
             mv.append(r.plan.moves)
             continue
-        pastes.append(_to_struct(rec_i[b], rec_f[b], int(counts[b, 0])))
+        pastes.append(paste_records(rec_i[b], rec_f[b], int(counts[b, 0])))
         mv.append(moves[b, :counts[b, 1]].copy())
-    return InsMixBatchResult(out_images, out_labels, paste_masks, shuffled, pastes, mv, indices)
+    return InsMixBatchResult(out_images, out_labels, paste_masks, shuffled, pastes, mv, indices, seed, config.patch)
 
 
 def admissible_templates(labels, bank: InstanceBank, config: InsMixConfig | None = None) -> dict[int, np.ndarray]:
@@ -412,7 +308,7 @@ def admissible_templates(labels, bank: InstanceBank, config: InsMixConfig | None
     if not isinstance(bank, InstanceBank):
         raise InputTypeError(f"bank must be an InstanceBank, got {type(bank).__name__}")
     dense = _Dense(labels, _max_id(labels))
-    ids, _lut, area, sum_r, sum_c, bbox, _ = tile_stats(dense.labels, config.tile, dense.kernel_max, 0)
+    ids, _lut, area, sum_r, sum_c, bbox, _ = tile_stats(dense.labels, config.patch, dense.kernel_max, 0)
     t_area, anchor, hw, _origin, offset, masks, desc, fits = build_table(dense.labels, ids, area, sum_r, sum_c, bbox)
     if dense.ids is not None:
         ids = dense.ids[ids]

@@ -26,6 +26,7 @@ from numba import cuda
 from .descriptor import DESC_HALF, DESC_SIZE
 from . import instances as _inst
 from . import placement as _place
+from . import records as _records
 from . import rng as _rng
 from . import shuffle as _shuffle
 from . import ssd as _ssd
@@ -99,6 +100,8 @@ draw_annulus_offset = device_function(_place.draw_annulus_offset)
 draw_free_position = device_function(_place.draw_free_position)
 placement_ok = device_function(_place.placement_ok)
 paste_into_work = device_function(_place.paste_into_work)
+place_pastes = device_function(_place.place_pastes)
+shape_gap = device_function(_records.shape_gap)
 collect_background = device_function(_shuffle.collect_background)
 plan_moves = device_function(_shuffle.plan_moves)
 
@@ -111,6 +114,14 @@ def unravel_pixel(p, hh, ww):
     q = p - b * hh * ww
     y = q // ww
     return b, y, q - y * ww
+
+
+@cuda.jit(device=True)
+def original_at(ids_ext, area, anchor, fits, b, c):
+    """The scalars of original ``(b, c)`` (tile, rank) the SSD tests read: its id, area,
+    absolute anchor row and column, and whether its mask fits the descriptor window.
+    (Array views such as ``labels[b]``/``desc[b, c]`` cannot be returned from device code.)"""
+    return ids_ext[b, c], area[b, c], anchor[b, c, 0], anchor[b, c, 1], fits[b, c]
 
 
 # ----------------------------------------------------------------- device twins of allocating CPU helpers
@@ -176,5 +187,6 @@ __all__ = [
     "SIMULATOR", "BLOCK", "DESC_WORDS32", "DESC_HALF", "DESC_SIZE", "device_function",
     "philox4x32", "uniform_int", "uniform01", "counter2", "scale_ok", "shape_ok", "rounded_mean",
     "count_components", "draw_annulus_offset", "draw_free_position", "placement_ok", "paste_into_work",
-    "collect_background", "plan_moves", "unravel_pixel", "lower_bound", "scale_range", "popc32", "aligned_intersection", "admissible_t", "shape_xor",
+    "place_pastes", "shape_gap", "collect_background", "plan_moves", "unravel_pixel", "original_at", "lower_bound",
+    "scale_range", "popc32", "aligned_intersection", "admissible_t", "shape_xor",
 ]

@@ -85,7 +85,7 @@ def k_init_stats(r_area, r_sr, r_sc, r_box, occupied):
 
 
 @cuda.jit
-def k_stats(labels, tile, r_area, r_sr, r_sc, r_box, occupied):
+def k_stats(labels, patch, r_area, r_sr, r_sc, r_box, occupied):
     """Per pixel: area, Σrow, Σcol, bbox (inclusive max) per raw id; occupied patches."""
     nb, hh, ww = labels.shape
     gh = occupied.shape[1]
@@ -103,8 +103,8 @@ def k_stats(labels, tile, r_area, r_sr, r_sc, r_box, occupied):
             cuda.atomic.min(r_box, (b, v, 1), x)
             cuda.atomic.max(r_box, (b, v, 2), y)
             cuda.atomic.max(r_box, (b, v, 3), x)
-            py = y // tile
-            px = x // tile
+            py = y // patch
+            px = x // patch
             if py < gh and px < gw:
                 occupied[b, py, px] = True
 

@@ -14,13 +14,16 @@ device bank's flat arrays. Nothing of size originals × bank is ever stored:
   template with a block prefix sum. Memory O(1) per original.
 * :func:`k_counts` — one block per original: exhaustive admissible counts
   (statistics, the bank-size benchmark).
+
+Both block kernels count with :func:`count_admissible`; every kernel reads an
+original's scalars with ``cuda_device.original_at``.
 """
 
 from __future__ import annotations
 
 from numba import cuda, int64
 
-from .cuda_device import BLOCK, admissible_t, counter2, scale_range, uniform_int
+from .cuda_device import BLOCK, admissible_t, counter2, original_at, scale_range, uniform_int
 from .rng import STREAM_TEMPLATE
 
 NONE = -1
@@ -45,19 +48,15 @@ def k_choose(labels, k_arr, ids_ext, area, anchor, selected, desc, fits,
         if not ssd:
             choice[b, c] = uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, 0), n_bank)
             continue
-        a_o = area[b, c]
+        v, a_o, ao_r, ao_c, of = original_at(ids_ext, area, anchor, fits, b, c)
         lo, hi = scale_range(b_area, a_o, eps)
         lo_out[b, c] = lo
         hi_out[b, c] = hi
         n = hi - lo
         if n <= 0:
             continue
-        v = ids_ext[b, c]
-        ao_r = anchor[b, c, 0]
-        ao_c = anchor[b, c, 1]
         lab = labels[b]
         od = desc[b, c]
-        of = fits[b, c]
         found = False
         for j in range(max_draws):
             t = lo + uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, j), n)
@@ -71,10 +70,13 @@ def k_choose(labels, k_arr, ids_ext, area, anchor, selected, desc, fits,
 
 
 @cuda.jit(device=True)
-def block_count(cnt, lo, hi, lab, v, a_o, od, of, ao_r, ao_c,
-                b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho):
-    """Admissible templates in ``[lo, hi)`` for one original, counted by the whole block
-    ``BLOCK`` at a time in the shared counter ``cnt``; every thread returns the total."""
+def count_admissible(cnt, labels, ids_ext, area, anchor, desc, fits, b, c, lo, hi,
+                     b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho):
+    """Admissible templates in ``[lo, hi)`` for original ``(b, c)``, counted by the whole
+    block ``BLOCK`` at a time in the shared counter ``cnt``; every thread returns the total."""
+    v, a_o, ao_r, ao_c, of = original_at(ids_ext, area, anchor, fits, b, c)
+    lab = labels[b]
+    od = desc[b, c]
     tid = cuda.threadIdx.x
     if tid == 0:
         cnt[0] = 0
@@ -90,6 +92,41 @@ def block_count(cnt, lo, hi, lab, v, a_o, od, of, ao_r, ao_c,
     return total
 
 
+@cuda.jit(device=True)
+def pick_admissible(sh, labels, ids_ext, area, anchor, desc, fits, b, c, lo, hi, rem,
+                    b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho, choice):
+    """``choice[b, c]`` = the ``rem``-th (0-based) admissible template of ``[lo, hi)``, found
+    by the whole block ``BLOCK`` templates at a time with a prefix sum in shared ``sh``."""
+    v, a_o, ao_r, ao_c, of = original_at(ids_ext, area, anchor, fits, b, c)
+    lab = labels[b]
+    od = desc[b, c]
+    tid = cuda.threadIdx.x
+    for base in range(lo, hi, BLOCK):
+        t = base + tid
+        f = 0
+        if t < hi and admissible_t(lab, v, a_o, od, of, ao_r, ao_c, b_area, b_anchor, b_hw, b_off, b_masks,
+                                   b_desc, b_fits, t, rho):
+            f = 1
+        sh[tid] = f
+        cuda.syncthreads()
+        off = 1
+        while off < BLOCK:  # Hillis–Steele inclusive scan
+            add = 0
+            if tid >= off:
+                add = sh[tid - off]
+            cuda.syncthreads()
+            sh[tid] += add
+            cuda.syncthreads()
+            off *= 2
+        if f == 1 and sh[tid] - 1 == rem:
+            choice[b, c] = t
+        chunk = sh[BLOCK - 1]
+        cuda.syncthreads()
+        rem -= chunk
+        if rem < 0:
+            break
+
+
 @cuda.jit
 def k_fallback(labels, ids_ext, area, anchor, desc, fits,
                b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits,
@@ -98,7 +135,6 @@ def k_fallback(labels, ids_ext, area, anchor, desc, fits,
     nb, nslots = choice.shape
     sh = cuda.shared.array(BLOCK, int64)
     cnt = cuda.shared.array(1, int64)
-    tid = cuda.threadIdx.x
     for slot in range(cuda.blockIdx.x, nb * nslots, cuda.gridDim.x):
         b = slot // nslots
         c = slot - b * nslots
@@ -106,44 +142,15 @@ def k_fallback(labels, ids_ext, area, anchor, desc, fits,
             continue
         lo = lo_arr[b, c]
         hi = hi_arr[b, c]
-        v = ids_ext[b, c]
-        a_o = area[b, c]
-        ao_r = anchor[b, c, 0]
-        ao_c = anchor[b, c, 1]
-        lab = labels[b]
-        od = desc[b, c]
-        of = fits[b, c]
-        total = block_count(cnt, lo, hi, lab, v, a_o, od, of, ao_r, ao_c,
-                            b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho)
+        total = count_admissible(cnt, labels, ids_ext, area, anchor, desc, fits, b, c, lo, hi,
+                                 b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho)
         if total == 0:
-            if tid == 0:
+            if cuda.threadIdx.x == 0:
                 choice[b, c] = NONE
             continue
         rem = uniform_int(seed, samples[b], STREAM_TEMPLATE, counter2(c - 1, 0xFFFFFFFF), total)
-        for base in range(lo, hi, BLOCK):
-            t = base + tid
-            f = 0
-            if t < hi and admissible_t(lab, v, a_o, od, of, ao_r, ao_c, b_area, b_anchor, b_hw, b_off, b_masks,
-                                       b_desc, b_fits, t, rho):
-                f = 1
-            sh[tid] = f
-            cuda.syncthreads()
-            off = 1
-            while off < BLOCK:  # Hillis–Steele inclusive scan
-                add = 0
-                if tid >= off:
-                    add = sh[tid - off]
-                cuda.syncthreads()
-                sh[tid] += add
-                cuda.syncthreads()
-                off *= 2
-            if f == 1 and sh[tid] - 1 == rem:
-                choice[b, c] = t
-            chunk = sh[BLOCK - 1]
-            cuda.syncthreads()
-            rem -= chunk
-            if rem < 0:
-                break
+        pick_admissible(sh, labels, ids_ext, area, anchor, desc, fits, b, c, lo, hi, rem,
+                        b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho, choice)
 
 
 @cuda.jit
@@ -152,26 +159,18 @@ def k_counts(labels, k_arr, ids_ext, area, anchor, desc, fits,
     """counts[b, c] = number of admissible bank templates for original (b, c) (-1 for empty slots)."""
     nb, nslots = counts.shape
     cnt = cuda.shared.array(1, int64)
-    tid = cuda.threadIdx.x
     for slot in range(cuda.blockIdx.x, nb * nslots, cuda.gridDim.x):
         b = slot // nslots
         c = slot - b * nslots
         if c == 0 or c > k_arr[b]:
-            if tid == 0:
+            if cuda.threadIdx.x == 0:
                 counts[b, c] = -1
             continue
-        a_o = area[b, c]
-        lo, hi = scale_range(b_area, a_o, eps)
-        v = ids_ext[b, c]
-        ao_r = anchor[b, c, 0]
-        ao_c = anchor[b, c, 1]
-        lab = labels[b]
-        od = desc[b, c]
-        of = fits[b, c]
-        total = block_count(cnt, lo, hi, lab, v, a_o, od, of, ao_r, ao_c,
-                            b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho)
-        if tid == 0:
+        lo, hi = scale_range(b_area, area[b, c], eps)
+        total = count_admissible(cnt, labels, ids_ext, area, anchor, desc, fits, b, c, lo, hi,
+                                 b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho)
+        if cuda.threadIdx.x == 0:
             counts[b, c] = total
 
 
-__all__ = ["k_choose", "k_fallback", "k_counts", "block_count", "NONE", "FALLBACK"]
+__all__ = ["k_choose", "k_fallback", "k_counts", "count_admissible", "pick_admissible", "NONE", "FALLBACK"]

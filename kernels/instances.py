@@ -25,7 +25,7 @@ def max_label(labels):
 
 
 @njit(cache=True, nogil=True)
-def tile_stats(labels, tile, max_id, extra):
+def tile_stats(labels, patch, max_id, extra):
     """One pass over a label map: per-instance statistics and the id lookup table.
 
     ``max_id`` is the map's largest id (callers know it from validation; ids must
@@ -34,7 +34,8 @@ def tile_stats(labels, tile, max_id, extra):
     an id to its rank 1..K (0 for background and absent ids; the ``extra`` slots
     are for ids added later), ``area``/``sum_r``/``sum_c`` (K+1,) int64 indexed by
     rank (0 unused), ``bbox`` (K+1, 4) int32 ``(y0, x0, y1, x1)`` exclusive ends,
-    ``occupied`` (H//tile, W//tile) bool for full patches holding instance pixels.
+    ``occupied`` (H//patch, W//patch) bool for the full patch×patch background-grid
+    patches holding instance pixels.
     """
     h, w = labels.shape
     n = max_id + 1
@@ -42,11 +43,11 @@ def tile_stats(labels, tile, max_id, extra):
     r_sr = np.zeros(n, np.int64)
     r_sc = np.zeros(n, np.int64)
     r_box = np.empty((n, 4), np.int32)
-    gh = h // tile
-    gw = w // tile
+    gh = h // patch
+    gw = w // patch
     occupied = np.zeros((gh, gw), np.bool_)
     for y in range(h):
-        py = y // tile
+        py = y // patch
         for x in range(w):
             v = labels[y, x]
             if v:
@@ -65,7 +66,7 @@ def tile_stats(labels, tile, max_id, extra):
                 r_sr[v] += y
                 r_sc[v] += x
                 if py < gh:
-                    px = x // tile
+                    px = x // patch
                     if px < gw:
                         occupied[py, px] = True
     k = 0

@@ -1,14 +1,11 @@
-"""Apply step of the foreground: paste planned templates into image and label map."""
+"""Apply step of the foreground: paste planned templates into image and label map
+(records laid out as in :mod:`.records`)."""
 
 from __future__ import annotations
 
 from numba import njit
 
-# Columns of the integer paste record (see pipeline.REC_* and insmix_fast.core.PASTE_DTYPE).
-R_TEMPLATE, R_ORIGINAL, R_LABEL, R_Y, R_X, R_DY, R_DX = 0, 1, 2, 3, 4, 5, 6
-N_REC_I = 7
-F_SCALE, F_SHAPE, F_DIS = 0, 1, 2
-N_REC_F = 3
+from .records import R_LABEL, R_TEMPLATE, R_X, R_Y
 
 
 @njit(cache=True, nogil=True)

@@ -1,5 +1,7 @@
-"""Placement (SPEC §3): seeded offsets, the occlusion/split/bounds test, and the
-paste into the working label map used while planning.
+"""Placement (SPEC §3): seeded offsets, the occlusion/split/bounds test, the
+paste into the working label map used while planning, and the placement loop
+(:func:`place_pastes`) that the CPU pipeline runs and the GPU kernel runs
+compiled for the device (``kernels.cuda_device.device_function``).
 
 All work is proportional to the template's and touched instances' bounding
 boxes; nothing scans the whole tile per paste.
@@ -11,7 +13,8 @@ import numpy as np
 from numba import njit
 
 from .instances import count_components
-from .rng import STREAM_PLACE, counter2, uniform_int, uniform_int_pair
+from .records import write_record
+from .rng import STREAM_PLACE, STREAM_TILE, counter2, uniform_int, uniform_int_pair
 
 #: Square draws per try before the annulus draw gives up (acceptance ≥ π/4·(1−δ²/γ²)).
 MAX_OFFSET_DRAWS = 256
@@ -96,15 +99,16 @@ def placement_ok(work, lut, ids_ext, cur_area, ibbox, pieces, masks, t_off, h, w
 
 
 @njit(cache=True, nogil=True)
-def paste_into_work(work, lut, cur_area, ibbox, pieces, occupied, tile, masks, t_off, h, w, y0, x0, new_c, new_id,
+def paste_into_work(work, lut, cur_area, ibbox, pieces, occupied, patch, masks, t_off, h, w, y0, x0, new_c, new_id,
                     area_t):
-    """Write the accepted crop (id ``new_id``, rank ``new_c``) into the working map; update state."""
+    """Write the accepted crop (id ``new_id``, rank ``new_c``) into the working map; update state
+    (``occupied``: the patch×patch background grid, marks the patches the crop covers)."""
     gh, gw = occupied.shape
     touched_any = False
     for y in range(h):
         row = t_off + y * w
         yy = y0 + y
-        py = yy // tile
+        py = yy // patch
         for x in range(w):
             if masks[row + x]:
                 xx = x0 + x
@@ -115,7 +119,7 @@ def paste_into_work(work, lut, cur_area, ibbox, pieces, occupied, tile, masks, t
                     pieces[c] = -1  # recount lazily: the occluded instance changed
                     touched_any = True
                 work[yy, xx] = new_id
-                px = xx // tile
+                px = xx // patch
                 if py < gh and px < gw:
                     occupied[py, px] = True
     cur_area[new_c] = area_t
@@ -125,3 +129,76 @@ def paste_into_work(work, lut, cur_area, ibbox, pieces, occupied, tile, masks, t
     ibbox[new_c, 3] = x0 + w
     pieces[new_c] = 1
     return touched_any
+
+
+@njit(cache=True, nogil=True)
+def place_pastes(work, k, max_id, choice, area, anchor, lut, ids_ext, cur_area, ibbox, pieces, occupied, occ,
+                 touched, scratch, b_area, b_anchor, b_hw, b_off, b_masks, patch, n_tries, ssd, diagonal, delta,
+                 gamma, max_occ, seed, sample, rec_i, rec_f):
+    """Place the chosen templates of one tile, originals in rank order; return the number
+    of pastes (-1 when ``rec_i`` has no room for one more).
+
+    Per original rank ``c`` = 1..k: ``choice[c]`` its bank template (-1: none),
+    ``area[c]`` its pixel count, ``anchor[c]`` its absolute anchor (row, col),
+    ``ids_ext[c]`` its id. ``lut``/``ids_ext``/``cur_area``/``ibbox``/``pieces``
+    are the rank tables of :func:`placement_ok` with room for the pasted instances
+    (ranks ``k + 1 + j``, ids ``max_id + 1 + j``); ``occ``/``touched`` zeroed
+    scratch. Each original gets up to ``n_tries`` offsets (annulus draws; uniform
+    positions without SSD; one diagonal offset per tile with ``diagonal``). An
+    accepted paste is written into ``work`` and ``occupied`` and recorded in
+    ``rec_i[j]``/``rec_f[j]`` (:func:`~.records.write_record`; the caller fills
+    ``F_SHAPE``).
+    """
+    hh = work.shape[0]
+    ww = work.shape[1]
+    g = np.int64(np.floor(gamma))
+    d_diag = np.int64(0)
+    tries = n_tries
+    if diagonal:
+        d_diag = uniform_int(seed, sample, STREAM_TILE, 0, max(2 * g, 1)) - g
+        tries = 1
+    n = 0
+    for i in range(k):
+        c = i + 1
+        t = choice[c]
+        if t < 0:
+            continue
+        if n >= rec_i.shape[0]:
+            return -1
+        h = np.int64(b_hw[t, 0])
+        w = np.int64(b_hw[t, 1])
+        at_r = np.int64(b_anchor[t, 0])
+        at_c = np.int64(b_anchor[t, 1])
+        ao_r = np.int64(anchor[c, 0])
+        ao_c = np.int64(anchor[c, 1])
+        t_off = b_off[t]
+        for tr in range(tries):
+            ok = True
+            dy = np.int64(0)
+            dx = np.int64(0)
+            if not ssd:
+                ok, y0, x0 = draw_free_position(seed, sample, i, tr, h, w, hh, ww)
+                dy = y0 + at_r - ao_r
+                dx = x0 + at_c - ao_c
+            elif diagonal:
+                dy = d_diag
+                dx = d_diag
+            else:
+                ok, dy, dx = draw_annulus_offset(seed, sample, i, tr, delta, gamma)
+            if not ok:
+                continue
+            y0 = ao_r + dy - at_r
+            x0 = ao_c + dx - at_c
+            if not placement_ok(work, lut, ids_ext, cur_area, ibbox, pieces, b_masks, t_off, h, w, y0, x0, max_occ,
+                                occ, touched, scratch):
+                continue
+            new_c = k + 1 + n
+            new_id = max_id + 1 + n
+            lut[new_id] = new_c
+            ids_ext[new_c] = new_id
+            paste_into_work(work, lut, cur_area, ibbox, pieces, occupied, patch, b_masks, t_off, h, w, y0, x0, new_c,
+                            new_id, b_area[t])
+            write_record(rec_i[n], rec_f[n], t, ids_ext[c], new_id, y0, x0, dy, dx, area[c], b_area[t])
+            n += 1
+            break
+    return n

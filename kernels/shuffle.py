@@ -1,5 +1,5 @@
 """Background perturbation (SPEC §4): choose a fraction α of the instance-free
-``tile``×``tile`` patches and permute them among their own positions."""
+``patch``×``patch`` patches and permute them among their own positions."""
 
 from __future__ import annotations
 
@@ -81,27 +81,27 @@ def plan_background(occupied, alpha, seed, sample, moves):
 
 
 @njit(cache=True, nogil=True)
-def apply_background(image, moves, k, tile, shuffled):
+def apply_background(image, moves, k, patch, shuffled):
     """Move patch ``src`` to ``dst`` for each planned move (reads before writing)."""
     if k <= 0:
         return
-    gw = image.shape[1] // tile
-    buf = np.empty((k, tile, tile, 3), np.uint8)
+    gw = image.shape[1] // patch
+    buf = np.empty((k, patch, patch, 3), np.uint8)
     for i in range(k):
         s = moves[i, 0]
-        sy = (s // gw) * tile
-        sx = (s % gw) * tile
-        for y in range(tile):
-            for x in range(tile):
+        sy = (s // gw) * patch
+        sx = (s % gw) * patch
+        for y in range(patch):
+            for x in range(patch):
                 for ch in range(3):
                     buf[i, y, x, ch] = image[sy + y, sx + x, ch]
     for i in range(k):
         d = moves[i, 1]
-        dy = (d // gw) * tile
-        dx = (d % gw) * tile
+        dy = (d // gw) * patch
+        dx = (d % gw) * patch
         moved = moves[i, 0] != d
-        for y in range(tile):
-            for x in range(tile):
+        for y in range(patch):
+            for x in range(patch):
                 for ch in range(3):
                     image[dy + y, dx + x, ch] = buf[i, y, x, ch]
                 if moved:

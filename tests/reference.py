@@ -191,7 +191,7 @@ def reference_insmix(image, labels, bank, cfg, seed, index=0):
     shuffled = np.zeros((H, W), bool)
     moves = []
     if cfg.background:
-        T = cfg.tile
+        T = cfg.patch
         gh, gw = H // T, W // T
         free = [py * gw + px for py in range(gh) for px in range(gw)
                 if not labels[py * T:(py + 1) * T, px * T:(px + 1) * T].any()]

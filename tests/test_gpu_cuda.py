@@ -138,8 +138,37 @@ def test_gpu_zero_copy_kinds(tiles256, bank256, lib):
 
 @gpu
 @pytest.mark.gpu
+@pytest.mark.parametrize("lib", ["numba", "torch", "cupy"])
+def test_gpu_caller_stream(tiles256, bank256, lib):
+    """``stream=`` of each kind: same output as the default stream, and the result is
+    read only after ``to_host()`` waited for the stream."""
+    from numba import cuda
+
+    images = np.stack([t[0] for t in tiles256[:4]])
+    labels = np.stack([t[1] for t in tiles256[:4]])
+    if lib == "numba":
+        stream = cuda.stream()
+        di, dl = cuda.to_device(images, stream=stream), cuda.to_device(labels, stream=stream)
+    elif lib == "torch":
+        torch = pytest.importorskip("torch")
+        if not torch.cuda.is_available():
+            pytest.skip("torch has no CUDA here")
+        stream = torch.cuda.Stream()
+        with torch.cuda.stream(stream):
+            di, dl = torch.from_numpy(images).cuda(), torch.from_numpy(labels).cuda()
+    else:
+        cp = pytest.importorskip("cupy")
+        stream = cp.cuda.Stream(non_blocking=True)
+        with stream:
+            di, dl = cp.asarray(images), cp.asarray(labels)
+    r = insmix_batch(di, dl, bank256, InsMixConfig(p_paste=1.0), seed=5, device="cuda", stream=stream)
+    _same(r.to_host(), insmix_batch(images, labels, bank256, InsMixConfig(p_paste=1.0), seed=5))
+
+
+@gpu
+@pytest.mark.gpu
 def test_gpu_bankwide_counts_match_cpu(tiles256, bank256):
-    from insmix_fast.gpu.batch import admissible_counts_cuda
+    from insmix_fast.gpu.scoring import admissible_counts_cuda
     from insmix_fast.kernels.instances import build_table, tile_stats
     from insmix_fast.kernels.ssd import admissible_counts
     from insmix_fast.kernels.tables import Table

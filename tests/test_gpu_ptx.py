@@ -40,13 +40,15 @@ def _worker() -> None:
         id = 0
 
     disp.get_current_device = lambda: _Dev()
-    import insmix_fast.gpu as G
+    import insmix_fast.gpu.runtime as runtime
 
-    G._STATE = (True, "PTX compile check")
+    runtime._STATE = (True, "PTX compile check")
     cuda.device_array = lambda shape, dtype=np.float64, **k: np.zeros(shape, dtype)
     cuda.to_device = lambda a, **k: np.array(a)
     import insmix_fast.gpu.bank as gbank
     import insmix_fast.gpu.batch as gbatch
+    from insmix_fast.gpu import scoring
+    from insmix_fast.gpu.launch import Launcher
     from insmix_fast.kernels import cuda_instances as ki
 
     class _NoDevice:
@@ -59,8 +61,8 @@ def _worker() -> None:
         def __exit__(self, *e):
             return False
 
-    gbank._device = gbatch._device = _NoDevice
-    gbatch._d2h = lambda a: np.array(a)
+    gbank.on_device = gbatch.on_device = _NoDevice
+    Launcher.d2h = lambda self, a: np.array(a)
     done = {}
 
     def compile_launch(kernel, config, *args):
@@ -74,7 +76,7 @@ def _worker() -> None:
         done[key] = len(ptx)
         print(f"ok {kernel.py_func.__name__} {len(ptx)} chars", flush=True)
 
-    gbatch._launch = compile_launch
+    Launcher.launch = lambda self, kernel, config, *args: compile_launch(kernel, config, *args)
     from insmix_fast import InsMixConfig, InstanceBank, insmix_batch
     from insmix_fast.data import SyntheticNuclei
 
@@ -83,8 +85,8 @@ def _worker() -> None:
     for cfg in (InsMixConfig(), InsMixConfig(ssd=False), InsMixConfig(offset_mode="diagonal"),
                 InsMixConfig(foreground=False)):
         insmix_batch(images, labels, bank if cfg.foreground else None, cfg, seed=1, device="cuda")
-    gbatch.admissible_counts_cuda(labels, bank)
-    gbatch.choose_templates_cuda(labels, bank)
+    scoring.admissible_counts_cuda(labels, bank)
+    scoring.choose_templates_cuda(labels, bank)
     compile_launch(ki.k_max1, None, np.zeros(3, np.int32), np.zeros(1, np.int32))
     compile_launch(ki.k_pack2, None, np.zeros(1, np.int32), np.zeros(1, np.int32), np.zeros(2, np.int32))
     names = {k[0] for k in done}

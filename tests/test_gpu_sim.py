@@ -29,7 +29,7 @@ def _configs():
     from test_insmix import CONFIGS
 
     cases = dict(CONFIGS)
-    cases["bg-tile8"] = InsMixConfig(p_paste=1.0, alpha=0.6, tile=8)
+    cases["bg-tile8"] = InsMixConfig(p_paste=1.0, alpha=0.6, patch=8)
     return cases
 
 
@@ -82,8 +82,8 @@ def _worker(out_path: str) -> None:
     from numba import cuda
 
     from insmix_fast import ConfigError, InsMixConfig, insmix_batch
-    from insmix_fast.gpu import batch as gb
     from insmix_fast.gpu import cuda_available
+    from insmix_fast.gpu import scoring as gb
 
     ok, reason = cuda_available()
     assert ok, reason
@@ -114,6 +114,11 @@ def _worker(out_path: str) -> None:
     out["device_kinds"] = np.array(json.dumps(kinds))
     put("device_input", r.to_host())
     out["getitem_labels"] = r[1].labels
+    out["plan_meta"] = np.array(json.dumps([[p.seed, p.index, p.patch, list(p.shape)] for p in (r[0].plan, r[1].plan)]))
+    host_r = insmix_batch(images, labels, bank, InsMixConfig(p_paste=1.0), seed=4, indices=INDICES, device="cuda")
+    out["plan_meta_host"] = np.array(json.dumps([[p.seed, p.index, p.patch, list(p.shape)]
+                                                 for p in (host_r[0].plan, host_r[1].plan)]))
+    _stream_cases(out, put, images, labels, bank, dbank)
 
     cfg = InsMixConfig(**CHOICE_CFG)
     out["choice"] = gb.choose_templates_cuda(labels, bank, cfg, seed=21, indices=INDICES)
@@ -126,7 +131,7 @@ def _worker(out_path: str) -> None:
     out["big_choice"] = gb.choose_templates_cuda(big_labels, big_bank, big_cfg, seed=5, indices=INDICES)
     out["big_counts"] = gb.admissible_counts_cuda(big_labels, big_bank, big_cfg)
     put("big/5", insmix_batch(big_images, big_labels, big_bank, big_cfg, seed=5, indices=INDICES, device="cuda"))
-    put("bgp-nobank/2", insmix_batch(images, labels, None, InsMixConfig.ablation("bgp-only", tile=8), seed=2,
+    put("bgp-nobank/2", insmix_batch(images, labels, None, InsMixConfig.ablation("bgp-only", patch=8), seed=2,
                                      indices=INDICES, device="cuda"))
     errors = {}
     bad = [("negative", cuda.to_device(images), cuda.to_device(labels - 1)),
@@ -146,6 +151,44 @@ def _worker(out_path: str) -> None:
     except ConfigError as e:
         out["self_error"] = np.array(str(e))
     np.savez(out_path, **out)
+
+
+def _stream_cases(out, put, images, labels, bank, dbank) -> None:
+    """``stream=``: every launch and copy on the caller's stream, no wait after the 8-byte id read."""
+    from numba import cuda
+    from numba.cuda.simulator.cudadrv import devicearray as fake
+    from numba.cuda.simulator.kernel import FakeCUDAKernel
+
+    from insmix_fast import InsMixConfig, insmix_batch
+
+    di, dl = cuda.to_device(images), cuda.to_device(labels)
+    s = cuda.stream()
+    waits, launches, copies = [], [], []
+    s.synchronize = lambda: waits.append("stream")
+    orig = (cuda.synchronize, FakeCUDAKernel.__getitem__, fake.FakeCUDAArray.copy_to_host)
+
+    def getitem(self, cfg):
+        launches.append(len(cfg) > 2 and cfg[2] is s)
+        return orig[1](self, cfg)
+
+    def copy_to_host(self, ary=None, stream=0):
+        copies.append(stream is s)
+        return orig[2](self, ary, stream)
+
+    cuda.synchronize = lambda: waits.append("device")
+    FakeCUDAKernel.__getitem__, fake.FakeCUDAArray.copy_to_host = getitem, copy_to_host
+    try:
+        r = insmix_batch(di, dl, dbank, InsMixConfig(p_paste=1.0), seed=4, indices=INDICES, device="cuda", stream=s)
+        during = list(waits)
+        n_launches, n_copies = len(launches), len(copies)
+        put("stream", r.to_host())
+    finally:
+        cuda.synchronize, FakeCUDAKernel.__getitem__, fake.FakeCUDAArray.copy_to_host = orig
+    out["stream_log"] = np.array(json.dumps(dict(during=during, launches=launches[:n_launches],
+                                                 copies=copies[:n_copies], all_copies=copies, after=waits)))
+    for name, handle in (("stream_int", 12345), ("stream_zero", 0)):  # raw cudaStream_t handles
+        put(name, insmix_batch(images, labels, bank, InsMixConfig(p_paste=1.0), seed=4, indices=INDICES,
+                               device="cuda", stream=handle))
 
 
 # ---------------------------------------------------------------------- the tests
@@ -216,6 +259,41 @@ def test_device_input_stays_on_device(sim, data):
     np.testing.assert_array_equal(sim["getitem_labels"], cpu.labels[1])
 
 
+def test_caller_stream_is_used_and_not_waited_for(sim, data):
+    """``stream=``: all kernels and copies go on the caller's stream; during the call the
+    host waits only for the 8-byte id read; results equal the default-stream ones."""
+    from insmix_fast import InsMixConfig, insmix_batch
+
+    bank, images, labels = data
+    log = json.loads(str(sim["stream_log"]))
+    assert len(log["launches"]) >= 15 and all(log["launches"]), log["launches"]
+    assert log["copies"] == [True], log  # the id range, on the stream
+    assert log["during"] == ["stream"], log  # and nothing else waited for (no device-wide sync)
+    assert all(log["all_copies"]) and "device" not in log["after"], log
+    cpu = insmix_batch(images, labels, bank, InsMixConfig(p_paste=1.0), seed=4, indices=INDICES)
+    for name in ("stream", "stream_int", "stream_zero"):
+        _assert_same(sim, name, cpu)
+
+
+def test_gpu_batch_plans_are_lossless(sim, data):
+    """``insmix_batch(..., device="cuda")[b].plan`` keeps seed, index and patch: it equals the
+    CPU ``insmix(..., index=indices[b]).plan`` and ``apply_plan`` replays it exactly."""
+    from insmix_fast import InsMixConfig, InsMixPlan, apply_plan, insmix
+
+    bank, images, labels = data
+    cfg = InsMixConfig(p_paste=1.0)
+    for key in ("plan_meta", "plan_meta_host"):
+        meta = json.loads(str(sim[key]))
+        for b in range(2):
+            seed, index, patch, shape = meta[b]
+            assert (seed, index, patch, tuple(shape)) == (4, int(INDICES[b]), cfg.patch, labels.shape[1:])
+            plan = InsMixPlan(sim[f"device_input/pastes{b}"], sim[f"device_input/moves{b}"].reshape(-1, 2), patch,
+                              tuple(shape), seed, index)
+            single = insmix(images[b], labels[b], bank, cfg, seed=4, index=int(INDICES[b]))
+            assert plan == single.plan
+            np.testing.assert_array_equal(apply_plan(images[b], labels[b], plan, bank).image, single.image)
+
+
 def _cpu_originals(labels_b):
     from insmix_fast.kernels.instances import build_table, tile_stats
     from insmix_fast.kernels.tables import Table
@@ -282,7 +360,7 @@ def test_background_only_without_bank(sim, data):
     from insmix_fast import InsMixConfig, insmix_batch
 
     _bank, images, labels = data
-    cpu = insmix_batch(images, labels, None, InsMixConfig.ablation("bgp-only", tile=8), seed=2, indices=INDICES)
+    cpu = insmix_batch(images, labels, None, InsMixConfig.ablation("bgp-only", patch=8), seed=2, indices=INDICES)
     assert sum(len(m) for m in cpu.moves) > 0
     _assert_same(sim, "bgp-nobank/2", cpu)
 

@@ -15,7 +15,7 @@ CONFIGS = {
     "tight": InsMixConfig(p_paste=1.0, eps=0.3, rho=0.4, delta=5, gamma=12, n_tries=6),
     "no-ssd": InsMixConfig.ablation("copy-paste", p_paste=1.0),
     "diagonal": InsMixConfig(p_paste=1.0, offset_mode="diagonal", alpha=0.5),
-    "bgp-only": InsMixConfig.ablation("bgp-only", alpha=0.7, tile=8),
+    "bgp-only": InsMixConfig.ablation("bgp-only", alpha=0.7, patch=8),
     "occlusion": InsMixConfig(p_paste=1.0, max_occlusion=0.9, delta=0, gamma=6),
 }
 
@@ -106,7 +106,7 @@ def test_invariants_on_256_tiles(tiles256, bank256, seed):
     assert np.array_equal(r.labels[~r.paste_mask], labels[~r.paste_mask])
     # shuffled patches hold no nucleus pixel, and nuclei pixels never move
     assert not np.any(r.labels[r.shuffled_mask])
-    T = cfg.tile
+    T = cfg.patch
     free = sum(not r.labels[y:y + T, x:x + T].any() for y in range(0, 256 - T + 1, T) for x in range(0, 256 - T + 1, T))
     assert len(r.plan.moves) == (int(np.floor(cfg.alpha * free + 0.5)) if free * cfg.alpha >= 1.5 else 0)
     assert r.shuffled_mask.any() == any(s != d for s, d in r.plan.moves)
@@ -148,6 +148,72 @@ def test_batch_matches_single_whatever_the_batch(tiles256, bank256):
         assert np.array_equal(full.pastes[b], single.pastes)
         assert np.array_equal(full[b].paste_mask, single.paste_mask)
     assert np.array_equal(part.images, full.images[3:5]) and np.array_equal(part.labels, full.labels[3:5])
+
+
+@pytest.mark.parametrize("name", ["default", "always-paste", "no-ssd", "diagonal", "bgp-only"])
+def test_batch_plans_are_lossless(tiles256, bank256, name):
+    """``insmix_batch(...)[b].plan`` is the plan ``insmix(..., index=indices[b])`` makes,
+    keeps seed, index and patch side, and ``apply_plan`` replays it exactly."""
+    cfg = CONFIGS[name]
+    images = np.stack([t[0] for t in tiles256[:3]])
+    labels = np.stack([t[1] for t in tiles256[:3]])
+    labels[2] = np.where(labels[2] > 0, labels[2] + 100_000, 0)  # sparse ids: the per-tile fallback path
+    indices = np.array([7, 2, 40])
+    batch = insmix_batch(images, labels, bank256, cfg, seed=11, indices=indices)
+    assert (batch.seed, batch.patch) == (11, cfg.patch)
+    for b in range(3):
+        single = insmix(images[b], labels[b], bank256, cfg, seed=11, index=int(indices[b]))
+        plan = batch[b].plan
+        assert plan == single.plan
+        assert (plan.seed, plan.index, plan.patch, plan.shape) == (11, int(indices[b]), cfg.patch, labels.shape[1:])
+        replay = apply_plan(images[b], labels[b], plan, bank256)
+        np.testing.assert_array_equal(replay.image, single.image)
+        np.testing.assert_array_equal(replay.labels, single.labels)
+        np.testing.assert_array_equal(replay.shuffled_mask, single.shuffled_mask)
+    assert sum(len(p) for p in batch.pastes) + sum(len(m) for m in batch.moves) > 0
+
+
+def test_apply_plan_refuses_plans_that_do_not_fit(tiles256, bank256):
+    """A plan for another bank or tile raises a named error; nothing is written out of bounds."""
+    import dataclasses
+
+    image, labels = tiles256[0]
+    plan = plan_insmix(labels, bank256, InsMixConfig(p_paste=1.0, alpha=0.5), seed=1)
+    assert len(plan.pastes) and len(plan.moves)
+    far = plan.pastes.copy()
+    far["y"] = labels.shape[0] - 1
+    with pytest.raises(InputError, match="outside"):
+        apply_plan(image, labels, dataclasses.replace(plan, pastes=far), bank256)
+    other = plan.pastes.copy()
+    other["template"] = len(bank256)
+    with pytest.raises(BankError, match="beyond this bank"):
+        apply_plan(image, labels, dataclasses.replace(plan, pastes=other), bank256)
+    with pytest.raises(InputError, match="plan.moves"):
+        apply_plan(image, labels, dataclasses.replace(plan, moves=plan.moves + 10_000), bank256)
+    with pytest.raises(InputError, match="plan.patch"):
+        apply_plan(image, labels, dataclasses.replace(plan, patch=-1), bank256)
+    with pytest.raises(InputError, match="stream"):
+        insmix_batch(image[None], labels[None], bank256, stream=0)
+
+
+def test_tile_is_a_deprecated_alias_of_patch():
+    with pytest.warns(DeprecationWarning, match="patch"):
+        cfg = InsMixConfig(tile=8)
+    assert cfg.patch == 8 and cfg == InsMixConfig(patch=8)
+    with pytest.warns(DeprecationWarning, match="InsMixConfig.patch"):
+        assert cfg.tile == 8
+    with pytest.warns(DeprecationWarning, match="patch"):
+        assert InsMixConfig().replace(tile=12).patch == 12
+    with pytest.warns(DeprecationWarning, match="patch"):
+        assert InsMixConfig.ablation("bgp-only", tile=10).patch == 10
+    with pytest.warns(DeprecationWarning), pytest.raises(ConfigError, match="patch only"):
+        InsMixConfig(tile=8, patch=10)
+    with pytest.warns(DeprecationWarning, match="patch="), pytest.raises(ConfigError, match="InsMixConfig.patch"):
+        InsMixConfig(tile=1)
+    plan = plan_insmix(np.zeros((40, 40), np.int32), None, InsMixConfig(foreground=False, patch=10))
+    with pytest.warns(DeprecationWarning, match="InsMixPlan.patch"):
+        assert plan.tile == 10
+    assert "10×10 patches" in repr(plan) and "tile 40×40" in repr(plan)
 
 
 def test_template_source_self_uses_only_the_tile(tiles256):
@@ -216,7 +282,7 @@ def test_empty_bank_is_rejected(tiles256):
 
 @pytest.mark.parametrize("field,value", [
     ("eps", -0.1), ("rho", float("nan")), ("delta", 50.0), ("gamma", -1.0), ("p_paste", 1.5),
-    ("max_occlusion", -0.2), ("n_tries", 0), ("alpha", 2.0), ("tile", 1), ("n_tries", 2.5),
+    ("max_occlusion", -0.2), ("n_tries", 0), ("alpha", 2.0), ("patch", 1), ("n_tries", 2.5),
     ("offset_mode", "spiral"), ("template_source", "web"), ("foreground", "yes"),
 ])
 def test_config_validation(field, value):
@@ -226,7 +292,7 @@ def test_config_validation(field, value):
 
 def test_config_defaults_follow_spec():
     c = InsMixConfig()
-    assert (c.eps, c.rho, c.delta, c.gamma, c.p_paste, c.max_occlusion, c.n_tries, c.alpha, c.tile) == \
+    assert (c.eps, c.rho, c.delta, c.gamma, c.p_paste, c.max_occlusion, c.n_tries, c.alpha, c.patch) == \
         (1.0, 0.8, 0.0, 40.0, 0.5, 0.3, 4, 0.2, 20)
     assert OFFICIAL.alpha == 0.5 and OFFICIAL.offset_mode == "diagonal" and OFFICIAL.template_source == "self"
     with pytest.raises(ConfigError, match="ablation"):

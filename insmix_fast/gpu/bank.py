@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..devices import parse_device
 from ..errors import InputError
-from . import require_cuda
+from ..kernels.tables import Table
+from .launch import on_device
+from .runtime import require_cuda
+
+__all__ = ["DeviceBank", "is_host_bank"]
+
+
+def is_host_bank(bank) -> bool:
+    """Is ``bank`` an :class:`~insmix_fast.bank.InstanceBank` (anything with the kernels'
+    ``table``, ``max_crop`` and ``to(device)``)? Duck-typed: this package does not import
+    :mod:`insmix_fast.bank`, which imports it."""
+    return isinstance(getattr(bank, "table", None), Table) and hasattr(bank, "max_crop") and hasattr(bank, "to")
 
 
 class DeviceBank:
@@ -22,23 +34,22 @@ class DeviceBank:
         require_cuda()
         from numba import cuda
 
-        from ..bank import InstanceBank
-
-        if not isinstance(host, InstanceBank):
+        if not is_host_bank(host):
             raise InputError(f"DeviceBank needs an InstanceBank, got {type(host).__name__}")
         self.host = host
         self.device_id = int(device_id)
-        desc32 = np.ascontiguousarray(host.desc).view("<u4").reshape(len(host), 32)
-        with _device(self.device_id):
-            self.area = cuda.to_device(host.area)
-            self.anchor = cuda.to_device(host.anchor)
-            self.hw = cuda.to_device(host.hw)
-            self.offset = cuda.to_device(host.offset)
+        t = host.table
+        desc32 = np.ascontiguousarray(t.desc).view("<u4").reshape(len(t.area), 32)
+        with on_device(self.device_id):
+            self.area = cuda.to_device(t.area)
+            self.anchor = cuda.to_device(t.anchor)
+            self.hw = cuda.to_device(t.hw)
+            self.offset = cuda.to_device(t.offset)
             # empty buffers still need one element on the device
-            self.masks = cuda.to_device(host.masks if host.masks.size else np.zeros(1, np.uint8))
-            self.pixels = cuda.to_device(host.pixels if host.pixels.size else np.zeros(3, np.uint8))
-            self.desc = cuda.to_device(desc32.astype(np.uint32) if len(host) else np.zeros((0, 32), np.uint32))
-            self.fits = cuda.to_device(host.fits)
+            self.masks = cuda.to_device(t.masks if t.masks.size else np.zeros(1, np.uint8))
+            self.pixels = cuda.to_device(t.pixels if t.pixels.size else np.zeros(3, np.uint8))
+            self.desc = cuda.to_device(desc32.astype(np.uint32) if len(t.area) else np.zeros((0, 32), np.uint32))
+            self.fits = cuda.to_device(t.fits)
         self.max_crop = host.max_crop
 
     def __len__(self) -> int:
@@ -49,52 +60,19 @@ class DeviceBank:
         return int(sum(a.nbytes for a in (self.area, self.anchor, self.hw, self.offset, self.masks, self.pixels,
                                             self.desc, self.fits)))
 
+    def kernel_args(self) -> tuple:
+        """``(area, anchor, hw, offset, masks, desc, fits)``: the bank as the kernels take it."""
+        return (self.area, self.anchor, self.hw, self.offset, self.masks, self.desc, self.fits)
+
     def to(self, device: str):
         """``"cpu"``: the host bank; ``"cuda"``/``"cuda:N"``: this bank (same device) or a copy."""
-        kind, dev = parse_device(device)
-        if kind == "cpu":
+        dev = parse_device(device, error=InputError)
+        if dev.kind == "cpu":
             return self.host
-        if dev == self.device_id:
+        index = dev.index or 0
+        if index == self.device_id:
             return self
-        return DeviceBank(self.host, dev)
+        return self.host.to(f"cuda:{index}")
 
     def __repr__(self) -> str:
         return f"DeviceBank({len(self)} instances on cuda:{self.device_id}, {self.nbytes / 2**20:.1f} MiB)"
-
-
-def parse_device(device) -> tuple[str, int]:
-    """``"cpu"`` → ("cpu", -1); ``"cuda"`` → ("cuda", 0); ``"cuda:N"`` → ("cuda", N)."""
-    if not isinstance(device, str):
-        device = str(device)  # torch.device
-    d = device.strip().lower()
-    if d == "cpu":
-        return "cpu", -1
-    if d == "cuda":
-        return "cuda", 0
-    if d.startswith("cuda:") and d[5:].isdigit():
-        return "cuda", int(d[5:])
-    raise InputError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-
-
-class _device:
-    """``with _device(i):`` select GPU ``i`` (a no-op under the simulator for i = 0)."""
-
-    def __init__(self, i: int):
-        self.i = i
-        self.ctx = None
-
-    def __enter__(self):
-        from numba import cuda
-
-        from . import simulator_enabled
-
-        if simulator_enabled() and self.i == 0:
-            return self
-        self.ctx = cuda.gpus[self.i]
-        self.ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.ctx is not None:
-            self.ctx.__exit__(*exc)
-        return False

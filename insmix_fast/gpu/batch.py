@@ -2,13 +2,17 @@
 
 Data flow (``B`` tiles, every array on the device, no transfer of tile data):
 
-1. ``k_minmax`` — per-tile largest id (new ids are ``max_id + 1 + j``) and the batch minimum.
-2. ``k_init_stats`` / ``k_stats`` / ``k_rank`` / ``k_desc`` — instance statistics,
-   ranks, anchors, selection and descriptors from the label maps.
-3. ``k_choose`` / ``k_fallback`` — bank-wide template choice for every selected original.
-4. ``k_copy_labels`` / ``k_place`` — sequential placement per tile (one thread per
-   tile), writing the new label map and the paste records; background plan.
-5. ``k_src_clear`` / ``k_src_fill`` / ``k_apply`` — fused paste + background move per pixel.
+1. :func:`id_range` (``k_minmax``) — per-tile largest id (new ids are ``max_id + 1 + j``)
+   and the batch minimum.
+2. :func:`analyse` (``k_init_stats`` / ``k_stats`` / ``k_rank`` / ``k_desc``) — instance
+   statistics, ranks, anchors, selection and descriptors from the label maps.
+3. :func:`choose` (``k_choose`` / ``k_fallback``) — bank-wide template choice for every
+   selected original.
+4. :func:`_place` (``k_copy_labels`` / ``k_place``) — sequential placement per tile (one
+   thread per tile, the CPU's ``place_pastes``), writing the new label map and the
+   paste records; background plan.
+5. :func:`_apply` (``k_src_clear`` / ``k_src_fill`` / ``k_apply``) — fused paste +
+   background move per pixel.
 
 Transfers: numpy input is copied to the device once and the results back once.
 Device input (CuPy array, torch CUDA tensor, numba device array, any object with
@@ -17,299 +21,155 @@ outputs are of the same kind. The only device→host traffic of a device-input c
 is one 8-byte read of (largest id, smallest id) of the batch, which validates the
 ids and sizes the per-id work arrays (plus, for CuPy/torch label maps wider than
 int32, one read of their maximum before the cast). Paste records stay on the device until
-:attr:`GPUBatchResult.pastes` / :meth:`GPUBatchResult.to_host` asks for them.
+:attr:`~insmix_fast.gpu.results.GPUBatchResult.pastes` /
+:meth:`~insmix_fast.gpu.results.GPUBatchResult.to_host` asks for them.
+
+Streams: with ``stream=`` every launch, allocation and copy goes on that stream
+(:mod:`.launch`); the 8-byte read waits for that stream only, and a device-input
+call returns without waiting for the rest of its work.
 """
 
 from __future__ import annotations
 
-import threading
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..bank import InstanceBank
 from ..config import InsMixConfig
+from ..devices import Device, parse_device
 from ..errors import BankError, ConfigError, InputError, InputTypeError
-from ..kernels import paste as _rec
 from ..kernels.instances import DENSE_ID_LIMIT
+from ..kernels.records import N_REC_F, N_REC_I
 from ..kernels.shuffle import background_count_table
-from . import require_cuda
-from .bank import DeviceBank, _device, parse_device
+from ..results import InsMixBatchResult
+from ..validation import check_batch, check_indices
+from .arrays import INT32_MAX, ArrayKind, as_device, check_device_batch, device_index, kind_of
+from .bank import DeviceBank, is_host_bank
+from .launch import Launcher, as_numba_stream, on_device
+from .results import GPUBatchResult, host_records
+from .runtime import require_cuda
 
-_INT32_MAX = np.iinfo(np.int32).max
-
-
-# ------------------------------------------------------------------ transfers (all of them go through here)
-def _h2d(arr):
-    from numba import cuda
-
-    return cuda.to_device(np.ascontiguousarray(arr))
-
-
-def _d2h(dev):
-    return dev.copy_to_host()
+__all__ = ["insmix_batch_cuda", "Originals", "analyse", "choose", "id_range", "read_id_range", "resolve_bank",
+           "bank_args"]
 
 
-# ------------------------------------------------------------------ array kinds
-class _Kind:
-    """How to allocate outputs like the input and view them for numba."""
+# ------------------------------------------------------------------ the stages
+@dataclass
+class Originals:
+    """Device arrays of a batch's original instances, indexed (tile, rank ``c``); rank 0
+    unused, ranks ``1..k[b]`` the ids of tile ``b`` ascending. The rank tables
+    (``lut``, ``ids_ext``) have room after the originals for the pasted instances."""
 
-    def __init__(self, name: str, ref=None):
-        self.name = name  # "numpy", "cupy", "torch", "numba", "cai"
-        self.ref = ref
-
-    def empty(self, shape, dtype):
-        from numba import cuda
-
-        if self.name == "cupy":
-            import cupy
-
-            a = cupy.empty(shape, dtype=dtype)
-            return a, cuda.as_cuda_array(a)
-        if self.name == "torch":
-            import torch
-
-            tdt = {np.uint8: torch.uint8, np.int32: torch.int32, np.bool_: torch.bool}[np.dtype(dtype).type]
-            a = torch.empty(shape, dtype=tdt, device=self.ref.device)
-            return a, cuda.as_cuda_array(a)
-        a = cuda.device_array(shape, dtype=dtype)
-        return a, a
+    k: object          #: (B,) int64 instances per tile
+    lut: object        #: (B, nslots + extra) int32 raw id → rank
+    ids_ext: object    #: (B, nslots + extra) int64 rank → raw id
+    area: object       #: (B, nslots) int64
+    bbox: object       #: (B, nslots, 4) int64 (y0, x0, y1, x1), exclusive ends
+    anchor: object     #: (B, nslots, 2) int64 absolute anchor
+    fits: object       #: (B, nslots) bool: mask inside the 32×32 window
+    selected: object   #: (B, nslots) bool: drawn to receive a paste
+    desc: object       #: (B, nslots, 32) uint32 packed descriptors of the selected originals
+    occupied: object   #: (B, H // patch, W // patch) bool: background patches holding instance pixels
 
 
-def _kind_of(x) -> str:
-    if isinstance(x, np.ndarray):
-        return "numpy"
-    mod = type(x).__module__.split(".")[0]
-    if mod == "torch":
-        if not x.is_cuda:
-            return "numpy"  # a CPU tensor: behaves like numpy input
-        return "torch"
-    if mod == "cupy":
-        return "cupy"
-    if mod == "numba":  # numba device array (or the simulator's stand-in)
-        return "numba"
-    if hasattr(x, "__cuda_array_interface__"):
-        return "cai"
-    if hasattr(x, "__dlpack__"):
-        return "dlpack"
-    return "numpy"
+def id_range(lab_d, launcher: Launcher):
+    """``(max_ids, mn)`` device arrays: the largest id of each tile (int32 (B,)) and the
+    smallest value of the batch (int32 (1,))."""
+    from ..kernels import cuda_instances as ki
+
+    n = lab_d.shape[0]
+    max_ids = launcher.scratch("max_ids", n, np.int32)
+    mn = launcher.scratch("mn", 1, np.int32)
+    launcher.launch(ki.k_fill1, launcher.grid(n), max_ids, np.int32(0))
+    launcher.launch(ki.k_fill1, launcher.grid(1), mn, np.int32(INT32_MAX))
+    launcher.launch(ki.k_minmax, launcher.grid(lab_d.size), lab_d, max_ids, mn)
+    return max_ids, mn
 
 
-def _device_index(x, kind: str) -> int:
-    if kind == "torch":
-        return int(x.device.index or 0)
-    if kind == "cupy":
-        return int(x.device.id)
-    return 0
+def read_id_range(max_ids, mn, launcher: Launcher) -> tuple[int, int]:
+    """(largest id, smallest id) of the batch on the host: one 8-byte read."""
+    from ..kernels import cuda_instances as ki
+
+    mx = launcher.scratch("mx", 1, np.int32)
+    launcher.launch(ki.k_fill1, launcher.grid(1), mx, np.int32(0))
+    launcher.launch(ki.k_max1, launcher.grid(max_ids.shape[0]), max_ids, mx)
+    both = launcher.scratch("both", 2, np.int32)
+    launcher.launch(ki.k_pack2, launcher.grid(1), mx, mn, both)
+    mxmn = launcher.d2h(both)
+    return int(mxmn[0]), int(mxmn[1])
 
 
-def _prepare_device(x, kind: str, name: str, dtype):
-    """A C-contiguous device array of ``dtype`` (converted on the device when needed) and its numba view."""
-    from numba import cuda
+def analyse(lab_d, nslots: int, samples_d, seed: int, p_paste: float, select_mode: int, patch: int, extra: int,
+            launcher: Launcher) -> Originals:
+    """Stages 1–2: stats, ranks, anchors, selection (``select_mode`` 0 none, 1 the
+    ``p_paste`` draw, 2 all) and descriptors of every original."""
+    from ..kernels import cuda_instances as ki
 
-    if kind == "dlpack":
-        try:
-            import cupy
-        except ImportError as e:
-            raise InputTypeError(f"{name}: a DLPack array needs CuPy to be read without a copy ({e})") from None
-        x = cupy.from_dlpack(x)
-        kind = "cupy"
-    if kind == "torch":
-        import torch
-
-        tdt = {np.uint8: torch.uint8, np.int32: torch.int32}[np.dtype(dtype).type]
-        if x.dtype != tdt:
-            if tdt == torch.int32 and x.numel() and int(x.max()) > _INT32_MAX:  # a read, only for wide ids
-                raise InputError(f"{name} hold ids above int32 range (max {int(x.max())})")
-            x = x.to(tdt)
-        x = x.contiguous()
-    elif kind == "cupy":
-        import cupy
-
-        if x.dtype != np.dtype(dtype) and np.dtype(dtype) == np.int32 and x.size and int(x.max()) > _INT32_MAX:
-            raise InputError(f"{name} hold ids above int32 range (max {int(x.max())})")
-        x = cupy.ascontiguousarray(x, dtype=dtype)
-    view = x if kind == "numba" else cuda.as_cuda_array(x)
-    if view.dtype != np.dtype(dtype):
-        raise InputError(f"{name} on the device must have dtype {np.dtype(dtype)}, got {view.dtype}")
-    if not view.is_c_contiguous():
-        raise InputError(f"{name} on the device must be C-contiguous")
-    return x, view, kind
+    nb, hh, ww = lab_d.shape
+    sc = launcher.scratch
+    gh, gw = hh // patch, ww // patch
+    r_area = sc("r_area", (nb, nslots), np.int64)
+    r_sr = sc("r_sr", (nb, nslots), np.int64)
+    r_sc = sc("r_sc", (nb, nslots), np.int64)
+    r_box = sc("r_box", (nb, nslots, 4), np.int64)
+    occupied = sc("occupied", (nb, gh, gw), np.bool_)
+    npx = nb * hh * ww
+    launcher.launch(ki.k_init_stats, launcher.grid(nb * max(nslots, gh * gw)), r_area, r_sr, r_sc, r_box, occupied)
+    launcher.launch(ki.k_stats, launcher.grid(npx), lab_d, np.int64(patch), r_area, r_sr, r_sc, r_box, occupied)
+    ncap = nslots + extra
+    o = Originals(k=sc("k", nb, np.int64), lut=sc("lut", (nb, ncap), np.int32),
+                  ids_ext=sc("ids_ext", (nb, ncap), np.int64), area=sc("area", (nb, nslots), np.int64),
+                  bbox=sc("bbox", (nb, nslots, 4), np.int64), anchor=sc("anchor", (nb, nslots, 2), np.int64),
+                  fits=sc("fits", (nb, nslots), np.bool_), selected=sc("selected", (nb, nslots), np.bool_),
+                  desc=sc("desc", (nb, nslots, 32), np.uint32), occupied=occupied)
+    launcher.launch(ki.k_rank, launcher.per_thread(nb), r_area, r_sr, r_sc, r_box, np.int64(nslots), samples_d,
+                    np.uint64(seed), np.float64(p_paste), np.int64(select_mode), o.lut, o.ids_ext, o.area, o.bbox,
+                    o.anchor, o.fits, o.selected, o.k)
+    launcher.launch(ki.k_zero_desc, launcher.grid(nb * nslots * 32), o.desc)
+    launcher.launch(ki.k_desc, launcher.grid(npx), lab_d, o.lut, o.anchor, o.selected, o.desc)
+    return o
 
 
-def _check_dtype_shape(images, labels):
-    ish = tuple(images.shape)
-    lsh = tuple(labels.shape)
-    idt = np.dtype(str(images.dtype).replace("torch.", "")) if not hasattr(images.dtype, "kind") else images.dtype
-    ldt = np.dtype(str(labels.dtype).replace("torch.", "")) if not hasattr(labels.dtype, "kind") else labels.dtype
-    if idt != np.uint8:
-        raise InputError(f"images must have dtype uint8, got {idt}")
-    if len(ish) != 4 or ish[3] != 3:
-        raise InputError(f"images must be N×H×W×3, got shape {ish}")
-    if len(lsh) != 3:
-        raise InputError(f"labels must be N×H×W, got shape {lsh}")
-    if lsh != ish[:3]:
-        raise InputError(f"labels shape {lsh} does not match images N×H×W {ish[:3]}")
-    if ish[0] == 0:
-        raise InputError("the batch is empty (N = 0)")
-    if ish[1] == 0 or ish[2] == 0:
-        raise InputError(f"images are empty (shape {ish})")
-    if ldt == np.bool_ or ldt.kind not in "iu":
-        raise InputError(f"labels must be an integer instance map (0 = background), got dtype {ldt}")
+def bank_args(dbank: DeviceBank | None, launcher: Launcher) -> tuple[tuple, object]:
+    """``(kernel bank arrays, pixels)`` of a device bank, or empty ones when there is none."""
+    if dbank is not None:
+        return dbank.kernel_args(), dbank.pixels
+    a = launcher.array
+    return (a(0, np.int64), a((0, 2), np.int32), a((0, 2), np.int32), a(1, np.int64), a(1, np.uint8),
+            a((0, 32), np.uint32), a(0, np.bool_)), a(3, np.uint8)
 
 
-def _indices(indices, n: int) -> np.ndarray:
-    """Per-sample global indices, validated as in :func:`insmix_fast.core.insmix_batch`."""
-    if indices is None:
-        return np.arange(n, dtype=np.int64)
-    indices = np.asarray(indices)
-    if indices.shape != (n,) or not np.issubdtype(indices.dtype, np.integer):
-        raise InputError(f"indices must be {n} integers (one per sample), got shape {indices.shape}")
-    if n and (indices.min() < 0 or indices.max() > 2**32 - 1):
-        raise InputError("indices must lie in [0, 2**32)")
-    return indices.astype(np.int64)
+def choose(lab_d, o: Originals, bargs: tuple, config: InsMixConfig, seed: int, samples_d, nslots: int,
+           launcher: Launcher):
+    """Stage 3: template choice per (tile, rank) (a new device array); -1 where none."""
+    from ..kernels import cuda_ssd as ks
+
+    nb = lab_d.shape[0]
+    choice = launcher.array((nb, nslots), np.int64)
+    lo = launcher.scratch("lo", (nb, nslots), np.int64)
+    hi = launcher.scratch("hi", (nb, nslots), np.int64)
+    launcher.launch(ks.k_choose, launcher.grid(nb * nslots), lab_d, o.k, o.ids_ext, o.area, o.anchor, o.selected,
+                    o.desc, o.fits, *bargs, np.float64(config.eps), np.float64(config.rho), bool(config.ssd),
+                    np.int64(config.max_draws), np.uint64(seed), samples_d, choice, lo, hi)
+    if config.ssd:
+        launcher.launch(ks.k_fallback, launcher.per_block(nb * nslots), lab_d, o.ids_ext, o.area, o.anchor, o.desc,
+                        o.fits, *bargs, np.float64(config.rho), np.uint64(seed), samples_d, choice, lo, hi)
+    return choice
 
 
-# ------------------------------------------------------------------ work arrays
-_TLS = threading.local()
-
-
-def _scratch(name: str, shape, dtype, device_id: int = 0):
-    """A device work array reused from the previous call of this thread when the shape and
-    dtype match (allocation is a large share of a batch's time). Never returned to callers."""
-    from numba import cuda
-
-    shape = tuple(int(v) for v in shape) if isinstance(shape, tuple) else (int(shape),)
-    cache = getattr(_TLS, "ws", None)
-    if cache is None:
-        cache = _TLS.ws = {}
-    key = (name, device_id)
-    a = cache.get(key)
-    if a is None or tuple(a.shape) != shape or a.dtype != np.dtype(dtype):
-        a = cuda.device_array(shape, dtype)
-        cache[key] = a
-    return a
-
-
-def clear_workspace() -> None:
-    """Free the cached device work arrays of this thread."""
-    _TLS.ws = {}
-
-
-# ------------------------------------------------------------------ launches
-def _grid(n: int, threads: int = 256):
-    from ..kernels.cuda_device import SIMULATOR
-
-    if SIMULATOR:
-        return max(1, min(4, -(-n // 64))), 64
-    return max(1, min(-(-n // threads), 1 << 16)), threads
-
-
-def _per_thread(n: int):
-    from ..kernels.cuda_device import SIMULATOR
-
-    t = 32 if SIMULATOR else 64
-    return max(1, -(-n // t)), t
-
-
-def _per_block(n_items: int):
-    from ..kernels.cuda_device import BLOCK, SIMULATOR
-
-    return max(1, min(n_items, 8 if SIMULATOR else 1 << 16)), BLOCK
-
-
-def _launch(kernel, config, *args):
-    """Launch, refusing host arrays (numba would copy them in and out silently)."""
-    for a in args:
-        if isinstance(a, np.ndarray):
-            raise RuntimeError("internal error: a host array reached a GPU kernel (implicit transfer)")
-    kernel[config](*args)
-
-
-# ------------------------------------------------------------------ result
-class GPUBatchResult:
-    """Output of ``insmix_batch(..., device="cuda")`` for device input.
-
-    ``images``, ``labels``, ``paste_masks``, ``shuffled_masks`` are of the input's
-    kind (CuPy / torch / numba device arrays) and stay on the device. The paste
-    records and moves live on the device too (``records``: ``rec_i``, ``rec_f``,
-    ``moves``, ``counts``); :attr:`pastes`, :attr:`moves` and :meth:`to_host` copy them
-    to the host when asked (``PASTE_DTYPE`` records, as on the CPU).
-    """
-
-    def __init__(self, images, labels, paste_masks, shuffled_masks, indices, records):
-        self.images = images
-        self.labels = labels
-        self.paste_masks = paste_masks
-        self.shuffled_masks = shuffled_masks
-        self.indices = indices
-        self.records = records
-        self._host = None
-
-    def __len__(self) -> int:
-        return int(self.indices.shape[0])
-
-    def _records_host(self):
-        if self._host is None:
-            from ..core import _to_struct
-
-            rec_i = _d2h(self.records["rec_i"])
-            rec_f = _d2h(self.records["rec_f"])
-            moves = _d2h(self.records["moves"])
-            counts = _d2h(self.records["counts"])
-            pastes = [_to_struct(rec_i[b], rec_f[b], int(counts[b, 0])) for b in range(len(self))]
-            mv = [moves[b, :counts[b, 1]].copy() for b in range(len(self))]
-            self._host = (pastes, mv)
-        return self._host
-
-    @property
-    def pastes(self) -> list[np.ndarray]:
-        return self._records_host()[0]
-
-    @property
-    def moves(self) -> list[np.ndarray]:
-        return self._records_host()[1]
-
-    def to_host(self):
-        """An :class:`~insmix_fast.core.InsMixBatchResult` of numpy arrays (copies everything, once)."""
-        from ..core import InsMixBatchResult
-
-        if getattr(self, "_host_result", None) is None:
-            pastes, mv = self._records_host()
-            self._host_result = InsMixBatchResult(_to_numpy(self.images), _to_numpy(self.labels),
-                                                  _to_numpy(self.paste_masks), _to_numpy(self.shuffled_masks),
-                                                  pastes, mv, self.indices)
-        return self._host_result
-
-    def __getitem__(self, b: int):
-        """Tile ``b`` as an :class:`~insmix_fast.core.InsMixResult` on the host (copies the batch once)."""
-        return self.to_host()[b]
-
-
-def _to_numpy(x):
-    if isinstance(x, np.ndarray):
-        return x
-    mod = type(x).__module__.split(".")[0]
-    if mod == "torch":
-        return x.cpu().numpy()
-    if mod == "cupy":
-        return x.get()
-    return x.copy_to_host()
-
-
-# ------------------------------------------------------------------ the pipeline
-def _device_bank(bank, config: InsMixConfig, device_id: int):
-    """(DeviceBank or None, host InstanceBank or None) for this call."""
+def resolve_bank(bank, foreground: bool, device_id: int):
+    """``(DeviceBank or None, host bank or None)`` for this call (uploads an InstanceBank once)."""
     if isinstance(bank, DeviceBank):
         host = bank.host
         dev = bank if bank.device_id == device_id else bank.to(f"cuda:{device_id}")
-    elif isinstance(bank, InstanceBank):
+    elif is_host_bank(bank):
         host = bank
         dev = bank.to(f"cuda:{device_id}") if len(bank) else None
     elif bank is None:
         host, dev = None, None
     else:
         raise InputTypeError(f"bank must be an InstanceBank or DeviceBank, got {type(bank).__name__}")
-    if config.foreground:
+    if foreground:
         if host is None:
             raise InputTypeError("bank must be an InstanceBank (or DeviceBank) when config.foreground is True")
         if len(host) == 0:
@@ -317,300 +177,154 @@ def _device_bank(bank, config: InsMixConfig, device_id: int):
     return dev, host
 
 
-class _Stage:
-    """Device work arrays of one call (allocated on the device, never transferred)."""
+# ------------------------------------------------------------------ inputs
+@dataclass
+class _Inputs:
+    """The batch as the kernels see it (numba views, or numpy for host input)."""
+
+    kind: ArrayKind
+    device_id: int
+    images: object
+    labels: object
+    host: bool
+    keep: tuple = ()               #: converted device arrays the views point into
+    max_id: int | None = None      #: known for host input
+    min_id: int | None = None
 
 
-def _analyse(lab_d, nslots: int, samples_d, seed: int, p_paste: float, select_mode: int, tile: int,
-             extra: int, dev: int = 0):
-    """Stages 1–2: stats, ranks, anchors, selection and descriptors of every original."""
-    from numba import cuda
-
-    from ..kernels import cuda_instances as ki
-
-    nb, hh, ww = lab_d.shape
-    s = _Stage()
-    gh, gw = hh // tile, ww // tile
-    s.r_area = _scratch("r_area", (nb, nslots), np.int64, dev)
-    s.r_sr = _scratch("r_sr", (nb, nslots), np.int64, dev)
-    s.r_sc = _scratch("r_sc", (nb, nslots), np.int64, dev)
-    s.r_box = _scratch("r_box", (nb, nslots, 4), np.int64, dev)
-    s.occupied = _scratch("occupied", (nb, gh, gw), np.bool_, dev)
-    npx = nb * hh * ww
-    _launch(ki.k_init_stats, _grid(nb * max(nslots, gh * gw)), s.r_area, s.r_sr, s.r_sc, s.r_box, s.occupied)
-    _launch(ki.k_stats, _grid(npx), lab_d, np.int64(tile), s.r_area, s.r_sr, s.r_sc, s.r_box, s.occupied)
-    ncap = nslots + extra
-    s.lut = _scratch("lut", (nb, ncap), np.int32, dev)
-    s.ids_ext = _scratch("ids_ext", (nb, ncap), np.int64, dev)
-    s.area = _scratch("area", (nb, nslots), np.int64, dev)
-    s.bbox = _scratch("bbox", (nb, nslots, 4), np.int64, dev)
-    s.anchor = _scratch("anchor", (nb, nslots, 2), np.int64, dev)
-    s.fits = _scratch("fits", (nb, nslots), np.bool_, dev)
-    s.selected = _scratch("selected", (nb, nslots), np.bool_, dev)
-    s.k = _scratch("k", nb, np.int64, dev)
-    _launch(ki.k_rank, _per_thread(nb), s.r_area, s.r_sr, s.r_sc, s.r_box, np.int64(nslots), samples_d,
-            np.uint64(seed), np.float64(p_paste), np.int64(select_mode), s.lut, s.ids_ext, s.area, s.bbox, s.anchor,
-            s.fits, s.selected, s.k)
-    s.desc = _scratch("desc", (nb, nslots, 32), np.uint32, dev)
-    _launch(ki.k_zero_desc, _grid(nb * nslots * 32), s.desc)
-    _launch(ki.k_desc, _grid(npx), lab_d, s.lut, s.anchor, s.selected, s.desc)
-    return s
-
-
-def _bank_args(dev):
-    return (dev.area, dev.anchor, dev.hw, dev.offset, dev.masks, dev.desc, dev.fits)
-
-
-def _empty_bank_args():
-    from numba import cuda
-
-    return (cuda.device_array(0, np.int64), cuda.device_array((0, 2), np.int32), cuda.device_array((0, 2), np.int32),
-            cuda.device_array(1, np.int64), cuda.device_array(1, np.uint8), cuda.device_array((0, 32), np.uint32),
-            cuda.device_array(0, np.bool_)), cuda.device_array(3, np.uint8)
-
-
-def _choose(lab_d, s, bargs, eps, rho, ssd, max_draws, seed, samples_d, nslots, dev: int = 0):
-    """Stage 3: template choice per (tile, rank); -1 where none."""
-    from numba import cuda
-
-    from ..kernels import cuda_ssd as ks
-
-    nb = lab_d.shape[0]
-    s.choice = cuda.device_array((nb, nslots), np.int64)
-    s.lo = _scratch("lo", (nb, nslots), np.int64, dev)
-    s.hi = _scratch("hi", (nb, nslots), np.int64, dev)
-    _launch(ks.k_choose, _grid(nb * nslots), lab_d, s.k, s.ids_ext, s.area, s.anchor, s.selected, s.desc, s.fits,
-            *bargs, np.float64(eps), np.float64(rho), bool(ssd), np.int64(max_draws), np.uint64(seed), samples_d,
-            s.choice, s.lo, s.hi)
-    if ssd:
-        _launch(ks.k_fallback, _per_block(nb * nslots), lab_d, s.ids_ext, s.area, s.anchor, s.desc, s.fits, *bargs,
-                np.float64(rho), np.uint64(seed), samples_d, s.choice, s.lo, s.hi)
-    return s.choice
-
-
-def _ingest(images, labels):
-    """Validated device views of the inputs, the output kind, the device id and (if known) the batch max id."""
-    kind_i, kind_l = _kind_of(images), _kind_of(labels)
+def _ingest(images, labels, stream_kind: ArrayKind) -> _Inputs:
+    """Validated inputs, the output kind and the device they live on."""
+    kind_i, kind_l = kind_of(images), kind_of(labels)
     if (kind_i == "numpy") != (kind_l == "numpy"):
         raise InputError("images and labels must both be host arrays or both be device arrays")
     if kind_i == "numpy":
-        from ..validation import check_batch
-
         if type(images).__module__.split(".")[0] == "torch":
             images, labels = images.numpy(), labels.numpy()
         images, labels = check_batch(images, labels)
-        return dict(kind=_Kind("numpy"), device=0, images=images, labels=labels, host=True,
-                    max_id=int(labels.max()), min_id=int(labels.min()))
-    _check_dtype_shape(images, labels)
-    dev_i, dev_l = _device_index(images, kind_i), _device_index(labels, kind_l)
+        return _Inputs(ArrayKind("numpy", stream=stream_kind.stream), 0, images, labels, True,
+                       max_id=int(labels.max()), min_id=int(labels.min()))
+    check_device_batch(images, labels)
+    dev_i, dev_l = device_index(images, kind_i), device_index(labels, kind_l)
     if dev_i != dev_l:
         raise InputError(f"images are on cuda:{dev_i} but labels on cuda:{dev_l}")
-    ref = images
-    img, img_v, kind = _prepare_device(images, kind_i, "images", np.uint8)
-    lab, lab_v, _ = _prepare_device(labels, kind_l, "labels", np.int32)
-    if kind == "torch":
-        ref = img
-    return dict(kind=_Kind(kind if kind in ("cupy", "torch") else "numba", ref), device=dev_i, images=img_v,
-                labels=lab_v, host=False, keep=(img, lab), max_id=None, min_id=None)
+    img, img_v, kind = as_device(images, kind_i, "images", np.uint8, stream_kind)
+    lab, lab_v, _ = as_device(labels, kind_l, "labels", np.int32, stream_kind)
+    out_kind = ArrayKind(kind if kind in ("cupy", "torch") else "numba", img if kind == "torch" else images,
+                         stream_kind.stream, stream_kind.library_stream)
+    return _Inputs(out_kind, dev_i, img_v, lab_v, False, keep=(img, lab))
 
 
-def insmix_batch_cuda(images, labels, bank, config: InsMixConfig, *, seed: int, indices: np.ndarray,
-                      device: str = "cuda"):
-    """The GPU path of :func:`insmix_fast.core.insmix_batch` (arguments already type-checked there:
-    ``config`` an InsMixConfig, ``seed`` an int, ``indices`` int64 (N,) or None)."""
+def _check_ids(max_id: int, min_id: int, hh: int, ww: int) -> None:
+    if min_id < 0:
+        raise InputError(f"labels hold negative ids (min {min_id}); ids must be ≥ 0, 0 = background")
+    if max_id > DENSE_ID_LIMIT:
+        raise InputError(f"labels hold ids up to {max_id}; device='cuda' takes ids ≤ {DENSE_ID_LIMIT}: relabel "
+                         "the maps first (insmix_fast.data.relabel_sequential) or use device='cpu'")
+    if max_id + hh * ww >= INT32_MAX:
+        raise InputError("labels ids are too close to the int32 limit to add pasted instances; relabel first")
+
+
+# ------------------------------------------------------------------ the pipeline
+def insmix_batch_cuda(images, labels, bank, config: InsMixConfig, *, seed: int, indices=None,
+                      device: Device | str = "cuda", stream=None):
+    """The GPU path of :func:`insmix_fast.core.insmix_batch` (``config`` an InsMixConfig and
+    ``seed`` an int, checked there; ``indices`` as there, checked here).
+
+    Returns an :class:`~insmix_fast.results.InsMixBatchResult` for host input and a
+    :class:`~insmix_fast.gpu.results.GPUBatchResult` (outputs of the input's kind, left
+    on the device) for device input. ``stream``: see :mod:`insmix_fast.gpu.launch`.
+    """
     require_cuda()
-    from numba import cuda
-
-    from ..core import InsMixBatchResult, _params, _to_struct
-
-    _kind, dev_id = parse_device(device)
     if config.template_source == "self":
         raise ConfigError("template_source='self' (templates from each tile) runs on the CPU only: use device='cpu'")
-    inp = _ingest(images, labels)
-    if not inp["host"] and dev_id != inp["device"]:
-        if device.strip().lower() != "cuda":
-            raise InputError(f"device={device!r} but the batch lives on cuda:{inp['device']}")
-        dev_id = inp["device"]
-    n, hh, ww = inp["labels"].shape[:3]
-    indices = _indices(indices, n)
-    dbank, hbank = _device_bank(bank if config.foreground or bank is not None else None, config, dev_id)
-    P = _params(config, hbank if hbank is not None else _empty_table_host())
-    tile = int(config.tile)
-    gh, gw = hh // tile, ww // tile
+    if not isinstance(device, Device):
+        device = parse_device(device, error=InputError)
+    library_stream = stream if type(stream).__module__.split(".")[0] in ("torch", "cupy") else None
+    inp = _ingest(images, labels, ArrayKind("numpy", stream=as_numba_stream(stream), library_stream=library_stream))
+    dev_id = inp.device_id
+    if not inp.host and device.index is not None and device.index != dev_id:
+        raise InputError(f"device={str(device)!r} but the batch lives on cuda:{dev_id}")
+    if inp.host and device.index is not None:
+        dev_id = device.index
+    n = inp.labels.shape[0]
+    indices = check_indices(indices, n)
+    dbank, hbank = resolve_bank(bank, config.foreground, dev_id)
+    launcher = Launcher(dev_id, inp.kind.stream)
+    with on_device(dev_id):
+        return _run(inp, dbank, hbank, config, seed, indices, launcher)
+
+
+def _run(inp: _Inputs, dbank, hbank, config: InsMixConfig, seed: int, indices: np.ndarray, launcher: Launcher):
+    """Stages 1–5 on the device of ``launcher``; the result for the input's kind."""
+    n, hh, ww = inp.labels.shape[:3]
+    img_d, lab_d = (launcher.h2d(inp.images), launcher.h2d(inp.labels)) if inp.host else (inp.images, inp.labels)
+    max_ids, mn = id_range(lab_d, launcher)
+    if inp.max_id is None:  # the one scalar read of a device-input call
+        inp.max_id, inp.min_id = read_id_range(max_ids, mn, launcher)
+    _check_ids(inp.max_id, inp.min_id, hh, ww)
+    nslots = inp.max_id + 1
+    cap = max(inp.max_id, 1)  # pastes ≤ selected originals ≤ K ≤ max_id
+    samples_d = launcher.h2d(indices)
+    foreground = bool(config.foreground) and dbank is not None
+    o = analyse(lab_d, nslots, samples_d, seed, config.p_paste, 1 if foreground else 0, config.patch, cap, launcher)
+    bargs, b_pixels = bank_args(dbank if foreground else None, launcher)
+    if foreground:
+        choice = choose(lab_d, o, bargs, config, seed, samples_d, nslots, launcher)
+    else:
+        choice = launcher.scratch("choice", (n, nslots), np.int64)  # not read: k_place pastes only with foreground
+    outputs = [inp.kind.empty(shape, dtype) for shape, dtype in
+               (((n, hh, ww, 3), np.uint8), ((n, hh, ww), np.int32), ((n, hh, ww), np.bool_),
+                ((n, hh, ww), np.bool_))]
+    views = [v for _o, v in outputs]
+    max_crop = hbank.max_crop if hbank is not None else 1
+    records = _place(lab_d, views[1], max_ids, o, choice, bargs, config, foreground, max_crop, seed, samples_d,
+                     cap, launcher)
+    _apply(img_d, views, max_ids, records, config.patch, bargs, b_pixels, launcher)
+    if not inp.host:
+        return GPUBatchResult(*(a for a, _v in outputs), indices, records, seed=seed, patch=config.patch,
+                              launcher=launcher)
+    # numpy input: one copy back of the outputs and the records
+    pastes, mv = host_records(*(launcher.d2h(records[k]) for k in ("rec_i", "rec_f", "moves", "counts")))
+    return InsMixBatchResult(*(launcher.d2h(v) for v in views), pastes, mv, indices, seed, config.patch)
+
+
+def _place(lab_d, out_lab, max_ids, o: Originals, choice, bargs: tuple, config: InsMixConfig, foreground: bool,
+           max_crop: int, seed: int, samples_d, cap: int, launcher: Launcher) -> dict:
+    """Stage 4: the new label maps (written into ``out_lab``), paste records and background moves."""
+    from ..kernels import cuda_pipeline as kp
+
+    n, hh, ww = lab_d.shape
+    sc = launcher.scratch
+    gh, gw = hh // config.patch, ww // config.patch
     g = max(gh * gw, 1)
-    with _device(dev_id):
-        if inp["host"]:
-            img_d = _h2d(inp["images"])
-            lab_d = _h2d(inp["labels"])
-        else:
-            img_d, lab_d = inp["images"], inp["labels"]
-        from ..kernels import cuda_instances as ki
-        from ..kernels import cuda_pipeline as kp
-
-        max_ids = _scratch("max_ids", n, np.int32, dev_id)
-        mn = _scratch("mn", 1, np.int32, dev_id)
-        _launch(ki.k_fill1, _grid(n), max_ids, np.int32(0))
-        _launch(ki.k_fill1, _grid(1), mn, np.int32(_INT32_MAX))
-        _launch(ki.k_minmax, _grid(n * hh * ww), lab_d, max_ids, mn)
-        if inp["max_id"] is None:  # the one scalar read of a device-input call
-            mx = _scratch("mx", 1, np.int32, dev_id)
-            _launch(ki.k_fill1, _grid(1), mx, np.int32(0))
-            _launch(ki.k_max1, _grid(n), max_ids, mx)
-            both = _scratch("both", 2, np.int32, dev_id)
-            _launch(ki.k_pack2, _grid(1), mx, mn, both)
-            mxmn = _d2h(both)
-            max_id, min_id = int(mxmn[0]), int(mxmn[1])
-        else:
-            max_id, min_id = inp["max_id"], inp["min_id"]
-        if min_id < 0:
-            raise InputError(f"labels hold negative ids (min {min_id}); ids must be ≥ 0, 0 = background")
-        if max_id > DENSE_ID_LIMIT:
-            raise InputError(f"labels hold ids up to {max_id}; device='cuda' takes ids ≤ {DENSE_ID_LIMIT}: relabel "
-                             "the maps first (insmix_fast.data.relabel_sequential) or use device='cpu'")
-        if max_id + hh * ww >= _INT32_MAX:
-            raise InputError("labels ids are too close to the int32 limit to add pasted instances; relabel first")
-        nslots = max_id + 1
-        cap = max(max_id, 1)  # pastes ≤ selected originals ≤ K ≤ max_id
-        samples_d = _h2d(np.asarray(indices, np.int64))
-        foreground = bool(config.foreground) and dbank is not None
-        select_mode = 1 if foreground else 0
-        s = _analyse(lab_d, nslots, samples_d, seed, config.p_paste, select_mode, tile, cap, dev_id)
-        if foreground:
-            bargs = _bank_args(dbank)
-            b_pixels = dbank.pixels
-        else:
-            bargs, b_pixels = _empty_bank_args()
-        if foreground:
-            _choose(lab_d, s, bargs, config.eps, config.rho, config.ssd, config.max_draws, seed, samples_d, nslots,
-                    dev_id)
-        else:
-            s.choice = _scratch("choice", (n, nslots), np.int64, dev_id)  # not read: k_place pastes only with foreground
-        kind = inp["kind"]
-        out_img_o, out_img = kind.empty((n, hh, ww, 3), np.uint8)
-        out_lab_o, out_lab = kind.empty((n, hh, ww), np.int32)
-        pm_o, pm = kind.empty((n, hh, ww), np.bool_)
-        sh_o, sh = kind.empty((n, hh, ww), np.bool_)
-        _launch(kp.k_copy_labels, _grid(n * hh * ww), lab_d, out_lab)
-        ncap = nslots + cap
-        cur_area = _scratch("cur_area", (n, ncap), np.int64, dev_id)
-        ibbox = _scratch("ibbox", (n, ncap, 4), np.int64, dev_id)
-        pieces = _scratch("pieces", (n, ncap), np.int64, dev_id)
-        occ = _scratch("occ", (n, ncap), np.int64, dev_id)
-        touched = _scratch("touched", (n, ncap), np.int64, dev_id)
-        big = max(int(P.max_crop), hh * ww)
-        nscr = big // 2 + 2
-        rx0 = _scratch("rx0", (n, nscr), np.int32, dev_id)
-        rx1 = _scratch("rx1", (n, nscr), np.int32, dev_id)
-        parent = _scratch("parent", (n, nscr), np.int32, dev_id)
-        free = _scratch("free", (n, g), np.int64, dev_id)
-        k_table = _h2d(background_count_table(np.float64(config.alpha), gh * gw))
-        rec_i = cuda.device_array((n, cap, _rec.N_REC_I), np.int64)
-        rec_f = cuda.device_array((n, cap, _rec.N_REC_F), np.float64)
-        moves = cuda.device_array((n, g, 2), np.int64)
-        counts = cuda.device_array((n, 2), np.int64)
-        _launch(kp.k_place, _per_thread(n), lab_d, out_lab, max_ids, s.k, s.lut, s.ids_ext, s.area, s.bbox,
-                s.anchor, s.selected, s.desc, s.fits, s.choice, *bargs, s.occupied, cur_area, ibbox, pieces, occ,
-                touched, rx0, rx1, parent, free, k_table, np.float64(config.delta), np.float64(config.gamma),
-                np.float64(config.max_occlusion), np.int64(config.n_tries), np.int64(tile), foreground,
-                bool(config.background), bool(config.ssd), config.offset_mode == "diagonal", np.uint64(seed),
-                samples_d, rec_i, rec_f, moves, counts)
-        src_of = _scratch("src_of", (n, g), np.int64, dev_id)
-        _launch(kp.k_src_clear, _grid(n * g), src_of)
-        _launch(kp.k_src_fill, _grid(n * g), moves, counts, src_of)
-        _launch(kp.k_apply, _grid(n * hh * ww), img_d, out_lab, max_ids, counts, rec_i, src_of, np.int64(tile),
-                bargs[2], bargs[3], b_pixels, out_img, pm, sh)
-        records = dict(rec_i=rec_i, rec_f=rec_f, moves=moves, counts=counts)
-        if not inp["host"]:
-            return GPUBatchResult(out_img_o, out_lab_o, pm_o, sh_o, np.asarray(indices, np.int64), records)
-        # numpy input: one copy back of the outputs and the records
-        ri, rf, mv, ct = _d2h(rec_i), _d2h(rec_f), _d2h(moves), _d2h(counts)
-        if (ct[:, 0] < 0).any():  # cannot happen (cap ≥ instances), kept as a guard
-            raise RuntimeError("internal error: paste record buffer too small on the device")
-        pastes = [_to_struct(ri[b], rf[b], int(ct[b, 0])) for b in range(n)]
-        mvl = [mv[b, :ct[b, 1]].copy() for b in range(n)]
-        return InsMixBatchResult(_d2h(out_img), _d2h(out_lab), _d2h(pm), _d2h(sh), pastes, mvl,
-                                 np.asarray(indices, np.int64))
+    launcher.launch(kp.k_copy_labels, launcher.grid(n * hh * ww), lab_d, out_lab)
+    ncap = o.lut.shape[1]
+    nscr = max(max_crop, hh * ww) // 2 + 2  # count_components' run buffers, as kernels.instances.new_scratch
+    records = dict(rec_i=launcher.array((n, cap, N_REC_I), np.int64), rec_f=launcher.array((n, cap, N_REC_F),
+                                                                                             np.float64),
+                   moves=launcher.array((n, g, 2), np.int64), counts=launcher.array((n, 2), np.int64))
+    launcher.launch(kp.k_place, launcher.per_thread(n), lab_d, out_lab, max_ids, o.k, o.lut, o.ids_ext, o.area,
+                    o.bbox, o.anchor, o.desc, o.fits, choice, *bargs, o.occupied,
+                    sc("cur_area", (n, ncap), np.int64), sc("ibbox", (n, ncap, 4), np.int64),
+                    sc("pieces", (n, ncap), np.int64), sc("occ", (n, ncap), np.int64),
+                    sc("touched", (n, ncap), np.int64), sc("rx0", (n, nscr), np.int32),
+                    sc("rx1", (n, nscr), np.int32), sc("parent", (n, nscr), np.int32), sc("free", (n, g), np.int64),
+                    launcher.h2d(background_count_table(np.float64(config.alpha), gh * gw)),
+                    np.float64(config.delta), np.float64(config.gamma), np.float64(config.max_occlusion),
+                    np.int64(config.n_tries), np.int64(config.patch), foreground, bool(config.background),
+                    bool(config.ssd), config.offset_mode == "diagonal", np.uint64(seed), samples_d,
+                    records["rec_i"], records["rec_f"], records["moves"], records["counts"])
+    return records
 
 
-def _empty_table_host():
-    from ..core import _empty_table
+def _apply(img_d, views: list, max_ids, records: dict, patch: int, bargs: tuple, b_pixels, launcher: Launcher):
+    """Stage 5: the output image, paste and shuffle masks (``views[0, 2, 3]``) from the new labels (``views[1]``)."""
+    from ..kernels import cuda_pipeline as kp
 
-    return _empty_table()
-
-
-# ------------------------------------------------------------------ scoring alone (tests, benchmarks)
-def _labels_on_device(labels):
-    """(numba view, batch max id, kind) of a host or device N×H×W label batch."""
-    kind = _kind_of(labels)
-    if kind == "numpy":
-        from ..validation import check_labels
-
-        labels = np.asarray(labels)
-        if labels.ndim != 3:
-            raise InputError(f"labels must be N×H×W, got shape {labels.shape}")
-        flat = check_labels(labels.reshape(-1, labels.shape[2]), name="labels").reshape(labels.shape)
-        return _h2d(flat), int(flat.max()), True
-    _x, view, _k = _prepare_device(labels, kind, "labels", np.int32)
-    if view.ndim != 3:
-        raise InputError(f"labels must be N×H×W, got shape {view.shape}")
-    from numba import cuda
-
-    from ..kernels import cuda_instances as ki
-
-    n = view.shape[0]
-    max_ids = _scratch("max_ids", n, np.int32, 0)
-    mn = _scratch("mn", 1, np.int32, 0)
-    _launch(ki.k_fill1, _grid(n), max_ids, np.int32(0))
-    _launch(ki.k_fill1, _grid(1), mn, np.int32(_INT32_MAX))
-    _launch(ki.k_minmax, _grid(view.size), view, max_ids, mn)
-    m = int(_d2h(max_ids).max())
-    if int(_d2h(mn)[0]) < 0:
-        raise InputError("labels hold negative ids")
-    return view, m, False
-
-
-def _score_setup(labels, bank, config, seed, indices, select_mode):
-    require_cuda()
-    config = InsMixConfig() if config is None else config
-    if not isinstance(config, InsMixConfig):
-        raise InputTypeError(f"config must be an InsMixConfig, got {type(config).__name__}")
-    lab_d, max_id, host = _labels_on_device(labels)
-    if max_id > DENSE_ID_LIMIT:
-        raise InputError(f"labels hold ids up to {max_id}; relabel to ≤ {DENSE_ID_LIMIT} first")
-    dbank, hbank = _device_bank(bank, config.replace(foreground=True), 0)
-    n = lab_d.shape[0]
-    indices = _indices(indices, n)
-    samples_d = _h2d(np.asarray(indices, np.int64))
-    nslots = max_id + 1
-    s = _analyse(lab_d, nslots, samples_d, seed, config.p_paste, select_mode, config.tile, 0)
-    return config, lab_d, dbank, s, samples_d, nslots, host
-
-
-def admissible_counts_cuda(labels, bank, config: InsMixConfig | None = None):
-    """Exhaustive bank-wide scoring on the device: for every original of an N×H×W label
-    batch, the number of bank templates with ``f_scale ≤ eps`` and ``f_shape ≤ rho``.
-
-    Returns an (N, max_id + 1) int64 array indexed by (tile, rank): rank ``c`` is the
-    c-th smallest id of the tile, -1 for unused ranks (a device array for device input).
-    """
-    from numba import cuda
-
-    from ..kernels import cuda_ssd as ks
-
-    config, lab_d, dbank, s, _samples, nslots, host = _score_setup(labels, bank, config, 0, None, 2)
-    counts = cuda.device_array((lab_d.shape[0], nslots), np.int64)
-    _launch(ks.k_counts, _per_block(lab_d.shape[0] * nslots), lab_d, s.k, s.ids_ext, s.area, s.anchor, s.desc,
-            s.fits, *_bank_args(dbank), np.float64(config.eps), np.float64(config.rho), counts)
-    return _d2h(counts) if host else counts
-
-
-def choose_templates_cuda(labels, bank, config: InsMixConfig | None = None, *, seed: int = 0, indices=None,
-                          select_all: bool = True):
-    """The seeded template choice of every original (``kernels.ssd.choose_template`` on the
-    device): (N, max_id + 1) int64 indexed by (tile, rank), -1 where none is admissible
-    or the original is not selected (``select_all=False`` applies the ``p_paste`` draw)."""
-    config, lab_d, dbank, s, samples_d, nslots, host = _score_setup(labels, bank, config, seed, indices,
-                                                                    2 if select_all else 1)
-    choice = _choose(lab_d, s, _bank_args(dbank), config.eps, config.rho, config.ssd, config.max_draws, seed,
-                     samples_d, nslots)
-    return _d2h(choice) if host else choice
+    out_img, out_lab, pm, sh = views
+    n = out_lab.shape[0]
+    src_of = launcher.scratch("src_of", (n, records["moves"].shape[1]), np.int64)
+    launcher.launch(kp.k_src_clear, launcher.grid(src_of.size), src_of)
+    launcher.launch(kp.k_src_fill, launcher.grid(src_of.size), records["moves"], records["counts"], src_of)
+    launcher.launch(kp.k_apply, launcher.grid(out_lab.size), img_d, out_lab, max_ids, records["counts"],
+                    records["rec_i"], src_of, np.int64(patch), bargs[2], bargs[3], b_pixels, out_img, pm, sh)
