@@ -1129,7 +1129,7 @@ def class_table(fmt: str, labels: np.ndarray, raw_names: list, type_names=None):
     """Raw scan labels → ``(types int16 per polygon, class_names tuple or None, source_types)``.
 
     GeoJSON: classes numbered 1.. in order of first appearance (names compared after JSON
-    unescaping); unclassified polygons in a file that has classes get the class
+    unescaping); unclassified polygons in a file that has classes are the class
     ``"Unclassified"``. No classification anywhere: untyped (``None``, types all 0).
     HoVer-Net: HoVer-Net's own type ids t ≥ 1 are the class ids (names from
     ``type_names`` {id: name}, else ``"type_<t>"``); type 0 nuclei (HoVer-Net's "no label")
@@ -1145,17 +1145,13 @@ def class_table(fmt: str, labels: np.ndarray, raw_names: list, type_names=None):
     if fmt == "geojson":
         names = ["background"]
         index = {}
-        for raw in np.flatnonzero(present[1:]) + 1:
-            nm = raw_names[raw - 1]
+        raws, first = np.unique(labels, return_index=True)
+        for raw in raws[np.argsort(first)]:  # in order of first appearance
+            nm = raw_names[raw - 1] if raw else "Unclassified"
             if nm not in index:
                 index[nm] = len(names)
                 names.append(nm)
             lut[raw] = index[nm]
-        if present[0]:
-            if "Unclassified" not in index:
-                index["Unclassified"] = len(names)
-                names.append("Unclassified")
-            lut[0] = index["Unclassified"]
         source_types = None
     else:
         type_names = {int(k): str(v) for k, v in (type_names or {}).items()}
