@@ -269,7 +269,6 @@ def test_geojson_qupath_and_hovernet(tmp_path):
 
 
 def test_hovernet_json(tmp_path):
-    pytest.importorskip("shapely")
     hv = {"mag": 40, "nuc": {"1": {"contour": [[10, 10], [19, 10], [19, 19], [10, 19]]},
                              "2": {"contour": [[30, 30], [33, 30], [33, 33], [30, 33]]}}}
     q = tmp_path / "h.json"

@@ -466,6 +466,15 @@ def test_npz_roundtrip_keeps_types_and_rule(tmp_path, geojson):
 
 
 # ----------------------------------------------------------------------------- one polygon rule (issue 15)
+def _xml(tmp_path, verts, rid):
+    """A one-region Aperio XML file."""
+    vs = "".join(f'<Vertex X="{x!r}" Y="{y!r}"/>' for x, y in verts)
+    p = tmp_path / "t.xml"
+    p.write_text(f'<Annotations><Annotation><Regions><Region Id="{rid}"><Vertices>{vs}</Vertices></Region>'
+                 "</Regions></Annotation></Annotations>")
+    return p
+
+
 def test_one_degenerate_rule_for_xml_and_geojson(tmp_path):
     from insmix_fast.data.monuseg import read_aperio_xml
 
@@ -479,11 +488,7 @@ def test_one_degenerate_rule_for_xml_and_geojson(tmp_path):
     assert ring_problem(np.array([[0, 0], [1e6, 1e-4], [2e6, 0]], float)) == ZERO_AREA  # flat within 1e-9
 
     def xml(verts):
-        vs = "".join(f'<Vertex X="{x}" Y="{y}"/>' for x, y in verts)
-        p = tmp_path / "t.xml"
-        p.write_text(f'<Annotations><Annotation><Regions><Region Id="7"><Vertices>{vs}</Vertices></Region>'
-                     "</Regions></Annotation></Annotations>")
-        return p
+        return _xml(tmp_path, verts, 7)
 
     def geo(verts):
         return _write(tmp_path / "t.geojson", json.dumps(
@@ -506,11 +511,7 @@ def test_xml_far_coordinates_clip_in_float_or_are_rejected(tmp_path):
     from insmix_fast.data.monuseg import read_aperio_xml
 
     def xml(verts):
-        vs = "".join(f'<Vertex X="{x!r}" Y="{y!r}"/>' for x, y in verts)
-        p = tmp_path / "t.xml"
-        p.write_text(f'<Annotations><Annotation><Regions><Region Id="3"><Vertices>{vs}</Vertices></Region>'
-                     "</Regions></Annotation></Annotations>")
-        return p
+        return _xml(tmp_path, verts, 3)
 
     # a rectangle reaching 2e9 px away, clipped to the 60×70 image: rows/cols 0..53 → 54² px
     far = [(-2e9, -2e9), (53.0, -2e9), (53.0, 53.0), (-2e9, 53.0)]

@@ -328,6 +328,25 @@ def _after_member(buf, p, end, eof, closer):
     return p, 0, _SYNTAX
 
 
+@numba.njit(cache=True, nogil=True)
+def _open_object(buf, p, end, eof):
+    """At a '{' → (position of the first key, status, 1 when the object is empty and consumed)."""
+    p = _ws(buf, p + 1, end)
+    if p >= end:
+        return p, _short(eof), 0
+    if buf[p] == 125:
+        return p + 1, _DONE, 1
+    return p, _DONE, 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _member_end(buf, p, end, eof, s):
+    """After an object member's value (parsed with status ``s``) → (p, 1 when the object closed, status)."""
+    if s != _DONE:
+        return p, 0, s
+    return _after_member(buf, p, end, eof, 125)
+
+
 # ----------------------------------------------------------------------------- coordinates
 @numba.njit(cache=True, nogil=True)
 def _coords(buf, p, end, eof, stack, pts, npts, ring_len, nrings, shift):
@@ -469,42 +488,30 @@ def _geometry(buf, p, end, eof, stack, pts, npts, ring_len, nrings, slot):
         slot[6] = npts
         slot[8] = nrings
         return p, s, npts, nrings
-    p = _ws(buf, p + 1, end)
-    if p >= end:
-        return p, _short(eof), npts, nrings
-    if buf[p] == 125:
+    p, s, empty = _open_object(buf, p, end, eof)
+    if s != _DONE or empty:
         slot[6] = npts
         slot[8] = nrings
-        return p + 1, _DONE, npts, nrings
+        return p, s, npts, nrings
     seen_coords = False
     while True:
         k0, k1, p, s = _key(buf, p, end, eof)
         if s != _DONE:
             return p, s, npts, nrings
-        if _eq(buf, k0, k1, K_TYPE):
-            if buf[p] == 34:
-                t0, t1, p, s = _string(buf, p, end, eof)
-                if s != _DONE:
-                    return p, s, npts, nrings
-                slot[2] = _geometry_code(buf, t0, t1)
-            else:
-                slot[2] = _G_OTHER
-                p, s = _skip(buf, p, end, eof, stack)
-                if s != _DONE:
-                    return p, s, npts, nrings
+        if _eq(buf, k0, k1, K_TYPE) and buf[p] == 34:
+            t0, t1, p, s = _string(buf, p, end, eof)
+            slot[2] = _geometry_code(buf, t0, t1)
         elif _eq(buf, k0, k1, K_COORDS) and not seen_coords:
             seen_coords = True
             p, s, npts, nrings, P, bad = _coords(buf, p, end, eof, stack, pts, npts, ring_len, nrings, 0.0)
-            if s != _DONE:
-                return p, s, npts, nrings
             slot[3] = P
             if bad:
                 slot[4] = 1
         else:
+            if _eq(buf, k0, k1, K_TYPE):  # a type that is not a string
+                slot[2] = _G_OTHER
             p, s = _skip(buf, p, end, eof, stack)
-            if s != _DONE:
-                return p, s, npts, nrings
-        p, closed, s = _after_member(buf, p, end, eof, 125)
+        p, closed, s = _member_end(buf, p, end, eof, s)
         if s != _DONE:
             return p, s, npts, nrings
         if closed:
@@ -515,54 +522,29 @@ def _geometry(buf, p, end, eof, stack, pts, npts, ring_len, nrings, slot):
 
 
 @numba.njit(cache=True, nogil=True)
-def _properties(buf, p, end, eof, stack, name):
-    """``properties`` → (p, status); ``name`` gets [found, start, end] of the class name."""
+def _string_member(buf, p, end, eof, stack, key, name, nested):
+    """The object value at ``p`` → (p, status); the string value of its member ``key`` goes to
+    ``name`` ([found, start, end]). ``nested``: an object value of ``key`` is searched for a
+    string ``"name"`` member (``properties`` → ``classification`` → ``name``, QuPath)."""
     if buf[p] != 123:
         return _skip(buf, p, end, eof, stack)
-    p = _ws(buf, p + 1, end)
-    if p >= end:
-        return p, _short(eof)
-    if buf[p] == 125:
-        return p + 1, _DONE
+    p, s, empty = _open_object(buf, p, end, eof)
+    if s != _DONE:
+        return p, s
+    if empty:
+        return p, _DONE
     while True:
         k0, k1, p, s = _key(buf, p, end, eof)
         if s != _DONE:
             return p, s
-        if _eq(buf, k0, k1, K_CLASS) and buf[p] == 34:  # "classification": "Tumor"
+        if _eq(buf, k0, k1, key) and buf[p] == 34:  # "classification": "Tumor" / "name": "Tumor"
             n0, n1, p, s = _string(buf, p, end, eof)
-            if s != _DONE:
-                return p, s
             name[0], name[1], name[2] = 1, n0, n1
-        elif _eq(buf, k0, k1, K_CLASS) and buf[p] == 123:  # {"name": "Tumor", "color": [...]}
-            p = _ws(buf, p + 1, end)
-            if p >= end:
-                return p, _short(eof)
-            if buf[p] == 125:
-                p += 1
-            else:
-                while True:
-                    j0, j1, p, s = _key(buf, p, end, eof)
-                    if s != _DONE:
-                        return p, s
-                    if _eq(buf, j0, j1, K_NAME) and buf[p] == 34:
-                        n0, n1, p, s = _string(buf, p, end, eof)
-                        if s != _DONE:
-                            return p, s
-                        name[0], name[1], name[2] = 1, n0, n1
-                    else:
-                        p, s = _skip(buf, p, end, eof, stack)
-                        if s != _DONE:
-                            return p, s
-                    p, closed, s = _after_member(buf, p, end, eof, 125)
-                    if s != _DONE:
-                        return p, s
-                    if closed:
-                        break
+        elif nested and _eq(buf, k0, k1, key) and buf[p] == 123:  # {"name": "Tumor", "color": [...]}
+            p, s = _string_member(buf, p, end, eof, stack, K_NAME, name, False)
         else:
             p, s = _skip(buf, p, end, eof, stack)
-            if s != _DONE:
-                return p, s
-        p, closed, s = _after_member(buf, p, end, eof, 125)
+        p, closed, s = _member_end(buf, p, end, eof, s)
         if s != _DONE:
             return p, s
         if closed:
@@ -658,11 +640,11 @@ def _feature(buf, p, end, eof, stack, st, pts, ring_len, names, name_off):
     if buf[p] != 123:
         p, s = _skip(buf, p, end, eof, stack)
         return p, s, NOT_AN_OBJECT, 0, npts, nrings
-    p = _ws(buf, p + 1, end)
-    if p >= end:
-        return p, _short(eof), 0, 0, npts, nrings
-    if buf[p] == 125:
-        return p + 1, _DONE, NO_GEOMETRY, 0, npts, nrings
+    p, s, empty = _open_object(buf, p, end, eof)
+    if s != _DONE:
+        return p, s, 0, 0, npts, nrings
+    if empty:
+        return p, _DONE, NO_GEOMETRY, 0, npts, nrings
     while True:
         k0, k1, p, s = _key(buf, p, end, eof)
         if s != _DONE:
@@ -672,7 +654,7 @@ def _feature(buf, p, end, eof, stack, st, pts, ring_len, names, name_off):
         elif _eq(buf, k0, k1, K_NUCGEOM) and nuc[0] == 0:
             p, s, npts, nrings = _geometry(buf, p, end, eof, stack, pts, npts, ring_len, nrings, nuc)
         elif _eq(buf, k0, k1, K_PROPS):
-            p, s = _properties(buf, p, end, eof, stack, name)
+            p, s = _string_member(buf, p, end, eof, stack, K_CLASS, name, True)
         elif _eq(buf, k0, k1, K_TYPE):
             if buf[p] == 34:
                 t0, t1, p, s = _string(buf, p, end, eof)
@@ -683,9 +665,7 @@ def _feature(buf, p, end, eof, stack, st, pts, ring_len, names, name_off):
                 p, s = _skip(buf, p, end, eof, stack)
         else:
             p, s = _skip(buf, p, end, eof, stack)
-        if s != _DONE:
-            return p, s, 0, 0, npts, nrings
-        p, closed, s = _after_member(buf, p, end, eof, 125)
+        p, closed, s = _member_end(buf, p, end, eof, s)
         if s != _DONE:
             return p, s, 0, 0, npts, nrings
         if closed:
@@ -727,11 +707,11 @@ def _nucleus(buf, p, end, eof, stack, st, pts, ring_len):
     if buf[p] != 123:
         p, s = _skip(buf, p, end, eof, stack)
         return p, s, NOT_AN_OBJECT, 0, npts, nrings
-    p = _ws(buf, p + 1, end)
-    if p >= end:
-        return p, _short(eof), 0, 0, npts, nrings
-    if buf[p] == 125:
-        return p + 1, _DONE, NO_CONTOUR, 0, npts, nrings
+    p, s, empty = _open_object(buf, p, end, eof)
+    if s != _DONE:
+        return p, s, 0, 0, npts, nrings
+    if empty:
+        return p, _DONE, NO_CONTOUR, 0, npts, nrings
     problem = 0
     label = 0
     seen = False
@@ -764,9 +744,7 @@ def _nucleus(buf, p, end, eof, stack, st, pts, ring_len):
                         problem = BAD_TYPE
         else:
             p, s = _skip(buf, p, end, eof, stack)
-        if s != _DONE:
-            return p, s, 0, 0, npts, nrings
-        p, closed, s = _after_member(buf, p, end, eof, 125)
+        p, closed, s = _member_end(buf, p, end, eof, s)
         if s != _DONE:
             return p, s, 0, 0, npts, nrings
         if closed:
