@@ -307,7 +307,8 @@ def _child(script: Path, *args, timeout=1800) -> dict:
     r = subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
                        timeout=timeout, env=env)
     if r.returncode:
-        raise RuntimeError(r.stderr[-3000:])
+        raise RuntimeError(f"{script.name} {' '.join(map(str, args))}: exit {r.returncode}\n{r.stdout[-1000:]}"
+                           f"\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 

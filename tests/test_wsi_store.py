@@ -350,7 +350,8 @@ def _open_and_report(path, barrier, q):
 def test_concurrent_first_opens_convert_once(tmp_path, geojson):
     big = tmp_path / "big.geojson"
     big.write_text(json.dumps({"type": "FeatureCollection", "features": _features(3000, seed=5)}))
-    ctx = mp.get_context("fork")
+    # spawn: fresh interpreters load the scanner from Numba's on-disk cache, as torchrun ranks do
+    ctx = mp.get_context("spawn")
     n = 4
     barrier, q = ctx.Barrier(n), ctx.Queue()
     procs = [ctx.Process(target=_open_and_report, args=(big, barrier, q)) for _ in range(n)]

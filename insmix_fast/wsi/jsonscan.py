@@ -525,30 +525,37 @@ def _geometry(buf, p, end, eof, stack, pts, npts, ring_len, nrings, slot):
 def _string_member(buf, p, end, eof, stack, key, name, nested):
     """The object value at ``p`` → (p, status); the string value of its member ``key`` goes to
     ``name`` ([found, start, end]). ``nested``: an object value of ``key`` is searched for a
-    string ``"name"`` member (``properties`` → ``classification`` → ``name``, QuPath)."""
+    string ``"name"`` member (``properties`` → ``classification`` → ``name``, QuPath).
+    (Iterative on purpose: Numba cannot cache recursive functions.)"""
     if buf[p] != 123:
         return _skip(buf, p, end, eof, stack)
     p, s, empty = _open_object(buf, p, end, eof)
-    if s != _DONE:
+    if s != _DONE or empty:
         return p, s
-    if empty:
-        return p, _DONE
+    level = 0  # 1: inside the object value of `key`
     while True:
         k0, k1, p, s = _key(buf, p, end, eof)
         if s != _DONE:
             return p, s
-        if _eq(buf, k0, k1, key) and buf[p] == 34:  # "classification": "Tumor" / "name": "Tumor"
+        if _eq(buf, k0, k1, key if level == 0 else K_NAME) and buf[p] == 34:
             n0, n1, p, s = _string(buf, p, end, eof)
             name[0], name[1], name[2] = 1, n0, n1
-        elif nested and _eq(buf, k0, k1, key) and buf[p] == 123:  # {"name": "Tumor", "color": [...]}
-            p, s = _string_member(buf, p, end, eof, stack, K_NAME, name, False)
+        elif level == 0 and nested and _eq(buf, k0, k1, key) and buf[p] == 123:  # {"name": "Tumor", ...}
+            p, s, empty = _open_object(buf, p, end, eof)
+            if s == _DONE and not empty:
+                level = 1
+                continue
         else:
             p, s = _skip(buf, p, end, eof, stack)
-        p, closed, s = _member_end(buf, p, end, eof, s)
-        if s != _DONE:
-            return p, s
-        if closed:
-            return p, _DONE
+        while True:  # end of the member; closing the inner object ends the outer member
+            p, closed, s = _member_end(buf, p, end, eof, s)
+            if s != _DONE:
+                return p, s
+            if not closed:
+                break
+            if level == 0:
+                return p, _DONE
+            level = 0
 
 
 @numba.njit(cache=True, nogil=True)
