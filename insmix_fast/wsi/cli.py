@@ -99,6 +99,8 @@ def _cmd_index(args) -> int:
         if ann_path.suffix.lower() == ".npz":
             ann = Annotations.load(ann_path)
             print(f"{head}: {len(ann):,} polygons, {_classes(ann)}, {_size(ann.nbytes)} (.npz store, used as is)")
+            total_polys += len(ann)
+            total_bytes += ann_path.stat().st_size
             continue
         if args.check:
             store, state = find_store(ann_path, args.cache_dir)

@@ -896,8 +896,7 @@ class _Reader:
             self.end += more or 0
             self.eof = not more
         if self.bar is not None:
-            self.bar.n = min(self.base + self.end, self.size)
-            self.bar.refresh() if self.eof else self.bar.update(0)
+            self.bar.update(max(min(self.base + self.end, self.size) - self.bar.n, 0))
         return keep
 
 
