@@ -1109,16 +1109,16 @@ def _small_document(path: Path, sink, expect: str, on_error: str) -> ScanInfo:
             raise ReaderError(str(e).replace(str(tmp), str(path))) from None
 
 
-def class_table(fmt: str, labels: np.ndarray, raw_names: list, type_names=None):
+def class_table(fmt: str, labels: np.ndarray, raw_names: list):
     """Raw scan labels → ``(types int16 per polygon, class_names tuple or None, source_types)``.
 
     GeoJSON: classes numbered 1.. in order of first appearance (names compared after JSON
     unescaping); unclassified polygons in a file that has classes are the class
     ``"Unclassified"``. No classification anywhere: untyped (``None``, types all 0).
-    HoVer-Net: HoVer-Net's own type ids t ≥ 1 are the class ids (names from
-    ``type_names`` {id: name}, else ``"type_<t>"``); type 0 nuclei (HoVer-Net's "no label")
-    and null types in a typed file get their own class after the largest id. No type
-    anywhere: untyped. ``source_types``: for HoVer-Net, the original type of each class.
+    HoVer-Net: HoVer-Net's own type ids t ≥ 1 are the class ids (named ``"type_<t>"``; the
+    annotation readers rename them from ``type_names``); type 0 nuclei (HoVer-Net's "no
+    label") and null types in a typed file get their own class after the largest id. No
+    type anywhere: untyped. ``source_types``: for HoVer-Net, the original type of each class.
     """
     labels = np.asarray(labels, np.int64)
     present = np.zeros(max(int(labels.max(initial=0)) + 1, 1), bool)
@@ -1138,16 +1138,15 @@ def class_table(fmt: str, labels: np.ndarray, raw_names: list, type_names=None):
             lut[raw] = index[nm]
         source_types = None
     else:
-        type_names = {int(k): str(v) for k, v in (type_names or {}).items()}
         ts = np.flatnonzero(present[1:])  # HoVer-Net types present (raw label - 1)
         top = int(max(ts.max(), 0))
-        names = ["background"] + [type_names.get(t, f"type_{t}") for t in range(1, top + 1)]
+        names = ["background"] + [f"type_{t}" for t in range(1, top + 1)]
         source_types = [None] + list(range(1, top + 1))
         for t in ts[ts >= 1]:
             lut[t + 1] = t
         if present[1]:  # HoVer-Net type 0: its own class
             lut[1] = len(names)
-            names.append(type_names.get(0, "type_0"))
+            names.append("type_0")
             source_types.append(0)
         if present[0]:  # null type in a typed file
             lut[0] = len(names)
