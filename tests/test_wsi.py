@@ -269,7 +269,6 @@ def test_geojson_qupath_and_hovernet(tmp_path):
 
 
 def test_hovernet_json(tmp_path):
-    pytest.importorskip("shapely")
     hv = {"mag": 40, "nuc": {"1": {"contour": [[10, 10], [19, 10], [19, 19], [10, 19]]},
                              "2": {"contour": [[30, 30], [33, 30], [33, 33], [30, 33]]}}}
     q = tmp_path / "h.json"
@@ -481,21 +480,28 @@ def test_stripped_and_ome_tiff(tmp_path):
 
 @pytest.mark.parametrize("chunk", [7, 64, 1 << 20])
 def test_geojson_streaming_parser(tmp_path, slide_file, chunk):
-    from insmix_fast.wsi.annotations import _iter_features
+    from insmix_fast.wsi.jsonscan import scan_annotations
 
+    def scan(path):
+        parts = [[], []]
+        info = scan_annotations(path, lambda pts, rl, *_: (parts[0].append(pts.copy()), parts[1].append(rl.copy())),
+                                chunk=chunk)
+        return np.concatenate(parts[0]), np.concatenate(parts[1]), info
+
+    ref = Annotations.load(slide_file.npz)
+    pts, rings, info = scan(slide_file.geojson)
+    assert info.polygons == slide_file.n_nuclei and info.raw_names == ["Nucleus"]
+    assert np.array_equal(pts, ref.points) and np.array_equal(rings, np.diff(ref.ring_offsets))
     doc = json.loads(slide_file.geojson.read_text())
-    feats = list(_iter_features(slide_file.geojson, chunk=chunk))
-    assert feats == doc["features"] and len(feats) == slide_file.n_nuclei
     lst = tmp_path / "list.json"
     lst.write_text(json.dumps(doc["features"][:5], indent=2))
-    assert list(_iter_features(lst, chunk=chunk)) == doc["features"][:5]
+    assert np.array_equal(scan(lst)[0], ref.points[:ref.ring_offsets[5]])
     cut = tmp_path / "cut.geojson"
     text = slide_file.geojson.read_text()
     cut.write_text(text[: len(text) // 2])
-    with pytest.raises(ReaderError, match="cut.geojson"):
-        list(_iter_features(cut, chunk=chunk))
+    with pytest.raises(ReaderError, match="cut.geojson.*unexpected end of file"):
+        scan(cut)
     ann = read_geojson(slide_file.geojson)
-    ref = Annotations.load(slide_file.npz)
     assert np.array_equal(ann.points, ref.points) and np.array_equal(ann.poly_offsets, ref.poly_offsets)
 
 

@@ -10,8 +10,9 @@ Rasterisation rules (:func:`read_aperio_xml`, used by :func:`read_monuseg`):
   (20, 20) covers rows/columns 10..20, i.e. 11 × 11 = 121 pixels; corners
   (10.4, 10.4)–(19.6, 19.6) cover the same 121, corners (10.6, 10.6)–(19.4,
   19.4) cover 11..19, i.e. 81.
-* Polygons are clipped to the image (Sutherland–Hodgman against a box one pixel
-  wider than the image, which leaves every in-image pixel's membership unchanged).
+* Polygons are clipped to the image in floating point (Sutherland–Hodgman against a
+  box one pixel wider than the image, which leaves every in-image pixel's membership
+  unchanged), before any conversion to integers.
 * Regions get ids 1..K in document order. **Where regions overlap or touch, a
   pixel belongs to the first region that claims it.** A region left in several
   pieces by that keeps its largest piece (ties: first in raster order); a region
@@ -24,7 +25,8 @@ Rasterisation rules (:func:`read_aperio_xml`, used by :func:`read_monuseg`):
   leaves a deliberate hole there — the one case in which the output does not
   pass :func:`~insmix_fast.data.labels.find_label_problems`.
 * Degenerate regions — fewer than 3 vertices, a missing/non-numeric/NaN/inf
-  coordinate, all vertices on one line (zero area) — raise :class:`ReaderError` naming the file
+  coordinate, a coordinate beyond ±2³¹ px, all vertices on one line (zero area);
+  the rule every reader shares, :mod:`insmix_fast.data.polygons` — raise :class:`ReaderError` naming the file
   and the region ``Id`` (``degenerate="raise"``) or are skipped with one
   ``warnings.warn`` giving their count (``degenerate="skip"``). A valid region
   entirely outside the image is simply empty and dropped.
@@ -46,6 +48,7 @@ import numpy as np
 from ..errors import InputError, InputTypeError, ReaderError
 from .io import read_image
 from .labels import clean_labels, relabel_sequential
+from .polygons import OK, clip_polygon, describe_problem, ring_problem
 
 __all__ = ["read_monuseg", "read_aperio_xml", "MoNuSegDataset"]
 
@@ -55,33 +58,12 @@ _IMAGE_DIRS = ("Tissue Images", "Tissue_Images", "TissueImages", "images", "Imag
 _XML_DIRS = ("Annotations", "annotations")
 
 
-def _clip_polygon(pts: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
-    """Sutherland–Hodgman clip of a polygon (N×2, x/y) to the box [x0, x1]×[y0, y1]."""
-    poly = [tuple(p) for p in pts]
-    for axis, bound, keep_greater in ((0, x0, True), (0, x1, False), (1, y0, True), (1, y1, False)):
-        if not poly:
-            break
-        out = []
-        n = len(poly)
-        for k in range(n):
-            cur, prev = poly[k], poly[k - 1]
-            cin = cur[axis] >= bound if keep_greater else cur[axis] <= bound
-            pin = prev[axis] >= bound if keep_greater else prev[axis] <= bound
-            if cin != pin:
-                t = (bound - prev[axis]) / (cur[axis] - prev[axis])
-                out.append((prev[0] + t * (cur[0] - prev[0]), prev[1] + t * (cur[1] - prev[1])))
-            if cin:
-                out.append(cur)
-        poly = out
-    return np.asarray(poly, dtype=np.float64).reshape(-1, 2)
-
-
 def _raster(pts: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, int, int] | None:
     """Fill a clipped polygon; returns (local bool mask, row0, col0) or None when empty."""
     H, W = shape
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     if lo[0] < -1.0 or lo[1] < -1.0 or hi[0] > W or hi[1] > H:  # clip only when needed
-        pts = _clip_polygon(pts, -1.0, -1.0, float(W), float(H))
+        pts = clip_polygon(pts, -1.0, -1.0, float(W), float(H))  # in float, before any int conversion
     if pts.shape[0] < 3:
         return None
     c0 = max(int(math.floor(pts[:, 0].min())), 0)
@@ -116,20 +98,13 @@ def _parse_regions(xml_path: Path) -> list[tuple[str, bool, np.ndarray | None, s
             except (TypeError, ValueError):
                 bad = f"vertex with missing or non-numeric X/Y ({v.get('X')!r}, {v.get('Y')!r})"
                 break
-            if not (math.isfinite(x) and math.isfinite(y)):
-                bad = f"vertex with NaN/infinite coordinates ({x}, {y})"
-                break
             coords.append((x, y))
-        if bad is None and len(coords) < 3:
-            bad = f"only {len(coords)} vertices (a polygon needs ≥ 3)"
         pts = None
         if bad is None:
-            pts = np.asarray(coords, dtype=np.float64)
-            # zero area = all vertices on one line (a figure-8 outline has zero signed area but is kept)
-            d = pts - pts[0]
-            sv = np.linalg.svd(d, compute_uv=False)
-            if not sv[-1] > 1e-9 * max(1.0, float(sv[0])):
-                bad = "zero polygon area (all vertices on one line)"
+            pts = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+            code = ring_problem(pts)  # the one rule of every reader (insmix_fast.data.polygons)
+            if code != OK:
+                bad, pts = describe_problem(code, pts), None
         regions.append((rid, negative, pts, bad))
     return regions
 
