@@ -88,6 +88,10 @@ class InsMix(DualTransform):
         """The InsMix seed, drawn from albumentations' per-transform generator."""
         return {"insmix_seed": int(self.random_generator.integers(0, _SEED_BOUND, dtype=np.uint64))}
 
+    def update_transform_params(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        _array(data.get("image"), "image")  # albumentations reads image.shape here: say what is wrong first
+        return super().update_transform_params(params, data)
+
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         """Run InsMix once on this call's image, mask (and type map); ``apply*`` hand out the parts."""
         return {"insmix": self._insmix(params["insmix_seed"], data)}
@@ -108,14 +112,6 @@ class InsMix(DualTransform):
         out = dict(kwargs)
         out.update(params["insmix"])
         return out
-
-    @classmethod
-    def is_serializable(cls) -> bool:
-        return False
-
-    def to_dict_private(self) -> dict[str, Any]:
-        raise NotImplementedError("InsMix holds an InstanceBank and cannot be serialised to a dict; build it in code "
-                                  "(InsMix(InstanceBank.load(path), config)) and compose it with the loaded pipeline")
 
     # ------------------------------------------------------------------ the work
     def _check_targets(self, data: dict[str, Any]) -> None:
@@ -139,16 +135,12 @@ class InsMix(DualTransform):
 
     def _insmix(self, seed: int, data: dict[str, Any]) -> dict[str, np.ndarray]:
         self._check_targets(data)
-        image, mask = data.get("image"), data.get("mask")
-        if image is None or mask is None:
-            missing = "image" if image is None else "mask"
-            raise InputError(f"InsMix needs image=<H×W×3 RGB> and mask=<H×W instance map>; {missing!r} is missing")
-        image = _array(image, "image")
+        image = _array(data.get("image"), "image")
         if image.ndim != 3 or image.shape[2] != 3:
             hint = " — it looks channel-first (3×H×W): albumentations takes H×W×3" if image.ndim == 3 and \
                 image.shape[0] == 3 else ""
             raise InputError(f"InsMix: image must be H×W×3 RGB, got shape {image.shape}{hint}")
-        mask = _plane(_array(mask, "mask"), "mask", "instance map")
+        mask = _plane(_array(data.get("mask"), "mask"), "mask", "instance map")
         typemap = None
         if self.types_key is not None:
             typemap = _plane(_array(data[self.types_key], self.types_key), self.types_key, "type map")
@@ -166,6 +158,8 @@ class InsMix(DualTransform):
 
 
 def _array(x, name: str) -> np.ndarray:
+    if x is None:
+        raise InputError(f"InsMix needs image=<H×W×3 RGB> and mask=<H×W instance map>; {name!r} is missing")
     if not isinstance(x, np.ndarray):
         raise InputTypeError(f"InsMix: {name} must be a numpy array, got {type(x).__name__}")
     return x

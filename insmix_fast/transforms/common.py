@@ -32,7 +32,7 @@ from ..validation import check_number
 
 __all__ = ["INSTALL_HINT", "TYPED_INSMIX", "TYPED_INSMIX_BATCH", "missing_library", "check_bank", "check_config",
            "check_probability", "check_max_value", "patch_size", "label_dtype", "check_integer_map", "require_types",
-           "run_insmix", "run_insmix_batch", "check_nchw", "insmix_nchw", "to_uint8", "float_result",
+           "run_insmix", "run_insmix_batch", "check_nchw", "insmix_nchw", "batch_output", "to_uint8", "float_result", "moves_of",
            "error_context"]
 
 INSTALL_HINT = 'pip install "insmix-fast[transforms]"'
@@ -207,11 +207,12 @@ def float_result(x: torch.Tensor, out_u8: torch.Tensor, paste_mask: torch.Tensor
     return torch.where(paste_mask[:, None], pasted, out)
 
 
-def _moves(result, device) -> tuple[torch.Tensor, torch.Tensor]:
+def moves_of(result, device) -> tuple[torch.Tensor, torch.Tensor]:
     """``(moves N×K×2, counts N)`` int64 tensors on ``device`` from a batch result: the device
-    records of a GPU result (no copy to the host), the per-sample lists of a CPU one."""
+    records of a GPU result (viewed in place, no copy to the host), the per-sample lists of a
+    CPU one."""
     records = getattr(result, "records", None)
-    if records is not None:  # GPUBatchResult: numba device arrays, viewed by torch in place
+    if records is not None:  # GPUBatchResult: numba device arrays, seen by torch through __cuda_array_interface__
         moves = torch.as_tensor(records["moves"], device=device)
         counts = torch.as_tensor(records["counts"], device=device)[:, 1]
         return moves, counts
@@ -272,41 +273,44 @@ def insmix_nchw(images: torch.Tensor, labels: torch.Tensor, bank, config: InsMix
     Returns ``(images, labels, types or None)`` on the input's device: images N×3×H×W in the
     input dtype (float: see :func:`float_result`; any strides — uint8 ones are a channel-last
     buffer seen channel-first, call ``.contiguous()`` where it matters), labels in
-    :func:`label_dtype` of theirs, types in theirs. Sample ``b`` equals ``insmix(image_b, labels_b, bank, config, seed=seed,
-    index=indices[b])`` (channel-last, uint8).
+    :func:`label_dtype` of theirs, types in theirs. Sample ``b`` equals ``insmix(image_b,
+    labels_b, bank, config, seed=seed, index=indices[b])`` (channel-last, uint8).
     """
     check_nchw(images, labels, types, names)
     images = images.detach()
     u8 = images if images.dtype == torch.uint8 else to_uint8(images, max_value, names[0])
     nhwc = u8.permute(0, 2, 3, 1).contiguous()
-    n = nhwc.shape[0]
     if images.is_cuda:
-        lab = labels.detach().contiguous()
-        typ = None if types is None else types.detach().contiguous()
-        res = run_insmix_batch(nhwc, lab, bank, config, seed=seed, indices=indices, device=str(images.device),
-                               types=typ)
-        out_u8, out_lab, paste = res.images, res.labels, res.paste_masks
-        out_types = None if types is None else res.types
+        res = run_insmix_batch(nhwc, labels.detach().contiguous(), bank, config, seed=seed, indices=indices,
+                               device=str(images.device), types=None if types is None else types.detach().contiguous())
     else:
+        host_bank = getattr(bank, "host", bank)  # a DeviceBank's host copy
         lab = labels.detach().numpy()
         typ = None if types is None else types.detach().numpy()
-        if n == 1:  # one tile: the per-sample call, no batch bookkeeping
-            res = _One(run_insmix(nhwc.numpy()[0], lab[0], getattr(bank, "host", bank), config, seed=seed,
-                                  index=int(indices[0]), types=None if typ is None else typ[0]))
+        if nhwc.shape[0] == 1:  # one tile: the per-sample call, no batch bookkeeping
+            res = _One(run_insmix(nhwc.numpy()[0], lab[0], host_bank, config, seed=seed, index=int(indices[0]),
+                                  types=None if typ is None else typ[0]))
         else:
-            res = run_insmix_batch(nhwc.numpy(), lab, getattr(bank, "host", bank), config, seed=seed,
-                                   indices=indices, types=typ)
-        out_u8, out_lab = torch.from_numpy(res.images), torch.from_numpy(res.labels)
-        paste = torch.from_numpy(res.paste_masks)
-        out_types = None if types is None else torch.from_numpy(np.asarray(res.types))
-    out_u8 = torch.as_tensor(out_u8, device=images.device).permute(0, 3, 1, 2)
+            res = run_insmix_batch(nhwc.numpy(), lab, host_bank, config, seed=seed, indices=indices, types=typ)
+    return batch_output(images, labels, types, res, config, max_value)
+
+
+def batch_output(images: torch.Tensor, labels: torch.Tensor, types: torch.Tensor | None, res, config: InsMixConfig,
+                 max_value: float = 1.0):
+    """The tensors :func:`insmix_nchw` returns, from the inputs and InsMix's batch result
+    ``res`` (CPU ``InsMixBatchResult``, or a ``GPUBatchResult`` whose arrays live on
+    ``images``' CUDA device): images in the input dtype, labels in :func:`label_dtype`, types
+    in theirs, all on ``images.device``."""
+    dev = images.device
+    out_u8 = torch.as_tensor(res.images, device=dev).permute(0, 3, 1, 2)
     if images.dtype == torch.uint8:
         out_images = out_u8
     else:
-        moves, counts = _moves(res, images.device)
-        out_images = float_result(images, out_u8, torch.as_tensor(paste, device=images.device).bool(), moves, counts,
-                                  patch_size(config), max_value)
-    out_labels = torch.as_tensor(out_lab, device=images.device).to(label_dtype(labels.dtype))
-    if out_types is not None:
-        out_types = torch.as_tensor(out_types, device=images.device).to(types.dtype)
+        moves, counts = moves_of(res, dev)
+        paste = torch.as_tensor(res.paste_masks, device=dev).bool()
+        out_images = float_result(images.detach(), out_u8, paste, moves, counts, patch_size(config), max_value)
+    out_labels = torch.as_tensor(res.labels, device=dev).to(label_dtype(labels.dtype))
+    out_types = None
+    if types is not None:
+        out_types = torch.as_tensor(res.types, device=dev).to(types.dtype)
     return out_images, out_labels, out_types
