@@ -32,7 +32,8 @@ def test_package_import_pulls_in_no_optional_library():
 @pytest.mark.parametrize("library, module, name", [("albumentations", "albumentations", "InsMix"),
                                                    ("monai", "monai", "InsMixd")])
 def test_missing_library_says_how_to_install(monkeypatch, library, module, name):
-    monkeypatch.setitem(sys.modules, library, None)  # import of it now fails
+    for hidden in [m for m in sys.modules if m == library or m.startswith(library + ".")] + [library]:
+        monkeypatch.setitem(sys.modules, hidden, None)  # importing it (or any of its modules) now fails
     monkeypatch.delitem(sys.modules, f"insmix_fast.transforms.{module}", raising=False)
     with pytest.raises(ImportError, match=r'pip install "insmix-fast\[transforms\]"'):
         importlib.import_module(f"insmix_fast.transforms.{module}")
