@@ -149,3 +149,15 @@ def test_batch_type_plumbing(typed_core, small_data, small_bank):
     want[~sel] = types[~sel]
     assert out_types.dtype == torch.uint8 and 0 < sel.sum() < 6
     np.testing.assert_array_equal(out_types.numpy(), want)
+
+
+def test_float_result_paths_agree(small_data, small_bank):
+    """The CPU loop and the whole-batch gathers the GPU runs give the same float image."""
+    images, labels = small_data.as_arrays(4)
+    r = core.insmix_batch(images, labels, small_bank, CFG, seed=1)
+    x = torch.rand(4, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    args = (x, torch.from_numpy(r.images).permute(0, 3, 1, 2), torch.from_numpy(r.paste_masks),
+            *common.moves_of(r, "cpu"), CFG.tile, 1.0)
+    loop, gathered = common.float_result(*args, vectorised=False), common.float_result(*args, vectorised=True)
+    assert sum(len(m) for m in r.moves) >= 4 and r.paste_masks.any()
+    assert torch.equal(loop, gathered) and not torch.equal(loop, x)

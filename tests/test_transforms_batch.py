@@ -121,6 +121,16 @@ def test_float_batches_are_exact(batch, small_bank):
     np.testing.assert_array_equal(_nhwc(out255), ref.images.astype(np.float64))
 
 
+def test_float_with_templates_from_the_tile(batch):
+    """``template_source='self'`` cuts templates from the (quantised) float tile itself."""
+    images, labels = batch
+    cfg = InsMixConfig(template_source="self", p_paste=1.0, alpha=0.5, tile=8)
+    out, _ = InsMixBatch(None, cfg, p=1.0, seed=6)(_nchw(images).float() / 255, torch.from_numpy(labels))
+    ref = insmix_batch(images, labels, None, cfg, seed=6, indices=np.arange(8))
+    assert ref.paste_masks.any()
+    np.testing.assert_array_equal(_nhwc((out * 255).round().to(torch.uint8)), ref.images)
+
+
 def test_usable_in_a_collate_fn(small_data, small_bank):
     op = InsMixBatch(small_bank, CFG, p=1.0, seed=0)
 

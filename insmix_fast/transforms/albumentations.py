@@ -19,11 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import ConfigError, InputError, InputTypeError
 from .common import (check_bank, check_config, check_integer_map, check_max_value, check_probability, error_context,
-                     insmix_nchw, missing_library, require_types)
+                     insmix_hwc, missing_library, require_types)
 
 try:
     import albumentations
@@ -144,16 +143,13 @@ class InsMix(DualTransform):
         typemap = None
         if self.types_key is not None:
             typemap = _plane(_array(data[self.types_key], self.types_key), self.types_key, "type map")
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
-        lab = torch.from_numpy(np.ascontiguousarray(mask[0]))[None]
-        typ = None if typemap is None else torch.from_numpy(np.ascontiguousarray(typemap[0]))[None]
         with error_context("InsMix (albumentations)"):
-            img, lab, typ = insmix_nchw(x, lab, self.bank, self.config, seed=seed, indices=(0,), types=typ,
-                                        max_value=self.max_value, names=("image", "mask", repr(self.types_key)))
-        out = {"image": np.ascontiguousarray(img[0].permute(1, 2, 0).numpy()),
-               "mask": lab[0].numpy().reshape(mask[1])}
+            img, lab, typ = insmix_hwc(image, mask[0], self.bank, self.config, seed=seed, max_value=self.max_value,
+                                       types=None if typemap is None else typemap[0],
+                                       names=("image", "mask", repr(self.types_key)))
+        out = {"image": img, "mask": lab.reshape(mask[1])}
         if typ is not None:
-            out[self.types_key] = typ[0].numpy().reshape(typemap[1])
+            out[self.types_key] = typ.reshape(typemap[1])
         return out
 
 

@@ -21,8 +21,8 @@ import torch
 
 from ..baselines import make_rng
 from ..validation import check_indices, check_seed
-from .common import (check_bank, check_config, check_max_value, check_nchw, check_probability, insmix_nchw,
-                     label_dtype, require_types)
+from .common import (check_bank, check_config, check_max_value, check_nchw, check_probability, contiguous_nchw,
+                     insmix_nchw, label_dtype, require_types)
 
 __all__ = ["InsMixBatch"]
 
@@ -101,7 +101,7 @@ class InsMixBatch(torch.nn.Module):
         if sel.all():
             out = insmix_nchw(images, labels, self.bank, self.config, seed=self.seed, indices=idx, types=types,
                               max_value=self.max_value, names=names)
-            return _pack(out[0].contiguous(), out[1], out[2], types is not None)
+            return _pack(contiguous_nchw(out[0]), out[1], out[2], types is not None)
         out_images = images.detach()
         out_labels = labels.detach().to(label_dtype(labels.dtype))
         out_types = None if types is None else types.detach()

@@ -6,7 +6,9 @@
   (:data:`TYPED_INSMIX`, :data:`TYPED_INSMIX_BATCH`, read from the signatures), so typed
   adapters need nothing but a typed core.
 * :func:`insmix_nchw` — InsMix on torch tensors laid out N×3×H×W (uint8, or float with
-  full intensity ``max_value``) on the CPU or one CUDA device; every adapter ends here.
+  full intensity ``max_value``) on the CPU or one CUDA device (the batch op, MONAI on CUDA);
+  :func:`insmix_hwc` — one H×W×3 numpy sample (albumentations, MONAI on the CPU): uint8
+  goes straight to the core call, floats through :func:`insmix_nchw`.
 * Float images are handled exactly: InsMix plans on a uint8 copy, then every pixel it did
   not touch is returned bit for bit, moved background patches are copied from the float
   input (:func:`float_result`), and only pasted nuclei carry template values
@@ -21,8 +23,10 @@ from __future__ import annotations
 import inspect
 from contextlib import contextmanager
 
+import cv2
 import numpy as np
 import torch
+from numba import njit
 
 from ..bank import InstanceBank
 from ..config import InsMixConfig
@@ -32,7 +36,8 @@ from ..validation import check_number
 
 __all__ = ["INSTALL_HINT", "TYPED_INSMIX", "TYPED_INSMIX_BATCH", "missing_library", "check_bank", "check_config",
            "check_probability", "check_max_value", "patch_size", "label_dtype", "check_integer_map", "require_types",
-           "run_insmix", "run_insmix_batch", "check_nchw", "insmix_nchw", "batch_output", "to_uint8", "float_result", "moves_of",
+           "run_insmix", "run_insmix_batch", "check_nchw", "insmix_nchw", "insmix_hwc", "batch_output", "channels_last", "channels_first",
+           "contiguous_nchw", "check_float_range", "to_uint8", "float_result", "moves_of",
            "error_context"]
 
 INSTALL_HINT = 'pip install "insmix-fast[transforms]"'
@@ -161,35 +166,78 @@ def run_insmix_batch(images, labels, bank, config: InsMixConfig, *, seed: int, i
 
 
 # ------------------------------------------------------------------ float images
-def to_uint8(x: torch.Tensor, max_value: float, name: str) -> torch.Tensor:
-    """``round(x · 255 / max_value)`` as uint8, after checking ``0 ≤ x ≤ max_value``
-    (one scalar read on a GPU). Only used to plan InsMix (and for ``template_source='self'``
-    templates): the float output keeps the input's own values (:func:`float_result`)."""
-    ok = bool(((x >= 0) & (x <= max_value)).all())  # False for NaN too
-    if not ok:
-        lo, hi = float(x.min()), float(x.max())
+def check_float_range(x: torch.Tensor, max_value: float, name: str) -> None:
+    """A float image must hold intensities in ``[0, max_value]`` (one pass; one scalar read on a GPU)."""
+    lo, hi = torch.aminmax(x) if x.dtype in (torch.float32, torch.float64) else torch.aminmax(x.float())
+    lo, hi = float(lo), float(hi)
+    if not (lo >= 0.0 and hi <= max_value):  # False for NaN too
         raise InputError(f"{name} is a float image with values in [{lo:g}, {hi:g}], outside [0, max_value={max_value:g}]"
                          "; float images must hold intensities in [0, max_value] (pass max_value=255.0 for 0..255 "
                          "floats, and apply InsMix before normalising)")
+
+
+def to_uint8(x: torch.Tensor, max_value: float, config: InsMixConfig) -> torch.Tensor:
+    """The uint8 N×3×H×W image InsMix plans on, for a float batch ``x`` (checked already).
+
+    InsMix reads image pixels only to cut templates from the tile itself
+    (``template_source='self'``); then it is ``round(x · 255 / max_value)``. Otherwise the plan
+    and the pasted pixels do not depend on the tile's pixels, and a zero image is enough
+    (:func:`float_result` takes every other pixel from ``x``). Either way the result is a
+    channel-last buffer seen channel-first."""
+    n, c, h, w = x.shape
+    if config.template_source != "self":
+        return torch.zeros((n, h, w, c), dtype=torch.uint8, device=x.device).permute(0, 3, 1, 2)
     work = x if x.dtype in (torch.float32, torch.float64) else x.to(torch.float32)
-    return torch.round(work * (255.0 / max_value)).to(torch.uint8)
+    q = torch.round(work.permute(0, 2, 3, 1) * (255.0 / max_value)).to(torch.uint8)
+    return q.contiguous().permute(0, 3, 1, 2)
+
+
+@njit(cache=True, nogil=True)
+def _float_compose(x, out, u8, paste, moves, counts, patch, scale):
+    """CPU body of :func:`float_result`: copy the moved patches of ``x`` (N×C×H×W) into ``out``,
+    then write ``u8 / scale`` (N×H×W×C) where ``paste`` (N×H×W) is set."""
+    n, c, h, w = x.shape
+    gw = w // patch
+    for b in range(n):
+        for i in range(counts[b]):
+            sy, sx = (moves[b, i, 0] // gw) * patch, (moves[b, i, 0] % gw) * patch
+            dy, dx = (moves[b, i, 1] // gw) * patch, (moves[b, i, 1] % gw) * patch
+            for ch in range(c):
+                for yy in range(patch):
+                    for xx in range(patch):
+                        out[b, ch, dy + yy, dx + xx] = x[b, ch, sy + yy, sx + xx]
+        for yy in range(h):
+            for xx in range(w):
+                if paste[b, yy, xx]:
+                    for ch in range(c):
+                        out[b, ch, yy, xx] = u8[b, yy, xx, ch] / scale
 
 
 def float_result(x: torch.Tensor, out_u8: torch.Tensor, paste_mask: torch.Tensor, moves: torch.Tensor,
-                 counts: torch.Tensor, patch: int, max_value: float) -> torch.Tensor:
+                 counts: torch.Tensor, patch: int, max_value: float, *, vectorised: bool | None = None) -> torch.Tensor:
     """The float image InsMix produced, exactly.
 
     ``x`` N×C×H×W float input, ``out_u8`` N×C×H×W uint8 InsMix output (any strides),
     ``paste_mask`` N×H×W bool, ``moves`` N×K×2 int64 ``(src, dst)`` row-major patch indices of
-    which the first ``counts[b]`` are valid. Moved patches are gathered from ``x`` (background
+    which the first ``counts[b]`` are valid. Moved patches are copied from ``x`` (background
     patches hold no pasted pixel, so the float input is their true source); pasted pixels
-    are ``out_u8 / (255 / max_value)``; every other pixel is ``x``'s. All on ``x``'s device.
+    are ``out_u8 / (255 / max_value)``; every other pixel is ``x``'s. All on ``x``'s device:
+    on a GPU (``vectorised``, the default there) as whole-batch gathers with no host read, on
+    the CPU (float32/float64) as one Numba pass over the moves and the paste mask.
     """
     n, c, h, w = x.shape
     gh, gw = h // patch, w // patch
     g = gh * gw
     out = x.clone()
     k = moves.shape[1] if moves.ndim == 3 else 0
+    scale = 255.0 / max_value
+    if vectorised is None:  # the Numba loop takes float32/float64 host arrays
+        vectorised = x.is_cuda or x.dtype not in (torch.float32, torch.float64)
+    if not vectorised:
+        mv = moves.numpy() if moves.ndim == 3 else np.zeros((n, 0, 2), np.int64)
+        _float_compose(x.numpy(), out.numpy(), out_u8.permute(0, 2, 3, 1).numpy(), paste_mask.numpy(), mv,
+                       counts.numpy(), patch, scale)
+        return out
     if g and k:
         dev = x.device
         valid = torch.arange(k, device=dev)[None, :] < counts[:, None]
@@ -203,7 +251,7 @@ def float_result(x: torch.Tensor, out_u8: torch.Tensor, paste_mask: torch.Tensor
         moved = region.gather(1, src_of[:, :, None, None, None].expand(n, g, c, patch, patch))
         out[:, :, :gh * patch, :gw * patch] = (moved.reshape(n, gh, gw, c, patch, patch)
                                                .permute(0, 3, 1, 4, 2, 5).reshape(n, c, gh * patch, gw * patch))
-    pasted = out_u8.to(x.dtype) / (255.0 / max_value)
+    pasted = out_u8.to(x.dtype) / scale
     return torch.where(paste_mask[:, None], pasted, out)
 
 
@@ -235,6 +283,65 @@ class _One:
         self.types = getattr(r, "types", None)
         if self.types is not None:
             self.types = self.types[None]
+
+
+# ------------------------------------------------------------------ layout changes
+#: dtypes cv2.merge/split take; for uint8 RGB they are ~20× faster than numpy's transposing copy.
+_CV2_DTYPES = frozenset(np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.float32, np.float64))
+
+
+def _into(result: np.ndarray, out: np.ndarray) -> np.ndarray:
+    if result.__array_interface__["data"][0] != out.__array_interface__["data"][0]:  # cv2 chose its own buffer
+        out[...] = result.reshape(out.shape)
+    return out
+
+
+def channels_last(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """3×H×W (any strides) → C-contiguous H×W×3, written into ``out`` when given."""
+    if out is None:
+        out = np.empty(x.shape[1:] + x.shape[:1], x.dtype)
+    if x.shape[0] == 3 and x.dtype in _CV2_DTYPES:
+        return _into(cv2.merge([x[0], x[1], x[2]], out), out)
+    out[...] = x.transpose(1, 2, 0)
+    return out
+
+
+def channels_first(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """H×W×3 → C-contiguous 3×H×W, written into ``out`` when given."""
+    if out is None:
+        out = np.empty(x.shape[2:] + x.shape[:2], x.dtype)
+    if x.shape[2] == 3 and x.dtype in _CV2_DTYPES and x.flags.c_contiguous:
+        planes = cv2.split(x, [out[0], out[1], out[2]])
+        for k in range(3):
+            _into(planes[k], out[k])
+        return out
+    out[...] = x.transpose(2, 0, 1)
+    return out
+
+
+def _nhwc(u8: torch.Tensor) -> torch.Tensor:
+    """N×3×H×W → a contiguous N×H×W×3 tensor (free when it already is one, seen channel-first)."""
+    nhwc = u8.permute(0, 2, 3, 1)
+    if nhwc.is_contiguous():
+        return nhwc
+    if u8.is_cuda:
+        return nhwc.contiguous()
+    src = u8.numpy()
+    out = np.empty(tuple(nhwc.shape), src.dtype)
+    for b in range(src.shape[0]):
+        channels_last(src[b], out[b])
+    return torch.from_numpy(out)
+
+
+def contiguous_nchw(x: torch.Tensor) -> torch.Tensor:
+    """``x.contiguous()`` for an N×3×H×W tensor, via cv2 on the CPU when ``x`` is a channel-last buffer."""
+    if x.is_contiguous() or x.is_cuda or not x.permute(0, 2, 3, 1).is_contiguous():
+        return x.contiguous()
+    src = x.permute(0, 2, 3, 1).numpy()
+    out = np.empty(tuple(x.shape), src.dtype)
+    for b in range(src.shape[0]):
+        channels_first(src[b], out[b])
+    return torch.from_numpy(out)
 
 
 # ------------------------------------------------------------------ the shared tensor path
@@ -278,8 +385,12 @@ def insmix_nchw(images: torch.Tensor, labels: torch.Tensor, bank, config: InsMix
     """
     check_nchw(images, labels, types, names)
     images = images.detach()
-    u8 = images if images.dtype == torch.uint8 else to_uint8(images, max_value, names[0])
-    nhwc = u8.permute(0, 2, 3, 1).contiguous()
+    if images.dtype == torch.uint8:
+        u8 = images
+    else:
+        check_float_range(images, max_value, names[0])
+        u8 = to_uint8(images, max_value, config)
+    nhwc = _nhwc(u8)
     if images.is_cuda:
         res = run_insmix_batch(nhwc, labels.detach().contiguous(), bank, config, seed=seed, indices=indices,
                                device=str(images.device), types=None if types is None else types.detach().contiguous())
@@ -314,3 +425,26 @@ def batch_output(images: torch.Tensor, labels: torch.Tensor, types: torch.Tensor
     if types is not None:
         out_types = torch.as_tensor(res.types, device=dev).to(types.dtype)
     return out_images, out_labels, out_types
+
+
+def insmix_hwc(image: np.ndarray, labels: np.ndarray, bank, config: InsMixConfig, *, seed: int, index: int = 0,
+               types: np.ndarray | None = None, max_value: float = 1.0,
+               names: tuple[str, str, str] = ("image", "labels", "types")):
+    """InsMix on one channel-last numpy sample (image H×W×3, labels and types H×W), the
+    per-sample adapters' path. Returns ``(image, labels, types or None)`` as numpy: image in
+    its dtype (float: exact, see :func:`float_result`), labels in :func:`label_dtype` of
+    theirs, types in theirs. A uint8 image is one plain :func:`run_insmix` call."""
+    check_integer_map(labels, names[1])
+    if types is not None:
+        check_integer_map(types, names[2], "type map")
+    if image.dtype == np.uint8:
+        r = run_insmix(image, labels, bank, config, seed=seed, index=index, types=types)
+        out_types = None if types is None else np.asarray(r.types).astype(types.dtype, copy=False)
+        return r.image, r.labels.astype(label_dtype(labels.dtype), copy=False), out_types
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0)
+    lab = torch.from_numpy(np.ascontiguousarray(labels)).unsqueeze(0)
+    typ = None if types is None else torch.from_numpy(np.ascontiguousarray(types)).unsqueeze(0)
+    img, lab, typ = insmix_nchw(x, lab, bank, config, seed=seed, indices=(index,), types=typ, max_value=max_value,
+                                names=names)
+    return (np.ascontiguousarray(img[0].permute(1, 2, 0).numpy()), lab[0].numpy(),
+            None if typ is None else typ[0].numpy())

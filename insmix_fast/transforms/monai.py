@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, InputError, InputTypeError
-from .common import (check_bank, check_config, check_max_value, check_probability, error_context, insmix_nchw,
-                     label_dtype, missing_library, require_types)
+from .common import (channels_first, channels_last, check_bank, check_config, check_max_value, check_probability,
+                     error_context, insmix_hwc, insmix_nchw, label_dtype, missing_library, require_types)
 
 try:
     from monai.config import KeysCollection
@@ -108,11 +108,19 @@ class InsMixd(RandomizableTransform, MapTransform):
                              f"{tuple(image.shape)}{hint}")
         labels = _plane(d[label_key], label_key, image)
         types = None if self.type_key is None else _plane(d[self.type_key], self.type_key, image)
+        names = (repr(image_key), repr(label_key), repr(self.type_key))
         with error_context(f"InsMixd(keys={self.keys!r})"):
-            img, lab, typ = insmix_nchw(image[None], labels, self.bank, self.config, seed=self._seed, indices=(0,),
-                                        types=types, max_value=self.max_value,
-                                        names=(repr(image_key), repr(label_key), repr(self.type_key)))
-        d[image_key] = convert_to_dst_type(img[0].contiguous(), d[image_key])[0]
+            if image.is_cuda:  # on its device: insmix_batch(device=...) on a batch of one
+                img, lab, typ = insmix_nchw(image.unsqueeze(0), labels, self.bank, self.config, seed=self._seed,
+                                            indices=(0,), types=types, max_value=self.max_value, names=names)
+                img = img[0].contiguous()
+            else:
+                img, lab, typ = insmix_hwc(channels_last(image.numpy()), labels.numpy()[0], self.bank, self.config,
+                                           seed=self._seed, types=None if types is None else types.numpy()[0],
+                                           max_value=self.max_value, names=names)
+                img, lab = channels_first(img), lab[None]
+                typ = None if typ is None else typ[None]
+        d[image_key] = convert_to_dst_type(img, d[image_key])[0]
         d[label_key] = convert_to_dst_type(lab, d[label_key], dtype=label_dtype(labels.dtype))[0]
         if types is not None:
             d[self.type_key] = convert_to_dst_type(typ, d[self.type_key])[0]
