@@ -160,12 +160,14 @@ def _bad_calls(image, labels):
         ("negative ids", dict(image=image, mask=labels - 1), InputError, "InsMix \\(albumentations\\).*negative"),
         ("list image", dict(image=image.tolist(), mask=labels), InputTypeError, "numpy array"),
         ("no image", dict(mask=labels), InputError, "'image' is missing"),
+        ("a batch", dict(images=np.stack([image, image]), masks=np.stack([labels, labels])), InputError,
+         "InsMixBatch"),
         ("bboxes", dict(image=image, mask=labels, bboxes=np.array([[0, 0, 4, 4]], np.float32)), InputError,
          "cannot update 'bboxes'"),
     ]
 
 
-@pytest.mark.parametrize("case", range(10))
+@pytest.mark.parametrize("case", range(11))
 def test_bad_input_is_refused_with_its_name(small_data, small_bank, case):
     image, labels = small_data[0]
     what, kwargs, error, pattern = _bad_calls(image, labels)[case]

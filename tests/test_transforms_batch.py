@@ -131,17 +131,37 @@ def test_float_with_templates_from_the_tile(batch):
     np.testing.assert_array_equal(_nhwc((out * 255).round().to(torch.uint8)), ref.images)
 
 
-def test_usable_in_a_collate_fn(small_data, small_bank):
-    op = InsMixBatch(small_bank, CFG, p=1.0, seed=0)
-
+def _collate_with(op):
     def collate(samples):
         images = torch.stack([torch.from_numpy(im).permute(2, 0, 1) for im, _ in samples])
         labels = torch.stack([torch.from_numpy(lab) for _, lab in samples])
         return op(images, labels)
+    return collate
 
-    loader = torch.utils.data.DataLoader([small_data[k] for k in range(6)], batch_size=3, collate_fn=collate)
+
+def test_workers_do_not_repeat_each_other(small_data, small_bank):
+    """In DataLoader workers the default keys differ per worker and per epoch, and follow torch.manual_seed."""
+    same = [small_data[0]] * 4  # four identical batches of one: only the keys can differ
+    op = InsMixBatch(small_bank, CFG, p=1.0, seed=0)
+
+    def epochs(n):
+        torch.manual_seed(5)
+        loader = torch.utils.data.DataLoader(same, batch_size=1, num_workers=2, collate_fn=_collate_with(op))
+        return [[b[0] for b in loader] for _ in range(n)]
+
+    a, b = epochs(2), epochs(1)
+    assert all(torch.equal(x, y) for x, y in zip(a[0], b[0]))  # reproducible
+    assert not torch.equal(a[0][0], a[0][1])                   # worker 0 vs worker 1
+    assert not torch.equal(a[0][0], a[0][2])                   # second batch of worker 0
+    assert not torch.equal(a[0][0], a[1][0])                   # next epoch
+    assert op.samples_seen == 0                                 # the main-process counter is untouched
+
+
+def test_usable_in_a_collate_fn(small_data, small_bank):
+    op = InsMixBatch(small_bank, CFG, p=1.0, seed=0)
+    loader = torch.utils.data.DataLoader([small_data[k] for k in range(6)], batch_size=3, collate_fn=_collate_with(op))
     images, labels = next(iter(loader))
-    assert images.shape == (3, 3, 96, 96) and labels.shape == (3, 96, 96)
+    assert images.shape == (3, 3, 96, 96) and labels.shape == (3, 96, 96) and op.samples_seen == 3
 
 
 def _bad(images, labels):

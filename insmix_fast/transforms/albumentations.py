@@ -88,6 +88,9 @@ class InsMix(DualTransform):
         return {"insmix_seed": int(self.random_generator.integers(0, _SEED_BOUND, dtype=np.uint64))}
 
     def update_transform_params(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        if data.get("image") is None and data.get("images") is not None:
+            raise InputError("InsMix transforms one sample (image=, mask=), not images=/masks= batches: call the "
+                             "pipeline per sample, or use insmix_fast.transforms.batch.InsMixBatch on tensor batches")
         _array(data.get("image"), "image")  # albumentations reads image.shape here: say what is wrong first
         return super().update_transform_params(params, data)
 

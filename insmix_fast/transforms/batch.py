@@ -11,7 +11,9 @@ default a running count of the samples this module has seen (kept in ``state_dic
 or the ``indices=`` you pass (e.g. dataset indices) — and both the ``p`` coin and the
 InsMix draws are keyed by ``(seed, index)``. The result therefore does not depend on
 batch size or device: sample ``b`` equals ``insmix(image_b, labels_b, bank, config,
-seed=module.seed, index=indices[b])``.
+seed=module.seed, index=indices[b])``. In a ``collate_fn`` running in DataLoader workers
+(without ``indices=``) each worker keys its samples by a seed mixed from the module's and
+the worker's ``torch.initial_seed()``, so workers and epochs do not repeat each other.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class InsMixBatch(torch.nn.Module):
         self.max_value = check_max_value(max_value)
         #: Samples seen so far: the default InsMix index of the next sample.
         self.samples_seen = 0
+        self._worker = None  # [worker's torch.initial_seed(), mixed seed, count] inside a DataLoader worker
 
     def extra_repr(self) -> str:
         return f"bank={self.bank!r}, p={self.p}, seed={self.seed}, max_value={self.max_value}"
@@ -75,14 +78,32 @@ class InsMixBatch(torch.nn.Module):
         self.seed = check_seed(state["seed"])
         self.samples_seen = int(state["samples_seen"])
 
-    def coins(self, indices) -> np.ndarray:
+    def coins(self, indices, seed: int | None = None) -> np.ndarray:
         """Which of the samples with these InsMix indices get InsMix (bool per sample)."""
         idx = np.asarray(indices, np.int64)
+        seed = self.seed if seed is None else seed
         if self.p >= 1.0:
             return np.ones(len(idx), bool)
         if self.p <= 0.0:
             return np.zeros(len(idx), bool)
-        return np.array([make_rng(self.seed, int(i), _COIN_STREAM).random() < self.p for i in idx], bool)
+        return np.array([make_rng(seed, int(i), _COIN_STREAM).random() < self.p for i in idx], bool)
+
+    def _default_keys(self, n: int) -> tuple[int, int]:
+        """``(seed, first index)`` for ``n`` samples without ``indices=``: the module's seed and
+        running count — or, inside a DataLoader worker, a seed mixed from the module's and the
+        worker's ``torch.initial_seed()`` (distinct per worker and epoch, reproducible under
+        ``torch.manual_seed``, as torch's own RNG is there) and that worker's own count."""
+        if torch.utils.data.get_worker_info() is None:
+            start = self.samples_seen
+            self.samples_seen += n
+            return self.seed, start
+        key = torch.initial_seed()
+        if self._worker is None or self._worker[0] != key:
+            mixed = int(np.random.SeedSequence([self.seed, key]).generate_state(1, np.uint64)[0])
+            self._worker = [key, mixed, 0]
+        start = self._worker[2]
+        self._worker[2] += n
+        return self._worker[1], start
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, types: torch.Tensor | None = None, indices=None):
         names = ("images", "labels", "types")
@@ -90,16 +111,18 @@ class InsMixBatch(torch.nn.Module):
         if types is not None:
             require_types("InsMixBatch(types=...)")
         n = int(images.shape[0])
+        seed = self.seed
         if indices is None:
-            idx = np.arange(self.samples_seen, self.samples_seen + n, dtype=np.int64)
+            seed, start = self._default_keys(n)
+            idx = np.arange(start, start + n, dtype=np.int64)
         else:
             if isinstance(indices, torch.Tensor):
                 indices = indices.detach().cpu().numpy()
             idx = check_indices(indices, n)
-        self.samples_seen += n
-        sel = self.coins(idx)
+            self.samples_seen += n
+        sel = self.coins(idx, seed)
         if sel.all():
-            out = insmix_nchw(images, labels, self.bank, self.config, seed=self.seed, indices=idx, types=types,
+            out = insmix_nchw(images, labels, self.bank, self.config, seed=seed, indices=idx, types=types,
                               max_value=self.max_value, names=names)
             return _pack(contiguous_nchw(out[0]), out[1], out[2], types is not None)
         out_images = images.detach()
@@ -108,7 +131,7 @@ class InsMixBatch(torch.nn.Module):
         if sel.any():
             pick = torch.from_numpy(np.flatnonzero(sel)).to(images.device)
             sub = insmix_nchw(images.index_select(0, pick), labels.index_select(0, pick), self.bank, self.config,
-                              seed=self.seed, indices=idx[sel], max_value=self.max_value, names=names,
+                              seed=seed, indices=idx[sel], max_value=self.max_value, names=names,
                               types=None if types is None else types.index_select(0, pick))
             out_images = out_images.clone()
             out_images[pick] = sub[0]
