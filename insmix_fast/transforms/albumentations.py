@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, InputError, InputTypeError
-from .common import (check_bank, check_config, check_integer_map, check_max_value, check_probability, error_context,
+from .common import (check_bank, check_config, check_max_value, check_probability, error_context,
                      insmix_hwc, missing_library, require_types)
 
 try:
@@ -39,7 +39,6 @@ __all__ = ["InsMix"]
 #: Targets InsMix cannot update consistently (boxes and per-instance masks go stale when
 #: nuclei are pasted); passing them is refused rather than silently left unchanged.
 _UNSUPPORTED = ("masks", "bboxes", "keypoints", "images", "volume", "volumes", "mask3d", "masks3d")
-_SEED_BOUND = 2**64
 
 
 class InsMix(DualTransform):
@@ -85,7 +84,7 @@ class InsMix(DualTransform):
 
     def get_params(self) -> dict[str, Any]:
         """The InsMix seed, drawn from albumentations' per-transform generator."""
-        return {"insmix_seed": int(self.random_generator.integers(0, _SEED_BOUND, dtype=np.uint64))}
+        return {"insmix_seed": int(self.random_generator.bit_generator.random_raw())}  # 64 random bits
 
     def update_transform_params(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         if data.get("image") is None and data.get("images") is not None:
@@ -165,8 +164,7 @@ def _array(x, name: str) -> np.ndarray:
 
 
 def _plane(x: np.ndarray, name: str, what: str) -> tuple[np.ndarray, tuple[int, ...]]:
-    """An H×W (or H×W×1) integer map as ``(H×W view, original shape)``."""
-    check_integer_map(x, f"InsMix: {name}", what)
+    """An H×W (or H×W×1) map as ``(H×W view, original shape)`` (its dtype is checked by ``insmix_hwc``)."""
     if x.ndim == 3 and x.shape[2] == 1:
         return x[..., 0], x.shape
     if x.ndim != 2:
