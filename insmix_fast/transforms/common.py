@@ -21,6 +21,7 @@ the user-facing API (that is :mod:`insmix_fast.transforms`).
 from __future__ import annotations
 
 import inspect
+import threading
 from contextlib import contextmanager
 
 import cv2
@@ -36,7 +37,7 @@ from ..validation import check_number
 
 __all__ = ["INSTALL_HINT", "TYPED_INSMIX", "TYPED_INSMIX_BATCH", "missing_library", "check_bank", "check_config",
            "check_probability", "check_max_value", "patch_size", "label_dtype", "check_integer_map", "require_types",
-           "run_insmix", "run_insmix_batch", "check_nchw", "insmix_nchw", "insmix_hwc", "batch_output", "channels_last", "channels_first",
+           "run_insmix", "run_insmix_batch", "check_nchw", "insmix_nchw", "insmix_hwc", "batch_output", "channels_last", "channels_first", "staging",
            "contiguous_nchw", "check_float_range", "to_uint8", "float_result", "moves_of",
            "error_context"]
 
@@ -290,6 +291,23 @@ class _One:
 _CV2_DTYPES = frozenset(np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.float32, np.float64))
 
 
+_TLS = threading.local()
+
+
+def staging(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """Scratch array ``name`` of this thread, reused while shape and dtype stay the same: the
+    channel-last copy of an input that InsMix reads during one call and never returns
+    (a fresh buffer per call costs its page faults, about as much as the copy itself).
+    Each caller uses its own ``name``, so two live uses never share a buffer."""
+    buffers = getattr(_TLS, "buffers", None)
+    if buffers is None:
+        buffers = _TLS.buffers = {}
+    buf = buffers.get(name)
+    if buf is None or buf.shape != tuple(shape) or buf.dtype != np.dtype(dtype):
+        buf = buffers[name] = np.empty(shape, dtype)
+    return buf
+
+
 def _into(result: np.ndarray, out: np.ndarray) -> np.ndarray:
     if result.__array_interface__["data"][0] != out.__array_interface__["data"][0]:  # cv2 chose its own buffer
         out[...] = result.reshape(out.shape)
@@ -327,7 +345,7 @@ def _nhwc(u8: torch.Tensor) -> torch.Tensor:
     if u8.is_cuda:
         return nhwc.contiguous()
     src = u8.numpy()
-    out = np.empty(tuple(nhwc.shape), src.dtype)
+    out = staging("nhwc", tuple(nhwc.shape), src.dtype)  # read by the core during this call only
     for b in range(src.shape[0]):
         channels_last(src[b], out[b])
     return torch.from_numpy(out)

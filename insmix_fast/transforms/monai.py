@@ -20,7 +20,7 @@ import torch
 
 from ..errors import ConfigError, InputError, InputTypeError
 from .common import (channels_first, channels_last, check_bank, check_config, check_max_value, check_probability,
-                     error_context, insmix_hwc, insmix_nchw, label_dtype, missing_library, require_types)
+                     error_context, insmix_hwc, insmix_nchw, label_dtype, missing_library, require_types, staging)
 
 try:
     from monai.config import KeysCollection
@@ -115,7 +115,8 @@ class InsMixd(RandomizableTransform, MapTransform):
                                             indices=(0,), types=types, max_value=self.max_value, names=names)
                 img = img[0].contiguous()
             else:
-                img, lab, typ = insmix_hwc(channels_last(image.numpy()), labels.numpy()[0], self.bank, self.config,
+                hwc = channels_last(image.numpy(), staging("monai-hwc", (*image.shape[1:], 3), image.numpy().dtype))
+                img, lab, typ = insmix_hwc(hwc, labels.numpy()[0], self.bank, self.config,
                                            seed=self._seed, types=None if types is None else types.numpy()[0],
                                            max_value=self.max_value, names=names)
                 img, lab = channels_first(img), lab[None]
