@@ -136,7 +136,7 @@ def test_monai_overhead(benchmark, bank20k, crops, kind):
     seeds = []
     for _ in range(CROPS):
         twin.randomize()
-        seeds.append(twin._seed)
+        seeds.append(twin.insmix_seed)
 
     def adapter(r):
         return t(samples[r % len(samples)])

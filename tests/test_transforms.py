@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from insmix_fast import core
+import insmix_fast.core as core
 from insmix_fast.config import InsMixConfig
 from insmix_fast.transforms import common
 
@@ -129,7 +129,7 @@ def test_monai_type_plumbing(typed_core, small_data, small_bank):
     t = InsMixd(bank=small_bank, config=CFG, type_key="types", prob=1.0).set_random_state(seed=3)
     out = t({"image": torch.from_numpy(image).permute(2, 0, 1), "label": torch.from_numpy(labels)[None],
              "types": MetaTensor(torch.from_numpy(types)[None], meta={"filename_or_obj": "t.png"})})
-    ref = core.insmix(image, labels, small_bank, CFG, seed=t._seed)
+    ref = core.insmix(image, labels, small_bank, CFG, seed=t.insmix_seed)
     assert isinstance(out["types"], MetaTensor) and out["types"].meta["filename_or_obj"] == "t.png"
     assert out["types"].dtype == torch.uint8
     np.testing.assert_array_equal(out["types"][0].numpy(), np.where(ref.paste_mask, PASTED_CLASS, types))

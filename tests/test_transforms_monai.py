@@ -52,7 +52,7 @@ def test_compose_gives_the_functional_result(small_data, small_bank, where):
     for k in range(4):
         image, labels = small_data[k]
         out = pipeline(_meta(image, labels))
-        ref = insmix(_hwc(seen["in_image"]), np.asarray(seen["in_label"][0]), small_bank, CFG, seed=t._seed)
+        ref = insmix(_hwc(seen["in_image"]), np.asarray(seen["in_label"][0]), small_bank, CFG, seed=t.insmix_seed)
         np.testing.assert_array_equal(_hwc(seen["out_image"]), ref.image)
         np.testing.assert_array_equal(np.asarray(seen["out_label"][0]), ref.labels)
         assert isinstance(out["image"], MetaTensor) and isinstance(out["label"], MetaTensor)
@@ -85,7 +85,7 @@ def test_numpy_and_plain_tensors_keep_their_kind(small_data, small_bank):
     assert isinstance(out["image"], np.ndarray) and out["image"].dtype == np.uint8
     assert isinstance(out["label"], np.ndarray) and out["label"].dtype == np.int32  # uint16 cannot hold new ids
     assert out["name"] == "kept" and sample["label"].dtype == np.uint16  # input dict not modified
-    ref = insmix(image, labels, small_bank, CFG, seed=ref_t._seed)
+    ref = insmix(image, labels, small_bank, CFG, seed=ref_t.insmix_seed)
     np.testing.assert_array_equal(_hwc(out["image"]), ref.image)
     np.testing.assert_array_equal(out["label"][0], ref.labels)
     t = InsMixd(bank=small_bank, config=CFG, prob=1.0).set_random_state(seed=2)
@@ -101,7 +101,7 @@ def test_float_image_as_loadimaged_gives_it(small_data, small_bank):
     sample["image"] = sample["image"].float()
     t = InsMixd(bank=small_bank, config=CFG, prob=1.0, max_value=255.0).set_random_state(seed=5)
     out = t(sample)
-    ref = insmix(image, labels, small_bank, CFG, seed=t._seed)
+    ref = insmix(image, labels, small_bank, CFG, seed=t.insmix_seed)
     assert out["image"].dtype == torch.float32 and isinstance(out["image"], MetaTensor)
     np.testing.assert_array_equal(_hwc(out["image"]), ref.image.astype(np.float32))
     with pytest.raises(InputError, match="max_value=255"):  # 0..255 floats with the [0, 1] default
@@ -165,6 +165,6 @@ def test_type_map_follows_the_labels(small_data, small_bank):
     sample["types"] = MetaTensor(torch.from_numpy(types)[None], meta={"filename_or_obj": "types.png"})
     t = InsMixd(bank=small_bank, config=CFG, type_key="types", prob=1.0).set_random_state(seed=1)
     out = t(sample)
-    ref = insmix(image, labels, small_bank, CFG, seed=t._seed, types=types)
+    ref = insmix(image, labels, small_bank, CFG, seed=t.insmix_seed, types=types)
     np.testing.assert_array_equal(np.asarray(out["types"][0]), ref.types)
     assert out["types"].dtype == torch.int16 and out["types"].meta["filename_or_obj"] == "types.png"

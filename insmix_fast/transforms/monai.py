@@ -76,6 +76,12 @@ class InsMixd(RandomizableTransform, MapTransform):
         self.max_value = check_max_value(max_value)
         self._seed = 0
 
+    @property
+    def insmix_seed(self) -> int:
+        """The InsMix seed drawn for the last sample InsMix was applied to: that sample's result
+        is ``insmix(image, labels, bank, config, seed=insmix_seed)`` on its channel-last arrays."""
+        return self._seed
+
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> InsMixd:
         super().set_random_state(seed, state)
         return self
