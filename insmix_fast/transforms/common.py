@@ -37,9 +37,9 @@ from ..validation import check_number
 
 __all__ = ["INSTALL_HINT", "TYPED_INSMIX", "TYPED_INSMIX_BATCH", "missing_library", "check_bank", "check_config",
            "check_probability", "check_max_value", "patch_size", "label_dtype", "check_integer_map", "require_types",
-           "run_insmix", "run_insmix_batch", "check_nchw", "insmix_nchw", "insmix_hwc", "batch_output", "channels_last", "channels_first", "staging",
-           "contiguous_nchw", "check_float_range", "to_uint8", "float_result", "moves_of",
-           "error_context"]
+           "error_context", "run_insmix", "run_insmix_batch", "check_float_range", "to_uint8", "float_result",
+           "moves_of", "staging", "channels_last", "channels_first", "contiguous_nchw", "check_nchw", "insmix_nchw",
+           "batch_output", "insmix_hwc"]
 
 INSTALL_HINT = 'pip install "insmix-fast[transforms]"'
 
@@ -363,19 +363,17 @@ def contiguous_nchw(x: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ the shared tensor path
-def check_nchw(images, labels, types, names: tuple[str, str, str], *, batch: bool = True) -> None:
-    """Layout checks that name the caller's keys: images (N×)3×H×W, labels/types (N×)H×W integer."""
-    lead = "N×" if batch else ""
-    nd = 4 if batch else 3
+def check_nchw(images, labels, types, names: tuple[str, str, str]) -> None:
+    """Layout checks that name the caller's keys: images N×3×H×W, labels/types N×H×W integer, one device."""
     for x, nm in ((images, names[0]), (labels, names[1]), (types, names[2])):
         if x is not None and not isinstance(x, torch.Tensor):
             raise InputTypeError(f"{nm} must be a torch.Tensor, got {type(x).__name__}")
     ish = tuple(images.shape)
-    if len(ish) != nd or ish[-3] != 3:
+    if len(ish) != 4 or ish[-3] != 3:
         hint = ""
-        if len(ish) == nd and ish[-1] == 3:
+        if len(ish) == 4 and ish[-1] == 3:
             hint = " — it looks channel-last (…×H×W×3): permute it to channel-first"
-        raise InputError(f"{names[0]} must be a channel-first {lead}3×H×W RGB image, got shape {ish}{hint}")
+        raise InputError(f"{names[0]} must be a channel-first N×3×H×W RGB image, got shape {ish}{hint}")
     if images.dtype != torch.uint8 and not images.dtype.is_floating_point:
         raise InputError(f"{names[0]} must be uint8 (0..255) or float (0..max_value), got {images.dtype}")
     want = ish[:-3] + ish[-2:]
@@ -384,7 +382,7 @@ def check_nchw(images, labels, types, names: tuple[str, str, str], *, batch: boo
             continue
         check_integer_map(x, nm, what)
         if tuple(x.shape) != want:
-            raise InputError(f"{nm} must be {lead}H×W = {want} to match {names[0]} {ish}, got shape {tuple(x.shape)}")
+            raise InputError(f"{nm} must be N×H×W = {want} to match {names[0]} {ish}, got shape {tuple(x.shape)}")
         if x.device != images.device:
             raise InputError(f"{nm} is on {x.device} but {names[0]} on {images.device}: put them on one device")
 
