@@ -1,0 +1,166 @@
+"""InsMix as a MONAI dictionary transform: :class:`InsMixd`.
+
+``InsMixd(keys=("image", "label"), bank=bank, prob=0.5)`` in a ``monai.transforms.Compose``;
+channel-first data as MONAI keeps it — the image 3×H×W (uint8, or float in
+``[0, max_value]``), the instance map 1×H×W integer, an optional type map 1×H×W under
+``type_key`` — as ``MetaTensor``, ``torch.Tensor`` (CPU or CUDA) or numpy. Outputs are of
+the input's kind, and a ``MetaTensor`` keeps its metadata (``meta``, ``affine``,
+``applied_operations``). Randomness is MONAI's: ``set_random_state(seed)`` (or
+``Compose.set_random_state``, or ``monai.data.DataLoader``'s worker seeding) decides the
+``prob`` coin and the InsMix seed, drawn in :meth:`InsMixd.randomize`.
+Importing this module needs MONAI (``pip install "insmix-fast[transforms]"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, InputError, InputTypeError
+from .common import (channels_first, channels_last, check_bank, check_config, check_max_value, check_probability,
+                     error_context, insmix_hwc, insmix_nchw, label_dtype, missing_library, require_types, staging)
+
+try:
+    from monai.config import KeysCollection
+    from monai.data import MetaTensor
+    from monai.transforms import MapTransform, RandomizableTransform
+    from monai.utils import TransformBackends, convert_to_dst_type
+except ImportError as _e:  # pragma: no cover - exercised by a test that hides the library
+    raise missing_library("monai", _e, ">=1.3") from _e
+
+__all__ = ["InsMixd"]
+
+_SEED_BOUND = 2**64
+
+
+class InsMixd(RandomizableTransform, MapTransform):
+    """InsMix on a MONAI data dictionary.
+
+    Args:
+        keys: ``(image_key, label_key)`` — the RGB image and its instance map.
+        bank: :class:`~insmix_fast.bank.InstanceBank` templates come from (``None`` only
+            when ``config`` needs no bank).
+        config: :class:`~insmix_fast.config.InsMixConfig` (SPEC defaults when ``None``).
+        type_key: key of a 1×H×W nucleus type map (0 = background) updated with the
+            instance map (pasted nuclei carry their template's class). Needs a typed core.
+        prob: probability of applying InsMix to a sample.
+        max_value: full intensity of a float image: 1.0 for [0, 1] (e.g. after
+            ``ScaleIntensityd``), 255.0 for ``LoadImaged``'s default 0..255 float32.
+        allow_missing_keys: skip the sample (unchanged) when a key is missing instead of raising.
+
+    Images keep their dtype (float: untouched pixels unchanged, moved background patches
+    copied exactly, pasted nuclei ``template / 255 · max_value``); instance maps keep
+    theirs when it has ≥ 32 bits, else become int32; type maps keep theirs. Label maps
+    must be integer: ``LoadImaged`` reads labels as float32 unless told otherwise, so load
+    them with ``dtype=None`` or add ``CastToTyped(keys="label", dtype=np.int32)``.
+    A CUDA tensor is processed on its device (``insmix_batch(device=...)``).
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, keys: KeysCollection = ("image", "label"), bank=None, config=None, type_key: Hashable = None,
+                 prob: float = 0.5, max_value: float = 1.0, allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, check_probability("prob", prob))
+        if len(self.keys) != 2:
+            raise ConfigError(f"InsMixd keys must be (image_key, label_key), got {self.keys!r}")
+        self.config = check_config(config)
+        self.bank = check_bank(bank, self.config)
+        if type_key is not None:
+            if type_key in self.keys:
+                raise ConfigError(f"type_key {type_key!r} must differ from keys {self.keys!r}")
+            require_types(f"InsMixd(type_key={type_key!r})")
+        self.type_key = type_key
+        self.max_value = check_max_value(max_value)
+        self._seed = 0
+
+    @property
+    def insmix_seed(self) -> int:
+        """The InsMix seed drawn for the last sample InsMix was applied to: that sample's result
+        is ``insmix(image, labels, bank, config, seed=insmix_seed)`` on its channel-last arrays."""
+        return self._seed
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> InsMixd:
+        super().set_random_state(seed, state)
+        return self
+
+    def randomize(self, data=None) -> None:
+        """The ``prob`` coin, then (when applied) the InsMix seed, both from ``self.R``."""
+        super().randomize(None)
+        if self._do_transform:
+            self._seed = int(self.R.randint(0, _SEED_BOUND, dtype=np.uint64))
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        wanted = (*self.keys, *(() if self.type_key is None else (self.type_key,)))
+        missing = [k for k in wanted if k not in d]
+        if missing:
+            if self.allow_missing_keys:
+                return d
+            raise InputError(f"InsMixd: key {missing[0]!r} is missing from the data (keys: {sorted(map(str, d))}); "
+                             f"pass allow_missing_keys=True to skip such samples")
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        image_key, label_key = self.keys
+        image = _tensor(d[image_key], image_key)
+        if image.ndim != 3 or image.shape[0] != 3:
+            hint = ""
+            if image.ndim == 3 and image.shape[-1] == 3:
+                hint = f" — it looks channel-last (H×W×3): add EnsureChannelFirstd(keys={image_key!r}) before InsMixd"
+            raise InputError(f"InsMixd: {image_key!r} must be a channel-first 3×H×W RGB image, got shape "
+                             f"{tuple(image.shape)}{hint}")
+        labels = _plane(d[label_key], label_key, image)
+        types = None if self.type_key is None else _plane(d[self.type_key], self.type_key, image)
+        names = (repr(image_key), repr(label_key), repr(self.type_key))
+        with error_context(f"InsMixd(keys={self.keys!r})"):
+            if image.is_cuda:  # on its device: insmix_batch(device=...) on a batch of one
+                img, lab, typ = insmix_nchw(image.unsqueeze(0), labels, self.bank, self.config, seed=self._seed,
+                                            indices=(0,), types=types, max_value=self.max_value, names=names)
+                img = img[0].contiguous()
+            else:
+                hwc = channels_last(image.numpy(), staging("monai-hwc", (*image.shape[1:], 3), image.numpy().dtype))
+                img, lab, typ = insmix_hwc(hwc, labels.numpy()[0], self.bank, self.config,
+                                           seed=self._seed, types=None if types is None else types.numpy()[0],
+                                           max_value=self.max_value, names=names)
+                img, lab = channels_first(img), lab[None]
+                typ = None if typ is None else typ[None]
+        d[image_key] = convert_to_dst_type(img, d[image_key])[0]
+        d[label_key] = convert_to_dst_type(lab, d[label_key], dtype=label_dtype(labels.dtype))[0]
+        if types is not None:
+            d[self.type_key] = convert_to_dst_type(typ, d[self.type_key])[0]
+        return d
+
+
+def _tensor(x, key) -> torch.Tensor:
+    """A plain torch view of a MetaTensor / tensor / numpy array (no copy)."""
+    if isinstance(x, MetaTensor):
+        return x.as_tensor()
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x) if min(x.strides, default=0) < 0 else x)
+    raise InputTypeError(f"InsMixd: {key!r} must be a MetaTensor, torch.Tensor or numpy array, got {type(x).__name__}")
+
+
+def _plane(x, key, image: torch.Tensor) -> torch.Tensor:
+    """A 1×H×W label/type map (channel-first, one channel) as a 1×H×W tensor on the image's device."""
+    t = _tensor(x, key)
+    h, w = image.shape[1:]
+    if t.ndim != 3 or t.shape[0] != 1:
+        if t.ndim == 2:
+            hint = f" — add a channel: EnsureChannelFirstd(keys={key!r}, channel_dim='no_channel')"
+        elif t.ndim == 3 and t.shape[-1] == 1:
+            hint = f" — it looks channel-last (H×W×1): add EnsureChannelFirstd(keys={key!r}) before InsMixd"
+        else:
+            hint = ""
+        raise InputError(f"InsMixd: {key!r} must be channel-first 1×H×W = 1×{h}×{w}, got shape {tuple(t.shape)}{hint}")
+    if tuple(t.shape[1:]) != (h, w):
+        raise InputError(f"InsMixd: {key!r} is 1×{t.shape[1]}×{t.shape[2]} but the image is 3×{h}×{w}")
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise InputError(f"InsMixd: {key!r} must hold integer ids (0 = background), got {t.dtype}. LoadImaged reads "
+                         f"labels as float32 unless told otherwise: LoadImaged(..., dtype=None) or "
+                         f"CastToTyped(keys={key!r}, dtype=np.int32) before InsMixd")
+    return t

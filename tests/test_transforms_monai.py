@@ -1,0 +1,170 @@
+"""The MONAI adapter inside real ``monai.transforms.Compose`` pipelines: bit-equal to the
+functional ``insmix()`` for the same draws, reproducible under MONAI's seeding, channel-first
+MetaTensor / tensor / numpy in and out, metadata kept, strict inputs."""
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("monai")
+
+from monai.data import MetaTensor  # noqa: E402
+from monai.transforms import Compose, Lambdad, RandFlipd, RandRotate90d  # noqa: E402
+
+from insmix_fast.config import InsMixConfig  # noqa: E402
+from insmix_fast.core import insmix  # noqa: E402
+from insmix_fast.errors import ConfigError, InputError, InputTypeError  # noqa: E402
+from insmix_fast.transforms.common import TYPED_INSMIX  # noqa: E402
+from insmix_fast.transforms.monai import InsMixd  # noqa: E402
+
+CFG = InsMixConfig(p_paste=1.0, alpha=0.5, tile=8)
+typed = pytest.mark.skipif(not TYPED_INSMIX, reason="needs typed InsMix (issue 14)")
+
+
+def _meta(image, labels):
+    """A sample as LoadImaged + EnsureChannelFirstd would give it (channel-first MetaTensors)."""
+    meta = {"filename_or_obj": "tile.png", "spatial_shape": np.array(labels.shape)}
+    return {"image": MetaTensor(torch.from_numpy(image).permute(2, 0, 1).contiguous(), meta=dict(meta)),
+            "label": MetaTensor(torch.from_numpy(labels.astype(np.int64))[None], meta=dict(meta))}
+
+
+def _hwc(x):
+    return np.asarray(x.permute(1, 2, 0) if isinstance(x, torch.Tensor) else x.transpose(1, 2, 0))
+
+
+def _spy(store, prefix):
+    def rec(key):
+        def f(x):
+            store[f"{prefix}_{key}"] = x.clone() if isinstance(x, torch.Tensor) else x.copy()
+            return x
+        return f
+    return Lambdad(keys=("image", "label"), func=(rec("image"), rec("label")))
+
+
+@pytest.mark.parametrize("where", ["before-insmix", "after-insmix"])
+def test_compose_gives_the_functional_result(small_data, small_bank, where):
+    seen = {}
+    geo = [RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=1), RandRotate90d(keys=("image", "label"), prob=1.0)]
+    t = InsMixd(keys=("image", "label"), bank=small_bank, config=CFG, prob=1.0)
+    core = [_spy(seen, "in"), t, _spy(seen, "out")]
+    pipeline = Compose(geo + core if where == "before-insmix" else core + geo).set_random_state(seed=7)
+    pastes = 0
+    for k in range(4):
+        image, labels = small_data[k]
+        out = pipeline(_meta(image, labels))
+        ref = insmix(_hwc(seen["in_image"]), np.asarray(seen["in_label"][0]), small_bank, CFG, seed=t.insmix_seed)
+        np.testing.assert_array_equal(_hwc(seen["out_image"]), ref.image)
+        np.testing.assert_array_equal(np.asarray(seen["out_label"][0]), ref.labels)
+        assert isinstance(out["image"], MetaTensor) and isinstance(out["label"], MetaTensor)
+        assert out["image"].meta["filename_or_obj"] == "tile.png" and out["label"].meta["filename_or_obj"] == "tile.png"
+        assert out["image"].dtype == torch.uint8 and out["label"].dtype == torch.int64
+        if where == "before-insmix":  # the spatial transforms' trace survives InsMixd (Invertd still works)
+            assert "RandRotate90d" in [op["class"] for op in out["label"].applied_operations]
+        pastes += len(ref.pastes)
+    assert pastes >= 4
+
+
+def test_set_random_state_makes_it_reproducible(small_data, small_bank):
+    def run(seed):
+        t = InsMixd(bank=small_bank, config=CFG, prob=0.7)
+        assert t.set_random_state(seed=seed) is t
+        return [t(_meta(*small_data[k])) for k in range(6)]
+
+    a, b, c = run(3), run(3), run(4)
+    for x, y in zip(a, b):
+        assert torch.equal(x["image"], y["image"]) and torch.equal(x["label"], y["label"])
+    assert any(not torch.equal(x["image"], z["image"]) for x, z in zip(a, c))
+
+
+def test_numpy_and_plain_tensors_keep_their_kind(small_data, small_bank):
+    image, labels = small_data[1]
+    ref_t = InsMixd(bank=small_bank, config=CFG, prob=1.0).set_random_state(seed=2)
+    sample = {"image": np.ascontiguousarray(image.transpose(2, 0, 1)), "label": labels[None].astype(np.uint16),
+              "name": "kept"}
+    out = ref_t(sample)
+    assert isinstance(out["image"], np.ndarray) and out["image"].dtype == np.uint8
+    assert isinstance(out["label"], np.ndarray) and out["label"].dtype == np.int32  # uint16 cannot hold new ids
+    assert out["name"] == "kept" and sample["label"].dtype == np.uint16  # input dict not modified
+    ref = insmix(image, labels, small_bank, CFG, seed=ref_t.insmix_seed)
+    np.testing.assert_array_equal(_hwc(out["image"]), ref.image)
+    np.testing.assert_array_equal(out["label"][0], ref.labels)
+    t = InsMixd(bank=small_bank, config=CFG, prob=1.0).set_random_state(seed=2)
+    out = t({"image": torch.from_numpy(sample["image"]), "label": torch.from_numpy(labels[None].astype(np.int32))})
+    assert type(out["image"]) is torch.Tensor and out["label"].dtype == torch.int32
+    np.testing.assert_array_equal(_hwc(out["image"]), ref.image)
+
+
+def test_float_image_as_loadimaged_gives_it(small_data, small_bank):
+    """LoadImaged's default: float32 0..255 — with max_value=255 the result is the uint8 one."""
+    image, labels = small_data[2]
+    sample = _meta(image, labels)
+    sample["image"] = sample["image"].float()
+    t = InsMixd(bank=small_bank, config=CFG, prob=1.0, max_value=255.0).set_random_state(seed=5)
+    out = t(sample)
+    ref = insmix(image, labels, small_bank, CFG, seed=t.insmix_seed)
+    assert out["image"].dtype == torch.float32 and isinstance(out["image"], MetaTensor)
+    np.testing.assert_array_equal(_hwc(out["image"]), ref.image.astype(np.float32))
+    with pytest.raises(InputError, match="max_value=255"):  # 0..255 floats with the [0, 1] default
+        InsMixd(bank=small_bank, config=CFG, prob=1.0)(sample)
+
+
+def test_probability_zero_leaves_the_sample(small_data, small_bank):
+    sample = _meta(*small_data[0])
+    out = InsMixd(bank=small_bank, prob=0.0)(sample)
+    assert out["image"] is sample["image"] and out["label"] is sample["label"]
+
+
+def _bad(image, labels):
+    chw = np.ascontiguousarray(image.transpose(2, 0, 1))
+    return [
+        ({"image": image, "label": labels[None]}, InputError, "channel-last.*EnsureChannelFirstd"),
+        ({"image": chw, "label": labels}, InputError, "no_channel"),
+        ({"image": chw, "label": labels[..., None]}, InputError, "channel-last"),
+        ({"image": chw, "label": labels[None].astype(np.float32)}, InputError, "'label'.*CastToTyped"),
+        ({"image": chw, "label": labels[None, :10]}, InputError, "'label' is 1×10×96"),
+        ({"image": chw}, InputError, "key 'label' is missing"),
+        ({"image": chw.tolist(), "label": labels[None]}, InputTypeError, "'image' must be"),
+        ({"image": chw, "label": labels[None] - 1}, InputError, "InsMixd.*negative"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_bad_input_names_the_key(small_data, small_bank, case):
+    sample, error, pattern = _bad(*small_data[0])[case]
+    with pytest.raises(error, match=pattern):
+        InsMixd(bank=small_bank, config=CFG, prob=1.0)(sample)
+
+
+def test_missing_keys_can_be_allowed(small_data, small_bank):
+    sample = {"image": np.ascontiguousarray(small_data[0][0].transpose(2, 0, 1))}
+    assert InsMixd(bank=small_bank, prob=1.0, allow_missing_keys=True)(sample)["image"] is sample["image"]
+
+
+def test_bad_arguments(small_bank):
+    with pytest.raises(ConfigError, match="image_key, label_key"):
+        InsMixd(keys="image", bank=small_bank)
+    with pytest.raises(ConfigError, match="bank is None"):
+        InsMixd()
+    with pytest.raises(ConfigError, match="prob"):
+        InsMixd(bank=small_bank, prob=2)
+    with pytest.raises(ConfigError, match="type_key"):
+        InsMixd(bank=small_bank, type_key="label")
+
+
+@pytest.mark.skipif(TYPED_INSMIX, reason="insmix accepts types here")
+def test_type_key_needs_a_typed_core(small_bank):
+    with pytest.raises(InputError, match="types="):
+        InsMixd(bank=small_bank, type_key="types")
+
+
+@typed
+def test_type_map_follows_the_labels(small_data, small_bank):
+    image, labels = small_data[0]
+    types = np.where(labels > 0, labels % 3 + 1, 0).astype(np.int16)
+    sample = _meta(image, labels)
+    sample["types"] = MetaTensor(torch.from_numpy(types)[None], meta={"filename_or_obj": "types.png"})
+    t = InsMixd(bank=small_bank, config=CFG, type_key="types", prob=1.0).set_random_state(seed=1)
+    out = t(sample)
+    ref = insmix(image, labels, small_bank, CFG, seed=t.insmix_seed, types=types)
+    np.testing.assert_array_equal(np.asarray(out["types"][0]), ref.types)
+    assert out["types"].dtype == torch.int16 and out["types"].meta["filename_or_obj"] == "types.png"
