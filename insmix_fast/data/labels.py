@@ -19,7 +19,8 @@ analysis costs a few milliseconds:
    :func:`clean_labels` decides a new value per component and repaints.
 
 Public API: :class:`LabelProblems`, :func:`find_label_problems`,
-:func:`check_label_topology`, :func:`clean_labels`, :func:`relabel_sequential`.
+:func:`check_label_topology`, :func:`clean_labels`, :func:`relabel_pieces`,
+:func:`relabel_sequential`, :func:`relabel_raster_order`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ __all__ = [
     "find_label_problems",
     "check_label_topology",
     "clean_labels",
+    "relabel_pieces",
     "relabel_sequential",
+    "relabel_raster_order",
 ]
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
@@ -384,6 +387,51 @@ def clean_labels(
             new_val[holes] = cnbr[holes]
             out = _paint(H, W, rs, st, en, comp, new_val)
     return out
+
+
+def relabel_pieces(labels: np.ndarray, min_area: int = 1) -> np.ndarray:
+    """Give every connected piece of an instance its own id, after a cut, mix or warp.
+
+    The largest piece of an id keeps it; every other piece gets a new id above the
+    map's maximum; pieces smaller than ``min_area`` pixels (values below 1 count as 1)
+    become background. Holes are left alone (8-connectivity). The same as
+    ``clean_labels(labels, min_size=max(1, min_area), fill_holes=False, split="relabel")``.
+
+    >>> import numpy as np
+    >>> cut = np.array([[1, 1, 0, 1], [0, 0, 0, 1], [2, 0, 0, 0]])
+    >>> relabel_pieces(cut)
+    array([[3, 3, 0, 1],
+           [0, 0, 0, 1],
+           [2, 0, 0, 0]], dtype=int32)
+    >>> relabel_pieces(cut, min_area=2)
+    array([[3, 3, 0, 1],
+           [0, 0, 0, 1],
+           [0, 0, 0, 0]], dtype=int32)
+    """
+    return clean_labels(labels, min_size=max(1, int(min_area)), fill_holes=False, split="relabel")
+
+
+def relabel_raster_order(labels: np.ndarray) -> np.ndarray:
+    """Renumber ``labels`` to ids 1..K in raster order of each instance's first pixel.
+
+    The result depends only on which pixels belong together, not on the ids given
+    (e.g. not on the order in which instances were drawn). Every id must be one
+    8-connected piece (as :func:`clean_labels` leaves them); an id in several pieces
+    is numbered by its last piece.
+
+    >>> import numpy as np
+    >>> relabel_raster_order(np.array([[0, 7, 7], [5, 0, 9]]))
+    array([[0, 1, 1],
+           [2, 0, 3]], dtype=int32)
+    """
+    lab = check_labels(labels)
+    if lab.size == 0:
+        return lab.copy()
+    cval = _analyze(lab, True)[4]  # components are numbered in raster order of their first pixel
+    order = cval[cval > 0]
+    lut = np.zeros(int(lab.max()) + 1, np.int32)
+    lut[order] = np.arange(1, order.size + 1, dtype=np.int32)
+    return lut[lab]
 
 
 def relabel_sequential(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
