@@ -398,15 +398,15 @@ def relabel_pieces(labels: np.ndarray, min_area: int = 1) -> np.ndarray:
     ``clean_labels(labels, min_size=max(1, min_area), fill_holes=False, split="relabel")``.
 
     >>> import numpy as np
-    >>> cut = np.array([[1, 1, 0, 1], [0, 0, 0, 1], [2, 0, 0, 0]])
+    >>> cut = np.array([[1, 1, 0, 1], [0, 0, 0, 1], [2, 0, 0, 1]])
     >>> relabel_pieces(cut)
     array([[3, 3, 0, 1],
            [0, 0, 0, 1],
-           [2, 0, 0, 0]], dtype=int32)
+           [2, 0, 0, 1]], dtype=int32)
     >>> relabel_pieces(cut, min_area=2)
     array([[3, 3, 0, 1],
            [0, 0, 0, 1],
-           [0, 0, 0, 0]], dtype=int32)
+           [0, 0, 0, 1]], dtype=int32)
     """
     return clean_labels(labels, min_size=max(1, int(min_area)), fill_holes=False, split="relabel")
 
