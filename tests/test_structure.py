@@ -251,3 +251,24 @@ def test_no_private_names_across_modules():
                     and _private(node.attr) and aliases[node.value.id] != mod.name):
                 bad.append(f"{mod.path.relative_to(ROOT)}:{node.lineno}: {node.value.id}.{node.attr}")
     assert not bad, "private names used across modules:\n" + "\n".join(sorted(set(bad)))
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for w in graph[todo.pop()] - seen:
+            seen.add(w)
+            todo.append(w)
+    return seen
+
+
+def test_sub_clis_do_not_import_the_main_cli():
+    """Sub-CLIs register into the one parser of insmix_fast.cli, which imports them (never the reverse)."""
+    graph = _graph()
+    main_cli = f"{PACKAGE}.cli"
+    subs = [m for m in MODULES if m.endswith(".cli") and m != main_cli]
+    assert subs, "no sub-CLI modules found"
+    bad = [m for m in subs if main_cli in _reachable(graph, m)]
+    assert not bad, f"these sub-CLIs import {main_cli} (directly or through other modules): {bad}"
+    missing = sorted(set(subs) - graph[main_cli])
+    assert not missing, f"{main_cli} should import (and list in COMMANDS) every sub-CLI; missing: {missing}"
