@@ -56,8 +56,9 @@ class PastedBatch:
 
 
 def insmix_available() -> bool:
+    """True when the InsMix kernels can be imported (they need Numba)."""
     try:
-        from insmix_fast import InsMixConfig, InstanceBank, insmix  # noqa: F401
+        from ..core import insmix  # noqa: F401
     except ImportError:
         return False
     return True
@@ -190,7 +191,9 @@ class TileSource:
         self.paste = paste
         self._bank = None
         if paste == "insmix":
-            from insmix_fast import InsMixConfig, InstanceBank
+            from ..bank import InstanceBank
+            from ..config import InsMixConfig
+
             self._bank = InstanceBank.from_samples(tiles, on_invalid="skip", progress=False)
             self._config = InsMixConfig(background=False)
 
@@ -209,10 +212,8 @@ class TileSource:
             if data == "synthetic-two-stain":
                 tiles, _ = two_stain_tiles(n_synthetic, size, seed=seed, **kw)
             else:
-                try:
-                    from insmix_fast.data import SyntheticNuclei
-                except ImportError:  # package __init__ not exporting it (yet)
-                    from insmix_fast.data.synthetic import SyntheticNuclei
+                from ..data.synthetic import SyntheticNuclei
+
                 ds = SyntheticNuclei(seed=seed, size=size, length=n_synthetic, **kw)
                 tiles = [ds[i] for i in range(len(ds))]
         else:
@@ -233,7 +234,8 @@ class TileSource:
         """(u uint8 H×W×3, paste_mask bool, original_mask bool) for tile ``k``."""
         img, lab = self._crop(k, rng)
         if self.paste == "insmix":
-            from insmix_fast import insmix
+            from ..core import insmix
+
             res = insmix(img, lab, self._bank, self._config, seed=int(rng.integers(2**63)), index=index)
             u, labels, pm = np.asarray(res.image), np.asarray(res.labels), np.asarray(res.paste_mask, bool)
         else:
@@ -275,10 +277,8 @@ def two_stain_tiles(n: int, size: int, seed: int = 0, stain_b: np.ndarray | None
 
     Returns ``(tiles, stain_ids)``. Used by the tests and by ``docs/gan_colour_gap.py``.
     """
-    try:
-        from insmix_fast.data import SyntheticNuclei
-    except ImportError:
-        from insmix_fast.data.synthetic import SyntheticNuclei
+    from ..data.synthetic import SyntheticNuclei
+
     stain_b = OTHER_STAIN if stain_b is None else np.asarray(stain_b, np.float64)
     a = SyntheticNuclei(seed=seed, size=size, length=(n + 1) // 2, **synthetic_kwargs)
     b = SyntheticNuclei(seed=seed + 1, size=size, length=n // 2, stain=stain_b, **synthetic_kwargs)
