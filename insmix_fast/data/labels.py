@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit
 
 from ..errors import InputError, LabelMapError
-from ..validation import check_labels
+from ..validation import check_choice, check_int, check_labels
 
 __all__ = [
     "LabelProblems",
@@ -237,8 +237,7 @@ class LabelProblems:
 
 
 def _check_connectivity(connectivity: int) -> bool:
-    if connectivity not in (4, 8):
-        raise InputError(f"connectivity must be 4 or 8, got {connectivity!r}")
+    check_choice("connectivity", connectivity, (4, 8), error=InputError)
     return connectivity == 8
 
 
@@ -345,10 +344,8 @@ def clean_labels(
         InputError: bad ``labels``/arguments, or relabelling would exceed int32 ids.
     """
     fg_diag = _check_connectivity(connectivity)
-    if split not in ("relabel", "largest"):
-        raise InputError(f"split must be 'relabel' or 'largest', got {split!r}")
-    if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 1:
-        raise InputError(f"min_size must be an integer ≥ 1, got {min_size!r}")
+    check_choice("split", split, ("relabel", "largest"), error=InputError)
+    check_int("min_size", min_size, 1, error=InputError)
     lab = check_labels(labels)
     if lab.size == 0:
         return lab.copy()

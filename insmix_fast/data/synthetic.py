@@ -157,7 +157,7 @@ class SyntheticNuclei(IndexedDataset):
         min_area: int = 12,
     ) -> None:
         self.seed = check_seed(seed)
-        hw = (size, size) if isinstance(size, (int, np.integer)) and not isinstance(size, (bool, np.bool_)) else size
+        hw = (size, size) if isinstance(size, (int, np.integer)) else size  # check_int rejects bools
         if isinstance(hw, (str, bytes)) or not hasattr(hw, "__len__") or len(hw) != 2:
             raise InputError(f"size must be an int or a pair (H, W), got {size!r}")
         hw = tuple(check_int("size", v, 16, error=InputError) for v in hw)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..validation import check_sample
+from ..validation import check_choice, check_int, check_sample
 
 __all__ = ["PastedBatch", "TileSource", "load_tiles_dir", "simple_paste", "insmix_available", "two_stain_tiles",
            "OTHER_STAIN", "SYNTHETIC_SPECS"]
@@ -176,16 +176,15 @@ class TileSource:
     def __init__(self, tiles: list[tuple[np.ndarray, np.ndarray]], size: int, seed: int = 0, paste: str = "auto"):
         if len(tiles) < 3:
             raise InputError(f"the GAN needs at least 3 training tiles, got {len(tiles)}")
-        if size % 4 or size < 32:
-            raise InputError(f"--size must be a multiple of 4 and ≥ 32, got {size}")
+        if check_int("size", size, 32, error=InputError) % 4:
+            raise InputError(f"size must be a multiple of 4 and ≥ 32, got {size}")
         small = [t[0].shape[:2] for t in tiles if min(t[0].shape[:2]) < size]
         if small:
             raise InputError(f"--size {size} is larger than some tiles (e.g. {small[0]})")
         self.tiles = tiles
         self.size = size
         self.seed = int(seed)
-        if paste not in ("auto", "insmix", "simple"):
-            raise InputError(f"paste must be 'auto', 'insmix' or 'simple', got {paste!r}")
+        check_choice("paste", paste, ("auto", "insmix", "simple"), error=InputError)
         if paste == "auto":
             paste = "insmix" if insmix_available() else "simple"
         self.paste = paste
