@@ -92,7 +92,12 @@ _S_PERM = 3  # batch partner permutation
 
 
 def make_rng(seed: int, index: int = 0, stream: int = 0) -> np.random.Generator:
-    """Counter-based generator keyed by ``(seed, index)``; ``stream`` picks a counter block."""
+    """Counter-based generator keyed by ``(seed, index)``; ``stream`` picks a counter block.
+
+    >>> a, b = make_rng(7, index=3).random(2), make_rng(7, index=3).random(2)
+    >>> bool((a == b).all()), bool((make_rng(7, index=4).random(2) == a).any())
+    (True, False)
+    """
     seed = check_seed(seed)
     index = check_int("index", index, 0, _U64, error=InputError)
     key = np.array([seed, index], dtype=np.uint64)

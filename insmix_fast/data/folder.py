@@ -56,6 +56,13 @@ class FolderDataset(IndexedDataset):
 
     Raises:
         ReaderError: missing folders, no images, an image without a label map.
+
+    >>> import tempfile
+    >>> from insmix_fast.data.synthetic import SyntheticNuclei
+    >>> root = write_folder(tempfile.mkdtemp(), SyntheticNuclei(seed=1, size=32, length=2)[:], names=["a", "b"])
+    >>> ds = FolderDataset(root)
+    >>> ds.names, ds[1][0].shape
+    (['a', 'b'], (32, 32, 3))
     """
 
     def __init__(self, root, fix_labels: bool = False, check: bool = True, allow_gray: bool = False) -> None:
