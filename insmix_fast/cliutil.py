@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,21 +78,23 @@ def number(lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False
 
 
 def _writable_dir(d: Path, what: str) -> None:
-    """``d`` exists as a folder we may write in, or can be created (its first existing
-    ancestor is a writable folder)."""
+    """Create the folder ``d`` if needed and check that a file can be written in it (a real
+    write, so permissions, read-only file systems and ``/proc`` are all caught)."""
     probe = d
-    while not probe.exists():
-        if probe.parent == probe:
-            break
+    while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if not probe.is_dir():
         raise ConfigError(f"{what}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what}: no permission to write in {probe}")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=d):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{what}: cannot write in {d} ({e.strerror or e})") from None
 
 
 def output_dir(path, name: str = "--out") -> Path:
-    """Check, before any work, that ``path`` is (or can become) a writable folder."""
+    """Check, before any work, that ``path`` is a folder files can be written in (created if needed)."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise ConfigError(f"{name} {p}: exists and is not a folder")
@@ -101,8 +103,8 @@ def output_dir(path, name: str = "--out") -> Path:
 
 
 def output_file(path, name: str = "--output") -> Path:
-    """Check, before any work, that the file ``path`` can be written (its folder exists or
-    can be created and is writable; ``path`` is not a folder)."""
+    """Check, before any work, that the file ``path`` can be written: not a folder, and its folder
+    (created if needed) takes files."""
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"{name} {p}: is a folder; give a file name")
