@@ -169,6 +169,8 @@ def main(argv=None) -> int:
         history = res.history
         discriminator = {"data": tr.eval_description, "before": before,
                          "after": score_batches(tr, args.eval_batches)}
+        # beside the checkpoints, as `gan train` writes it: a later --ckpt run plots these scores too
+        (Path(args.out_dir) / "eval.json").write_text(json.dumps(discriminator, indent=2))
         training = dataclasses.asdict(cfg)
         G = tr.G.eval()
     train_s = time.time() - t0
@@ -211,6 +213,9 @@ def main(argv=None) -> int:
         result["training"] = {k: training.get(k) for k in keys if k in training}
     if discriminator is not None:
         result["discriminator"] = discriminator
+    if history:  # the training curves, as means of ≤ 250 blocks of steps (enough to redraw them)
+        result["history"] = {k: [float(np.mean(b)) for b in np.array_split(np.asarray(v, float), min(250, len(v)))]
+                             for k, v in history.items() if len(v)}
     print(json.dumps(result, indent=2))
     print()
     print("| image | colour gap ΔE*ab (mean ± sd) | seam ratio (paste / real outline gradient) "
@@ -244,7 +249,7 @@ def figure(path, examples, rows, history, discriminator) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12.5, 6.4), layout="constrained")
+    fig = Figure(figsize=(12.5, 6.4 if history else 5.0), layout="constrained")
     FigureCanvasAgg(fig)
     left, right = fig.subfigures(1, 2, width_ratios=[1.0, 1.35])
     left.suptitle("pasted nuclei of another stain (outlined in u) and their blends", fontsize="medium")
@@ -257,7 +262,7 @@ def figure(path, examples, rows, history, discriminator) -> None:
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(["u", "S(u)", "0.7 G + 0.3 u", "no paste"][c], fontsize="small")
-    panels = right.subplots(3, 2)
+    panels = right.subplots(3 if history else 2, 2, squeeze=False)
     ref = rows["reference"]
     bar_chart(panels[0, 0], {NAMES[n]: rows[n]["colour_gap_dE"] for n in NAMES},
               errors={NAMES[n]: rows[n]["colour_gap_sd"] for n in NAMES}, colours=COLOUR, fmt="{:.1f}",
@@ -276,12 +281,10 @@ def figure(path, examples, rows, history, discriminator) -> None:
         panels[1, 1].set_ylim(0, 1.05)
     else:
         panels[1, 1].set_visible(False)
-    for ax, key, name, title in ((panels[2, 0], "g_rec", "|u − G(u)|", "training: reconstruction L1"),
-                                 (panels[2, 1], "gap", "d(a,S(u)) − d(a,p)", "training: D separation")):
-        if history:
+    if history:
+        for ax, key, name, title in ((panels[2, 0], "g_rec", "|u − G(u)|", "training: reconstruction L1"),
+                                     (panels[2, 1], "gap", "d(a,S(u)) − d(a,p)", "training: D separation")):
             line_chart(ax, {name: history[key]}, title=title)
-        else:
-            ax.set_visible(False)
     save_figure(fig, path)
 
 
