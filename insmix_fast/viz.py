@@ -113,9 +113,11 @@ def grid(rows: list[list[np.ndarray]], titles: list[str] | None = None, pad: int
             x = pad + j * (w + pad)
             out[y:y + im.shape[0], x:x + im.shape[1]] = im
     if titles:
+        font = cv2.FONT_HERSHEY_SIMPLEX
         for j, t in enumerate(titles):
-            cv2.putText(out, t, (pad + j * (w + pad) + 2, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
-                        cv2.LINE_AA)
+            width = cv2.getTextSize(t, font, 0.45, 1)[0][0]
+            scale = 0.45 * min(1.0, (w - 4) / max(width, 1))  # shrink a title to its column
+            cv2.putText(out, t, (pad + j * (w + pad) + 2, 16), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return out
 
 
