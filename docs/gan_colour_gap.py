@@ -31,7 +31,8 @@ Run (from the repository root)::
     python docs/gan_colour_gap.py --steps 2000 --json docs/gan_colour_gap.json   # trains (~15 min, one core)
     python docs/gan_colour_gap.py --ckpt runs/gan/       # evaluate an existing checkpoint
 
-Writes docs/gan_colour_gap.png (examples + bar charts) and prints a Markdown table.
+Writes docs/gan_colour_gap.png (examples, the three measures, the discriminator's scores and the
+training curves; matplotlib: ``pip install 'insmix-fast[plots]'``) and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -47,12 +48,15 @@ import cv2
 import numpy as np
 import torch
 
-from insmix_fast import InsMixConfig, InstanceBank, insmix
-from insmix_fast.gan import Blender
+from insmix_fast.bank import InstanceBank
+from insmix_fast.config import InsMixConfig
+from insmix_fast.core import insmix
+from insmix_fast.gan.blender import Blender
 from insmix_fast.gan.data import two_stain_tiles
 from insmix_fast.gan.export import load_generator
-from insmix_fast.gan.plots import bar_panel, image_grid, line_panel, outline, save_rgb
-from insmix_fast.gan.train import TrainConfig, Trainer, find_checkpoint, score_batches
+from insmix_fast.gan.train import GanTrainConfig, Trainer, find_checkpoint, score_batches
+from insmix_fast.plots import COLOURS, bar_chart, line_chart, require_matplotlib, save_figure
+from insmix_fast.viz import draw_outline
 
 HERE = Path(__file__).resolve().parent
 
@@ -134,6 +138,7 @@ def main(argv=None) -> int:
     ap.add_argument("--png", default=str(HERE / "gan_colour_gap.png"))
     ap.add_argument("--json", default=None, help="also write the numbers here")
     args = ap.parse_args(argv)
+    require_matplotlib("the figure")
     torch.manual_seed(0)
 
     t0 = time.time()
@@ -154,7 +159,7 @@ def main(argv=None) -> int:
         state = torch.load(str(find_checkpoint(ck)), map_location="cpu", weights_only=True)
         training = state.get("train_config")
     else:
-        cfg = TrainConfig(data="synthetic-two-stain", n_synthetic=args.n_train, out=args.out_dir, size=args.size,
+        cfg = GanTrainConfig(data="synthetic-two-stain", n_synthetic=args.n_train, out=args.out_dir, size=args.size,
                           width=args.width, d_width=args.d_width, batch_size=args.batch_size, lr=args.lr,
                           d_lr=args.d_lr, loss=args.loss, rec_region=args.rec_region, d_steps=args.d_steps,
                           progress=True, plots=False)
@@ -164,6 +169,8 @@ def main(argv=None) -> int:
         history = res.history
         discriminator = {"data": tr.eval_description, "before": before,
                          "after": score_batches(tr, args.eval_batches)}
+        # beside the checkpoints, as `gan train` writes it: a later --ckpt run plots these scores too
+        (Path(args.out_dir) / "eval.json").write_text(json.dumps(discriminator, indent=2))
         training = dataclasses.asdict(cfg)
         G = tr.G.eval()
     train_s = time.time() - t0
@@ -206,6 +213,9 @@ def main(argv=None) -> int:
         result["training"] = {k: training.get(k) for k in keys if k in training}
     if discriminator is not None:
         result["discriminator"] = discriminator
+    if history:  # the training curves, as means of ≤ 250 blocks of steps (enough to redraw them)
+        result["history"] = {k: [float(np.mean(b)) for b in np.array_split(np.asarray(v, float), min(250, len(v)))]
+                             for k, v in history.items() if len(v)}
     print(json.dumps(result, indent=2))
     print()
     print("| image | colour gap ΔE*ab (mean ± sd) | seam ratio (paste / real outline gradient) "
@@ -224,35 +234,58 @@ def main(argv=None) -> int:
     # ---- figure
     k = min(4, len(data))
     order = np.argsort([-p.sum() for p in pm])[:k]
-    grid = image_grid([[outline(u[i], pm[i]), s1[i], s7[i], data[i][4]] for i in order],
-                      ["u", "S(u)", "0.7G+.3u", "no paste"])
-    names = {"pasted u": "u", "S(u), strength 1": "S(u)", "0.7 G + 0.3 u": "0.7G+.3u"}
-    bars = [
-        bar_panel({"colour gap dE": {names[n]: rows[n]["colour_gap_dE"] for n in names}},
-                  "colour gap: pasted vs own nuclei (dE*ab)"),
-        bar_panel({"seam ratio": {names[n]: rows[n]["seam_ratio"] for n in names}},
-                  "seam: paste / real outline gradient"),
-        bar_panel({"contrast dE": {**{names[n]: rows[n]["paste_contrast_dE"] for n in names},
-                                   "own": rows["reference"]["own nuclei contrast"]}},
-                  "pasted nucleus vs its background (dE*ab)"),
-    ]
-    if history:
-        bars.append(line_panel({"|u-G(u)|": history["g_rec"]}, "training: reconstruction L1",
-                               smooth=max(1, len(history["g_rec"]) // 30)))
-        bars.append(line_panel({"d(a,n)-d(a,p)": history["gap"]}, "training: D separation",
-                               smooth=max(1, len(history["gap"]) // 30)))
-    panel_row = np.concatenate(bars, 1)
-    scale = int(np.clip(panel_row.shape[1] // (2 * grid.shape[1]), 1, 3))  # examples at least half the width
-    grid = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    W = max(grid.shape[1], panel_row.shape[1])
-
-    def padw(im):
-        return np.pad(im, ((0, 0), (0, W - im.shape[1]), (0, 0)), constant_values=255)
-
-    fig = np.concatenate([padw(grid), padw(panel_row)], 0)
-    save_rgb(args.png, fig)
+    examples = [[draw_outline(u[i], pm[i], (0, 255, 0)), s1[i], s7[i], data[i][4]] for i in order]
+    figure(args.png, examples, rows, history, discriminator)
     print(f"\nwrote {args.png}")
     return 0
+
+
+NAMES = {"pasted u": "u", "S(u), strength 1": "S(u)", "0.7 G + 0.3 u": "0.7 G + 0.3 u"}
+COLOUR = dict(zip(NAMES.values(), COLOURS))
+
+
+def figure(path, examples, rows, history, discriminator) -> None:
+    """Examples (left); the three measures, the discriminator's AUC and the training curves (right)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12.5, 6.4 if history else 5.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    left, right = fig.subfigures(1, 2, width_ratios=[1.0, 1.35])
+    left.suptitle("pasted nuclei of another stain (outlined in u) and their blends", fontsize="medium")
+    axes = left.subplots(len(examples), 4, squeeze=False)
+    for r, row in enumerate(examples):
+        for c, img in enumerate(row):
+            ax = axes[r, c]
+            ax.imshow(img, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(["u", "S(u)", "0.7 G + 0.3 u", "no paste"][c], fontsize="small")
+    panels = right.subplots(3 if history else 2, 2, squeeze=False)
+    ref = rows["reference"]
+    bar_chart(panels[0, 0], {NAMES[n]: rows[n]["colour_gap_dE"] for n in NAMES},
+              errors={NAMES[n]: rows[n]["colour_gap_sd"] for n in NAMES}, colours=COLOUR, fmt="{:.1f}",
+              title="colour gap to the tile's own nuclei", ylabel="ΔE*ab (mean ± sd)",
+              reference=(ref["own nuclei, half vs half"], "noise\nfloor"))
+    bar_chart(panels[0, 1], {NAMES[n]: rows[n]["seam_ratio"] for n in NAMES}, colours=COLOUR, fmt="{:.2f}",
+              title="seam: paste / own outline gradient", reference=(1.0, "own\nnuclei"))
+    bar_chart(panels[1, 0], {NAMES[n]: rows[n]["paste_contrast_dE"] for n in NAMES}, colours=COLOUR,
+              fmt="{:.1f}", title="pasted nucleus vs its background", ylabel="ΔE*ab",
+              reference=(ref["own nuclei contrast"], "own\nnuclei"))
+    if discriminator:
+        auc = {when: {"S(u)": discriminator[when]["auc"], "u": discriminator[when]["auc_u"]}
+               for when in ("before", "after") if discriminator.get(when)}
+        bar_chart(panels[1, 1], auc, colours=COLOUR, fmt="{:.2f}", reference=(0.5, "chance"),
+                  title="D tells blended / pasted from real (AUC)")
+        panels[1, 1].set_ylim(0, 1.05)
+    else:
+        panels[1, 1].set_visible(False)
+    if history:
+        for ax, key, name, title in ((panels[2, 0], "g_rec", "|u − G(u)|", "training: reconstruction L1"),
+                                     (panels[2, 1], "gap", "d(a,S(u)) − d(a,p)", "training: D separation")):
+            line_chart(ax, {name: history[key]}, title=title)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import sys
 import torch
 
 from insmix_fast.gan.losses import triplet_loss
-from insmix_fast.gan.train import TrainConfig, Trainer, score_batches
+from insmix_fast.gan.train import GanTrainConfig, Trainer, score_batches
 
 
 def main(argv=None) -> int:
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-batches", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    cfg = TrainConfig(data=args.data, n_synthetic=args.n_synthetic, size=args.size, width=4, d_width=args.d_width,
+    cfg = GanTrainConfig(data=args.data, n_synthetic=args.n_synthetic, size=args.size, width=4, d_width=args.d_width,
                       d_lr=args.d_lr, seed=args.seed, progress=False, plots=False, out="/tmp/gan_d_probe")
     tr = Trainer(cfg)
     # no generator: S(u) = u, i.e. G(u) = u everywhere

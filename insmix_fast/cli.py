@@ -1,6 +1,12 @@
 """The ``insmix-fast`` command line: demo, bank, gan, experiment.
 
 Run ``insmix-fast --help`` or ``insmix-fast COMMAND --help``.
+
+The parser is built from :data:`COMMANDS`: each entry is a ``register(subparsers)``
+function that adds one command (see :mod:`insmix_fast.cliutil` for the convention).
+``demo`` and ``bank`` live here; the others in their packages' ``cli`` modules, which
+never import this module. Arguments are checked as they are parsed and output paths
+before any work; errors are one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -8,13 +14,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from .errors import InsMixError
+from . import cliutil
+from ._version import __version__
+from .cliutil import integer
+from .experiments import cli as experiment_cli
+from .gan import cli as gan_cli
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "COMMANDS"]
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -36,6 +45,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config_from_args(args):
+    """The InsMixConfig of the parsed arguments (its own checks raise ConfigError)."""
     from .config import OFFICIAL, InsMixConfig
 
     kw = dict(eps=args.eps, rho=args.rho, delta=args.delta, gamma=args.gamma, p_paste=args.p_paste,
@@ -48,12 +58,14 @@ def _config_from_args(args):
 
 
 def _open(spec: str, size: int, n: int, seed: int):
-    """Dataset for ``--data``: 'synthetic' (sized by --size/--tiles) or a folder."""
-    from .data import SyntheticNuclei, open_dataset
+    """Dataset for ``--data``: 'synthetic' / 'synthetic:SEED' (sized by --size and the tile
+    count) or a folder (:func:`insmix_fast.data.open_dataset`)."""
+    from .data import open_dataset
 
-    if spec == "synthetic" or spec.startswith("synthetic:"):
-        s = int(spec.split(":", 1)[1]) if ":" in spec else seed
-        return SyntheticNuclei(seed=s, size=size, length=n)
+    if spec.strip().lower() == "synthetic":
+        return open_dataset("synthetic", seed=seed, size=size, length=n)
+    if spec.strip().lower().startswith("synthetic:"):
+        return open_dataset(spec, size=size, length=n)
     return open_dataset(spec)
 
 
@@ -66,17 +78,23 @@ def _crop(image, labels, size: int, rng: np.random.Generator):
     return image[y:y + size, x:x + size], labels[y:y + size, x:x + size]
 
 
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 # ---------------------------------------------------------------------- demo
 def _cmd_demo(args) -> int:
-    import cv2
+    from .atomic import write_text
+    from .bank import InstanceBank
+    from .core import insmix
+    from .viz import grid, insmix_panel, save_png
 
-    from . import InstanceBank, insmix
-    from .viz import grid, insmix_panel
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # everything that can be wrong with the arguments fails here, before the bank is built
     config = _config_from_args(args)
+    out = cliutil.output_dir(args.out)
     data = _open(args.data, args.size, args.bank_tiles, args.seed)
+    synthetic = args.data.strip().lower().startswith("synthetic")
+    demo_data = _open(args.data, args.size, args.tiles, args.seed + 1) if synthetic else data
     print(f"data: {data!r} ({len(data)} samples)")
     t0 = time.perf_counter()
     bank = InstanceBank.from_samples(data, progress=not args.no_progress)
@@ -84,7 +102,6 @@ def _cmd_demo(args) -> int:
     rng = np.random.default_rng(args.seed)
     rows = []
     lines = ["tile,template,original,label,y,x,dy,dx,f_scale,f_shape,f_dis"]
-    demo_data = _open(args.data, args.size, args.tiles, args.seed + 1) if args.data.startswith("synthetic") else data
     for k in range(min(args.tiles, len(demo_data))):
         image, labels = _crop(*demo_data[k], args.size, rng)
         t0 = time.perf_counter()
@@ -102,14 +119,14 @@ def _cmd_demo(args) -> int:
             lines.append(f"{k}," + ",".join(str(rec[f]) for f in p.dtype.names))
         rows.append(insmix_panel(image, labels, r, bank))
     picture = grid(rows, ["original", "InsMix (yellow: pasted, cyan: shuffled)", "labels", "new labels + pastes"])
-    png = out / "insmix_demo.png"
-    cv2.imwrite(str(png), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-    (out / "pastes.csv").write_text("\n".join(lines) + "\n")
-    print(f"wrote {png} and {out / 'pastes.csv'}")
+    out.mkdir(parents=True, exist_ok=True)
+    png = save_png(out / "insmix_demo.png", picture)
+    csv = write_text(out / "pastes.csv", "\n".join(lines) + "\n")
+    print(f"wrote {png} and {csv}")
     return 0
 
 
-def _add_demo(sub) -> None:
+def _register_demo(sub) -> None:
     p = sub.add_parser("demo", help="run InsMix on a few tiles and write a PNG grid",
                        description="Build an instance bank, run InsMix on a few tiles and write "
                                    "OUT/insmix_demo.png (original, result, label overlays, paste outlines, "
@@ -118,30 +135,33 @@ def _add_demo(sub) -> None:
                    help="'synthetic' (default, no download), 'synthetic:SEED', an images/+labels/ folder or a "
                         "MoNuSeg folder (images + Aperio XML)")
     p.add_argument("--out", default="insmix_demo", help="output folder (default %(default)s)")
-    p.add_argument("--tiles", type=int, default=3, help="tiles shown (default %(default)s)")
-    p.add_argument("--bank-tiles", type=int, default=64, help="synthetic tiles in the bank (default %(default)s)")
-    p.add_argument("--size", type=int, default=256, help="tile size in px; larger images are cropped")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tiles", type=integer(1), default=3, help="tiles shown (default %(default)s)")
+    p.add_argument("--bank-tiles", type=integer(1), default=64,
+                   help="synthetic tiles in the bank (default %(default)s)")
+    p.add_argument("--size", type=integer(16), default=256, help="tile size in px; larger images are cropped")
+    p.add_argument("--seed", type=integer(0), default=0)
+    _add_progress(p)
     _add_config_args(p)
     p.set_defaults(func=_cmd_demo)
 
 
 # ---------------------------------------------------------------------- bank
 def _cmd_bank_build(args) -> int:
-    from . import InstanceBank
+    from .bank import InstanceBank
 
+    output = cliutil.output_file(args.output, "-o/--output")
     data = _open(args.data, args.size, args.tiles, args.seed)
     t0 = time.perf_counter()
     bank = InstanceBank.from_samples(data, min_area=args.min_area, on_invalid=args.on_invalid,
                                      progress=not args.no_progress)
-    path = bank.save(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    path = bank.save(output)
     print(f"{bank!r} built in {time.perf_counter() - t0:.1f} s -> {path}")
     return 0
 
 
 def _cmd_bank_info(args) -> int:
-    from . import InstanceBank
+    from .bank import InstanceBank
 
     bank = InstanceBank.load(args.bank)
     print(repr(bank))
@@ -150,7 +170,7 @@ def _cmd_bank_info(args) -> int:
     return 0
 
 
-def _add_bank(sub) -> None:
+def _register_bank(sub) -> None:
     p = sub.add_parser("bank", help="build or inspect an instance bank",
                        description="Build an instance bank from a data set, or print a saved bank's statistics.")
     bsub = p.add_subparsers(dest="bank_command", metavar="{build,info}")
@@ -160,13 +180,13 @@ def _add_bank(sub) -> None:
                                     "a MoNuSeg folder) and save it as one .npz file.")
     b.add_argument("data", help="'synthetic', 'synthetic:SEED' or a data folder")
     b.add_argument("-o", "--output", required=True, help="output .npz path")
-    b.add_argument("--min-area", type=int, default=10, help="smallest instance kept, px (default %(default)s)")
+    b.add_argument("--min-area", type=integer(1), default=10, help="smallest instance kept, px (default %(default)s)")
     b.add_argument("--on-invalid", choices=("raise", "skip"), default="raise",
                    help="instances split in pieces or with holes: stop with an error (default) or leave them out")
-    b.add_argument("--tiles", type=int, default=256, help="synthetic tiles (default %(default)s)")
-    b.add_argument("--size", type=int, default=256, help="synthetic tile size (default %(default)s)")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--tiles", type=integer(1), default=256, help="synthetic tiles (default %(default)s)")
+    b.add_argument("--size", type=integer(16), default=256, help="synthetic tile size (default %(default)s)")
+    b.add_argument("--seed", type=integer(0), default=0)
+    _add_progress(b)
     b.set_defaults(func=_cmd_bank_build)
     i = bsub.add_parser("info", help="print a saved bank's statistics", description="Print a saved bank's statistics.")
     i.add_argument("bank", help="a .npz written by 'bank build'")
@@ -174,37 +194,34 @@ def _add_bank(sub) -> None:
 
 
 # ---------------------------------------------------------------------- main
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+#: The commands, in ``--help`` order: each is a ``register(subparsers)`` that adds one
+#: command and sets its handler as ``args.func``. A new sub-CLI module is imported above
+#: and its ``register`` listed here.
+COMMANDS = (
+    _register_demo,
+    _register_bank,
+    gan_cli.register,
+    experiment_cli.register,
+)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``insmix-fast`` parser with every command of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(
-        prog="insmix-fast",
+        prog=cliutil.PROG,
         description="InsMix augmentation for nuclei instance segmentation: demo, instance banks, smooth-GAN, "
                     "augmentation experiments.")
-    parser.add_argument("--version", action="version", version=f"insmix-fast {__version__}")
+    parser.add_argument("--version", action="version", version=f"{cliutil.PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    _add_demo(sub)
-    _add_bank(sub)
-    from .experiments.cli import register as register_experiment
-    from .gan.cli import register as register_gan
-
-    register_gan(sub)
-    register_experiment(sub)
+    for register in COMMANDS:
+        register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except InsMixError as e:
-        print(f"insmix-fast: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("insmix-fast: interrupted", file=sys.stderr)
-        return 130
+    """Run ``insmix-fast`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    return cliutil.run(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,25 @@
-"""Pictures of what InsMix did: label overlays, paste outlines, shuffled patches (cv2 only)."""
+"""Pictures of what InsMix did: label overlays, paste outlines, shuffled patches, image
+grids (cv2 only; charts are in :mod:`insmix_fast.plots`).
+
+>>> import numpy as np
+>>> labels = np.zeros((8, 8), np.int32); labels[2:5, 2:6] = 1
+>>> view = overlay_labels(np.full((8, 8, 3), 200, np.uint8), labels)
+>>> view.shape, bool((view[0, 0] == 200).all()), bool((view[3, 2] == 255).all())
+((8, 8, 3), True, True)
+>>> grid([[view, view]], ["a", "b"]).shape
+(38, 28, 3)
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
-__all__ = ["label_colors", "overlay_labels", "draw_outline", "insmix_panel", "grid"]
+from .atomic import write_bytes
+
+__all__ = ["label_colors", "overlay_labels", "draw_outline", "insmix_panel", "grid", "save_png"]
 
 
 def label_colors(labels: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -98,7 +113,19 @@ def grid(rows: list[list[np.ndarray]], titles: list[str] | None = None, pad: int
             x = pad + j * (w + pad)
             out[y:y + im.shape[0], x:x + im.shape[1]] = im
     if titles:
+        font = cv2.FONT_HERSHEY_SIMPLEX
         for j, t in enumerate(titles):
-            cv2.putText(out, t, (pad + j * (w + pad) + 2, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
-                        cv2.LINE_AA)
+            width = cv2.getTextSize(t, font, 0.45, 1)[0][0]
+            scale = 0.45 * min(1.0, (w - 4) / max(width, 1))  # shrink a title to its column
+            cv2.putText(out, t, (pad + j * (w + pad) + 2, 16), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return out
+
+
+def save_png(path, image: np.ndarray) -> Path:
+    """Write an H×W×3 uint8 RGB image as PNG, atomically; returns the path."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(np.asarray(image)[:, :, ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    if not ok:
+        raise OSError(f"cannot encode {os.fspath(path)} as PNG (image {np.asarray(image).shape})")
+    return write_bytes(path, buf.tobytes())

@@ -1,8 +1,8 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
 from insmix_fast import InstanceBank
@@ -61,3 +61,91 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
 def test_console_script_is_installed():
     r = subprocess.run([sys.executable, "-m", "insmix_fast.cli", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and "insmix-fast" in r.stdout
+
+
+# ----------------------------------------------------------------- argument checks and one-line errors
+def _one_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("insmix-fast: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["demo", "--tiles", "-2"], "argument --tiles: must be an integer ≥ 1, got -2"),
+    (["demo", "--size", "abc"], "argument --size: must be an integer, got 'abc'"),
+    (["bank", "build", "synthetic", "-o", "b.npz", "--tiles", "0"], "argument --tiles: must be an integer ≥ 1"),
+    (["gan", "train", "--data", "synthetic", "--out", "o", "--lr", "0"], "argument --lr: must be > 0, got 0"),
+    (["gan", "train", "--data", "synthetic", "--out", "o", "--batch-size", "1.5"], "argument --batch-size"),
+    (["experiment", "--config", "smoke", "--out", "o", "--steps", "0"], "argument --steps: must be an integer ≥ 1"),
+])
+def test_bad_numbers_are_usage_errors(argv, what, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert what in capsys.readouterr().err
+
+
+def test_demo_checks_its_output_before_building_a_bank(tmp_path, capsys):
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    assert main(["demo", "--out", str(f), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert "exists and is not a folder" in _one_line(captured.err) and "bank:" not in captured.out
+    assert main(["demo", "--out", str(f / "sub"), "--no-progress"]) == 2  # below a file
+    assert "is a file, not a folder" in _one_line(capsys.readouterr().err)
+    assert main(["demo", "--data", "synthetic:x", "--out", str(tmp_path / "o")]) == 2
+    assert "seed after 'synthetic:'" in _one_line(capsys.readouterr().err)
+
+
+def test_bank_build_checks_its_output_before_building(tmp_path, capsys):
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    cases = [(f / "b.npz", "is a file, not a folder"), (tmp_path, "is a folder")]
+    if Path("/proc/self").is_dir():  # Linux: unwritable even for root
+        cases.append((Path("/proc/no_such_dir/b.npz"), "cannot write in /proc/no_such_dir"))
+    for out, why in cases:
+        assert main(["bank", "build", "synthetic", "-o", str(out), "--tiles", "2", "--no-progress"]) == 2
+        captured = capsys.readouterr()
+        assert why in _one_line(captured.err) and "built" not in captured.out
+
+
+def test_gan_config_errors_are_one_line_before_training(tmp_path, capsys):
+    assert main(["gan", "train", "--data", "synthetic", "--out", str(tmp_path / "o"), "--size", "34"]) == 2
+    assert "size must be a multiple of 4" in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_matplotlib_says_how_to_install(tmp_path, capsys, monkeypatch):
+    import insmix_fast.plots
+
+    monkeypatch.setattr(insmix_fast.plots, "matplotlib_available", lambda: False)
+    argv = ["gan", "train", "--data", "synthetic", "--out", str(tmp_path / "o"), "--steps", "1", "--size", "32",
+            "--width", "4", "--d-width", "8", "--batch-size", "2", "--n-synthetic", "4", "--no-progress"]
+    assert main(argv) == 2
+    assert "pip install 'insmix-fast[plots]'" in _one_line(capsys.readouterr().err)
+
+
+def test_os_errors_are_one_line(capsys):
+    import argparse
+
+    from insmix_fast.cliutil import error_line, run
+
+    def boom(args):
+        raise PermissionError(13, "Permission denied", "/root/x.npz")
+
+    p = argparse.ArgumentParser(prog="insmix-fast")
+    p.set_defaults(func=boom)
+    assert run(p, []) == 2
+    assert _one_line(capsys.readouterr().err) == "insmix-fast: error: Permission denied: /root/x.npz"
+    assert error_line(ValueError("two\nlines")) == "two lines"
+
+
+def test_errors_in_a_subprocess_are_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "insmix_fast.cli", "bank", "info", str(tmp_path / "missing.npz")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == ""
+    _one_line(r.stderr)
+    r = subprocess.run([sys.executable, "-m", "insmix_fast.gan.cli", "export", str(tmp_path), "-o",
+                        str(tmp_path / "b.pt")], capture_output=True, text=True)
+    assert r.returncode == 2 and "no smooth-GAN checkpoint" in _one_line(r.stderr)

@@ -172,7 +172,7 @@ def test_bad_arguments_raise(kw):
 def test_bad_seed_type():
     with pytest.raises(InputTypeError):
         SyntheticNuclei(seed=1.5)
-    with pytest.raises(InputTypeError):
+    with pytest.raises(InputError, match="length must be an integer"):  # validation.check_int: one error type
         SyntheticNuclei(length=2.0)
 
 

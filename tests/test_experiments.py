@@ -14,7 +14,7 @@ from insmix_fast.experiments import cli
 from insmix_fast.experiments.model import ResNet34Encoder, ResUNet34
 from insmix_fast.experiments.policies import ARMS, make_policy
 from insmix_fast.experiments.runner import load_config, run_experiment
-from insmix_fast.experiments.train import TrainConfig, evaluate_model, make_targets, postprocess, train_model
+from insmix_fast.experiments.train import SegmenterTrainConfig, evaluate_model, make_targets, postprocess, train_model
 from insmix_fast.metrics import evaluate
 
 
@@ -44,7 +44,7 @@ def test_training_overfits_tiny_set():
     ds = SyntheticNuclei(seed=0, size=128, length=2)
     train = [ds[0], ds[1]]
     items = [(str(i), "all", *train[i]) for i in range(2)]
-    cfg = TrainConfig(steps=150, batch_size=4, crop=64, lr=3e-3, restart_every=150, width=8, augment=False,
+    cfg = SegmenterTrainConfig(steps=150, batch_size=4, crop=64, lr=3e-3, restart_every=150, width=8, augment=False,
                       threads=1, min_size=8, log_every=25, device="cpu", amp=False)
     torch.manual_seed(0)
     before = np.mean([r["aji"] for r in evaluate_model(ResUNet34(8), items, 8)])
@@ -57,7 +57,7 @@ def test_training_overfits_tiny_set():
 
 def test_training_is_seeded():
     ds = SyntheticNuclei(seed=0, size=64, length=2)
-    cfg = TrainConfig(steps=3, batch_size=2, crop=32, width=8, threads=1, device="cpu", amp=False, log_every=1)
+    cfg = SegmenterTrainConfig(steps=3, batch_size=2, crop=32, width=8, threads=1, device="cpu", amp=False, log_every=1)
     pol = make_policy("cutmix")
     _, h1 = train_model([ds[0], ds[1]], cfg, seed=5, policy=pol, progress=False)
     _, h2 = train_model([ds[0], ds[1]], cfg, seed=5, policy=pol, progress=False)

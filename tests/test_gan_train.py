@@ -10,7 +10,7 @@ from insmix_fast.errors import ConfigError, InputError
 from insmix_fast.gan.cli import build_parser, main
 from insmix_fast.gan.data import TileSource, load_tiles_dir, simple_paste, two_stain_tiles
 from insmix_fast.gan.export import load_blender, load_generator
-from insmix_fast.gan.train import TrainConfig, Trainer, _mean_distance_to, roc_auc
+from insmix_fast.gan.train import GanTrainConfig, Trainer, _mean_distance_to, roc_auc
 
 TINY = ["--size", "32", "--width", "4", "--d-width", "8", "--batch-size", "2", "--n-synthetic", "4", "--no-progress"]
 
@@ -45,9 +45,9 @@ def test_cli_train_resume_export(tmp_path, capsys):
 def test_resume_is_deterministic(tmp_path):
     common = dict(data="synthetic", size=32, width=4, d_width=8, batch_size=2, n_synthetic=4, progress=False,
                   plots=False)
-    a = Trainer(TrainConfig(out=str(tmp_path / "a"), **common)).run(3).history
-    Trainer(TrainConfig(out=str(tmp_path / "b"), **common)).run(2)
-    tr = Trainer(TrainConfig(out=str(tmp_path / "b"), **common))
+    a = Trainer(GanTrainConfig(out=str(tmp_path / "a"), **common)).run(3).history
+    Trainer(GanTrainConfig(out=str(tmp_path / "b"), **common)).run(2)
+    tr = Trainer(GanTrainConfig(out=str(tmp_path / "b"), **common))
     tr.load(tmp_path / "b")
     b = tr.run(3).history
     np.testing.assert_allclose(a["g_rec"], b["g_rec"], rtol=1e-5)
@@ -62,23 +62,23 @@ def test_cli_errors(tmp_path, capsys):
     assert "not a directory" in capsys.readouterr().err
     assert main(["gan", "export", str(tmp_path), "-o", str(tmp_path / "b.pt")]) == 2
     with pytest.raises(ConfigError):
-        TrainConfig(size=30)
+        GanTrainConfig(size=30)
     with pytest.raises(ConfigError):
-        TrainConfig(loss="wgan")
+        GanTrainConfig(loss="wgan")
     with pytest.raises(ConfigError, match="rec_region"):
-        TrainConfig(rec_region="everywhere")
+        GanTrainConfig(rec_region="everywhere")
     with pytest.raises(ConfigError, match="d_steps"):
-        TrainConfig(d_steps=0)
+        GanTrainConfig(d_steps=0)
     with pytest.raises(ConfigError, match="save_every"):
-        TrainConfig(save_every=0)
+        GanTrainConfig(save_every=0)
 
 
 def test_d_steps_and_rec_region(tmp_path):
     """Extra discriminator updates draw batches of their own; the masked L1 is what is logged."""
     kw = dict(data="synthetic", out=str(tmp_path), size=32, width=4, d_width=8, batch_size=2, n_synthetic=4,
               progress=False, plots=False, paste="simple")
-    one = Trainer(TrainConfig(**kw, d_steps=1))
-    three = Trainer(TrainConfig(**kw, d_steps=3))
+    one = Trainer(GanTrainConfig(**kw, d_steps=1))
+    three = Trainer(GanTrainConfig(**kw, d_steps=3))
     drawn = []
     orig = three.source.batch
     three.source.batch = lambda step, n: drawn.append(step) or orig(step, n)
@@ -88,11 +88,11 @@ def test_d_steps_and_rec_region(tmp_path):
     from insmix_fast.gan.train import D_STEP0
     assert drawn == [0, D_STEP0, D_STEP0 + 1, 1, D_STEP0 + 2, D_STEP0 + 3]
     assert one.history["d_loss"][0] != three.history["d_loss"][0]  # D was updated twice before the main step
-    paste = Trainer(TrainConfig(**kw, rec_region="paste"))
+    paste = Trainer(GanTrainConfig(**kw, rec_region="paste"))
     b = paste.source.batch(0, 2)
     paste.step(b)
     with torch.no_grad():  # the logged reconstruction is the masked one (G before its update)
-        g0 = Trainer(TrainConfig(**kw, rec_region="paste")).G(b.u, b.paste_mask, b.original_mask)
+        g0 = Trainer(GanTrainConfig(**kw, rec_region="paste")).G(b.u, b.paste_mask, b.original_mask)
     from insmix_fast.gan.losses import reconstruction_loss
     assert paste.history["g_rec"][0] == pytest.approx(reconstruction_loss(b.u, g0, b.paste_mask).item(), rel=1e-5)
 
@@ -134,7 +134,7 @@ def test_short_run_losses_move(tmp_path):
     """
     from insmix_fast.gan.train import train
 
-    cfg = TrainConfig(data="synthetic", out=str(tmp_path), steps=30, size=64, width=8, d_width=16, batch_size=4,
+    cfg = GanTrainConfig(data="synthetic", out=str(tmp_path), steps=30, size=64, width=8, d_width=16, batch_size=4,
                       n_synthetic=16, lr=1e-3, d_lr=2e-3, progress=False, plots=False, seed=0)
     d0 = Trainer(cfg).D.state_dict()
     res = train(cfg, evaluate_batches=2)
@@ -178,7 +178,7 @@ def test_two_stain_spec_and_held_out_evaluation_tiles(tmp_path):
     tiles, ids = two_stain_tiles(6, 32, seed=3)
     assert len(src) == 6 and ids.tolist() == [0, 1] * 3
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(src.tiles, tiles))
-    cfg = TrainConfig(data="synthetic-two-stain", out=str(tmp_path), size=32, width=4, d_width=8, n_synthetic=6,
+    cfg = GanTrainConfig(data="synthetic-two-stain", out=str(tmp_path), size=32, width=4, d_width=8, n_synthetic=6,
                       paste="simple", seed=3)
     tr = Trainer(cfg)
     ev = tr.eval_source
@@ -188,9 +188,9 @@ def test_two_stain_spec_and_held_out_evaluation_tiles(tmp_path):
     # a directory gets its own tiles unless --eval-data names others
     for i, (img, lab) in enumerate(tiles[:3]):
         np.savez(tmp_path / f"t{i}.npz", image=img, labels=lab)
-    tr = Trainer(TrainConfig(data=str(tmp_path), out=str(tmp_path / "o"), size=32, width=4, d_width=8, paste="simple"))
+    tr = Trainer(GanTrainConfig(data=str(tmp_path), out=str(tmp_path / "o"), size=32, width=4, d_width=8, paste="simple"))
     assert tr.eval_source is tr.source and "training tiles" in tr.eval_description
-    tr = Trainer(TrainConfig(data=str(tmp_path), out=str(tmp_path / "o"), size=32, width=4, d_width=8, paste="simple",
+    tr = Trainer(GanTrainConfig(data=str(tmp_path), out=str(tmp_path / "o"), size=32, width=4, d_width=8, paste="simple",
                              eval_data="synthetic-two-stain"))
     assert len(tr.eval_source) == 64 and "held-out synthetic-two-stain" in tr.eval_description
     assert not any(t[0].tobytes() in train_imgs for t in tr.eval_source.tiles)

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, InputTypeError, LabelMapError, ReaderError
-from ..validation import check_sample
+from ..validation import check_bool, check_sample
+from .base import IndexedDataset
 from .io import IMAGE_SUFFIXES, LABEL_SUFFIXES, read_image, read_label_map, write_image, write_label_map
 from .labels import clean_labels, find_label_problems
 
@@ -35,7 +36,7 @@ def _index_dir(d: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]
     return files
 
 
-class FolderDataset(Sequence):
+class FolderDataset(IndexedDataset):
     """Samples ``(image H×W×3 uint8, labels H×W int32)`` read from ``root``.
 
     Files are read lazily, on indexing.
@@ -55,6 +56,13 @@ class FolderDataset(Sequence):
 
     Raises:
         ReaderError: missing folders, no images, an image without a label map.
+
+    >>> import tempfile
+    >>> from insmix_fast.data.synthetic import SyntheticNuclei
+    >>> root = write_folder(tempfile.mkdtemp(), SyntheticNuclei(seed=1, size=32, length=2)[:], names=["a", "b"])
+    >>> ds = FolderDataset(root)
+    >>> ds.names, ds[1][0].shape
+    (['a', 'b'], (32, 32, 3))
     """
 
     def __init__(self, root, fix_labels: bool = False, check: bool = True, allow_gray: bool = False) -> None:
@@ -78,26 +86,15 @@ class FolderDataset(Sequence):
         self.names: list[str] = sorted(images)
         self.image_paths: list[Path] = [images[s] for s in self.names]
         self.label_paths: list[Path] = [labels[s] for s in self.names]
-        self.fix_labels = bool(fix_labels)
-        self.check = bool(check)
-        self.allow_gray = bool(allow_gray)
+        self.fix_labels = check_bool("fix_labels", fix_labels, error=InputTypeError)
+        self.check = check_bool("check", check, error=InputTypeError)
+        self.allow_gray = check_bool("allow_gray", allow_gray, error=InputTypeError)
 
     def __len__(self) -> int:
         return len(self.names)
 
     def __repr__(self) -> str:
         return f"FolderDataset({str(self.root)!r}, n={len(self)})"
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise InputTypeError(f"FolderDataset indices must be integers or slices, not {type(i).__name__}")
-        n = len(self)
-        k = int(i) + n if i < 0 else int(i)
-        if not 0 <= k < n:
-            raise IndexError(f"FolderDataset index {i} out of range for length {n}")
-        return self.read(k)
 
     def read(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Read, validate (and optionally repair) sample ``k``."""

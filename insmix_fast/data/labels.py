@@ -19,7 +19,8 @@ analysis costs a few milliseconds:
    :func:`clean_labels` decides a new value per component and repaints.
 
 Public API: :class:`LabelProblems`, :func:`find_label_problems`,
-:func:`check_label_topology`, :func:`clean_labels`, :func:`relabel_sequential`.
+:func:`check_label_topology`, :func:`clean_labels`, :func:`relabel_pieces`,
+:func:`relabel_sequential`, :func:`relabel_raster_order`.
 """
 
 from __future__ import annotations
@@ -30,14 +31,16 @@ import numpy as np
 from numba import njit
 
 from ..errors import InputError, LabelMapError
-from ..validation import check_labels
+from ..validation import check_choice, check_int, check_labels
 
 __all__ = [
     "LabelProblems",
     "find_label_problems",
     "check_label_topology",
     "clean_labels",
+    "relabel_pieces",
     "relabel_sequential",
+    "relabel_raster_order",
 ]
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
@@ -234,8 +237,7 @@ class LabelProblems:
 
 
 def _check_connectivity(connectivity: int) -> bool:
-    if connectivity not in (4, 8):
-        raise InputError(f"connectivity must be 4 or 8, got {connectivity!r}")
+    check_choice("connectivity", connectivity, (4, 8), error=InputError)
     return connectivity == 8
 
 
@@ -342,10 +344,8 @@ def clean_labels(
         InputError: bad ``labels``/arguments, or relabelling would exceed int32 ids.
     """
     fg_diag = _check_connectivity(connectivity)
-    if split not in ("relabel", "largest"):
-        raise InputError(f"split must be 'relabel' or 'largest', got {split!r}")
-    if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 1:
-        raise InputError(f"min_size must be an integer ≥ 1, got {min_size!r}")
+    check_choice("split", split, ("relabel", "largest"), error=InputError)
+    check_int("min_size", min_size, 1, error=InputError)
     lab = check_labels(labels)
     if lab.size == 0:
         return lab.copy()
@@ -384,6 +384,51 @@ def clean_labels(
             new_val[holes] = cnbr[holes]
             out = _paint(H, W, rs, st, en, comp, new_val)
     return out
+
+
+def relabel_pieces(labels: np.ndarray, min_area: int = 1) -> np.ndarray:
+    """Give every connected piece of an instance its own id, after a cut, mix or warp.
+
+    The largest piece of an id keeps it; every other piece gets a new id above the
+    map's maximum; pieces smaller than ``min_area`` pixels (values below 1 count as 1)
+    become background. Holes are left alone (8-connectivity). The same as
+    ``clean_labels(labels, min_size=max(1, min_area), fill_holes=False, split="relabel")``.
+
+    >>> import numpy as np
+    >>> cut = np.array([[1, 1, 0, 1], [0, 0, 0, 1], [2, 0, 0, 1]])
+    >>> relabel_pieces(cut)
+    array([[3, 3, 0, 1],
+           [0, 0, 0, 1],
+           [2, 0, 0, 1]], dtype=int32)
+    >>> relabel_pieces(cut, min_area=2)
+    array([[3, 3, 0, 1],
+           [0, 0, 0, 1],
+           [0, 0, 0, 1]], dtype=int32)
+    """
+    return clean_labels(labels, min_size=max(1, int(min_area)), fill_holes=False, split="relabel")
+
+
+def relabel_raster_order(labels: np.ndarray) -> np.ndarray:
+    """Renumber ``labels`` to ids 1..K in raster order of each instance's first pixel.
+
+    The result depends only on which pixels belong together, not on the ids given
+    (e.g. not on the order in which instances were drawn). Every id must be one
+    8-connected piece (as :func:`clean_labels` leaves them); an id in several pieces
+    is numbered by its last piece.
+
+    >>> import numpy as np
+    >>> relabel_raster_order(np.array([[0, 7, 7], [5, 0, 9]]))
+    array([[0, 1, 1],
+           [2, 0, 3]], dtype=int32)
+    """
+    lab = check_labels(labels)
+    if lab.size == 0:
+        return lab.copy()
+    cval = _analyze(lab, True)[4]  # components are numbered in raster order of their first pixel
+    order = cval[cval > 0]
+    lut = np.zeros(int(lab.max()) + 1, np.int32)
+    lut[order] = np.arange(1, order.size + 1, dtype=np.int32)
+    return lut[lab]
 
 
 def relabel_sequential(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

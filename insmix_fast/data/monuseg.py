@@ -39,13 +39,14 @@ import math
 import os
 import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..errors import InputError, InputTypeError, ReaderError
+from ..errors import InputError, ReaderError
+from ..validation import check_choice
+from .base import IndexedDataset
 from .io import read_image
 from .labels import clean_labels, relabel_sequential
 from .polygons import OK, clip_polygon, describe_problem, ring_problem
@@ -110,8 +111,7 @@ def _parse_regions(xml_path: Path) -> list[tuple[str, bool, np.ndarray | None, s
 
 
 def _check_degenerate(degenerate: str) -> None:
-    if degenerate not in ("raise", "skip"):
-        raise InputError(f"degenerate must be 'raise' or 'skip', got {degenerate!r}")
+    check_choice("degenerate", degenerate, ("raise", "skip"), error=InputError)
 
 
 def read_aperio_xml(xml_path, shape: tuple[int, int], degenerate: str = "raise") -> np.ndarray:
@@ -209,7 +209,7 @@ def find_monuseg_layout(root) -> tuple[Path, Path] | None:
     return None
 
 
-class MoNuSegDataset(Sequence):
+class MoNuSegDataset(IndexedDataset):
     """MoNuSeg/Kumar tiles with instance maps rasterised from their XML annotations.
 
     Args:
@@ -252,13 +252,6 @@ class MoNuSegDataset(Sequence):
     def __repr__(self) -> str:
         return f"MoNuSegDataset({str(self.root)!r}, n={len(self)})"
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise InputTypeError(f"MoNuSegDataset indices must be integers or slices, not {type(i).__name__}")
-        n = len(self)
-        k = int(i) + n if i < 0 else int(i)
-        if not 0 <= k < n:
-            raise IndexError(f"MoNuSegDataset index {i} out of range for length {n}")
+    def read(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Read sample ``k`` (image and its rasterised XML annotation)."""
         return read_monuseg(self.image_paths[k], self.xml_paths[k], degenerate=self.degenerate)

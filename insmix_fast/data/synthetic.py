@@ -27,15 +27,16 @@ Rendering a 256×256 tile takes ~10 ms on one core (1000×1000: ~0.2 s).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
-from ..errors import InputError, InputTypeError
-from ..validation import check_seed
-from .labels import _analyze, clean_labels
+from ..errors import InputError
+from ..validation import check_int, check_labels, check_number, check_pair, check_seed
+from .base import IndexedDataset, resolve_index
+from .labels import clean_labels, relabel_raster_order
 
 __all__ = ["SyntheticNuclei", "StainInfo", "HE_REFERENCE"]
 
@@ -63,15 +64,54 @@ class StainInfo:
     background: float
 
 
-def _pair(x, name: str, cast=float) -> tuple:
-    try:
-        a, b = x
-        return cast(a), cast(b)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a pair (low, high), got {x!r}") from None
+_N_PTS = 28  # outline vertices of a nucleus
+_T = np.linspace(0, 2 * np.pi, _N_PTS, endpoint=False)
 
 
-class SyntheticNuclei(Sequence):
+class _Shapes(NamedTuple):
+    """Random shape parameters of the candidate nuclei of one tile (one entry per candidate)."""
+
+    radii: np.ndarray
+    elong: np.ndarray  # long / short axis
+    theta: np.ndarray  # orientation
+    touch: np.ndarray  # bool: placed against an existing nucleus
+    harm: np.ndarray  # n×3 amplitudes of the 2nd, 3rd, 5th outline harmonics
+    phase: np.ndarray  # n×3 their phases
+    jitter: np.ndarray  # n×_N_PTS radial noise
+    tdir: np.ndarray  # direction to the touched nucleus
+    tgap: np.ndarray  # centre distance / (r0 + r) when touching
+    pick: np.ndarray  # which placed nucleus to touch (fraction of the list)
+
+
+def _outline(sh: _Shapes, k: int, cy: float, cx: float) -> tuple[np.ndarray, np.ndarray]:
+    """The irregular-ellipse outline ``(ys, xs)`` of candidate ``k`` centred on ``(cy, cx)``."""
+    a = sh.radii[k] * np.sqrt(sh.elong[k])
+    b = sh.radii[k] / np.sqrt(sh.elong[k])
+    ct, st = np.cos(_T - sh.theta[k]), np.sin(_T - sh.theta[k])
+    rho = a * b / np.sqrt((b * ct) ** 2 + (a * st) ** 2)
+    h, ph = sh.harm[k], sh.phase[k]
+    rho = rho * (1.0 + h[0] * np.cos(2 * _T + ph[0]) + h[1] * np.cos(3 * _T + ph[1]) + h[2] * np.cos(5 * _T + ph[2])
+                 + sh.jitter[k])
+    return cy + rho * np.sin(_T), cx + rho * np.cos(_T)
+
+
+def _rasterise(outline: tuple[np.ndarray, np.ndarray], shape: tuple[int, int]):
+    """``(uint8 mask of the filled outline, (y0, x0) of the mask)`` with sub-pixel vertices
+    (1/8 px), or ``None`` when the mask's box (2 px margin) leaves ``shape``."""
+    py, px = outline
+    y0 = int(np.floor(py.min())) - 2
+    x0 = int(np.floor(px.min())) - 2
+    y1 = int(np.ceil(py.max())) + 3
+    x1 = int(np.ceil(px.max())) + 3
+    if y0 < 0 or x0 < 0 or y1 > shape[0] or x1 > shape[1]:
+        return None
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    pts = np.round(np.stack([(px - x0) * 8, (py - y0) * 8], axis=1)).astype(np.int32)
+    cv2.fillPoly(mask, [pts], 1, lineType=cv2.LINE_8, shift=3)
+    return mask, (y0, x0)
+
+
+class SyntheticNuclei(IndexedDataset):
     """A deterministic, indexable sequence of synthetic H&E tiles.
 
     ``ds[i]`` returns ``(image H×W×3 uint8 RGB, labels H×W int32)`` with ids
@@ -97,6 +137,13 @@ class SyntheticNuclei(Sequence):
 
     Raises:
         InputError / InputTypeError: an argument is out of range or of the wrong type.
+
+    >>> ds = SyntheticNuclei(seed=0, size=64, length=4)
+    >>> image, labels = ds[-1]
+    >>> image.shape, image.dtype, labels.dtype, len(ds[1:3])
+    ((64, 64, 3), dtype('uint8'), dtype('int32'), 2)
+    >>> bool((ds.generate(3)[1] == labels).all())  # a pure function of (seed, index)
+    True
     """
 
     def __init__(
@@ -117,45 +164,23 @@ class SyntheticNuclei(Sequence):
         min_area: int = 12,
     ) -> None:
         self.seed = check_seed(seed)
-        if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-            hw = (int(size), int(size))
-        else:
-            hw = _pair(size, "size", int)
-        if min(hw) < 16:
-            raise InputError(f"size must be at least 16×16, got {hw}")
+        hw = (size, size) if isinstance(size, (int, np.integer)) else size  # check_int rejects bools
+        if isinstance(hw, (str, bytes)) or not hasattr(hw, "__len__") or len(hw) != 2:
+            raise InputError(f"size must be an int or a pair (H, W), got {size!r}")
+        hw = tuple(check_int("size", v, 16, error=InputError) for v in hw)
         self.size: tuple[int, int] = hw
-        if isinstance(length, bool) or not isinstance(length, (int, np.integer)):
-            raise InputTypeError(f"length must be an integer, got {type(length).__name__}")
-        if length < 0:
-            raise InputError(f"length must be ≥ 0, got {length}")
-        self.length = int(length)
-        rmin, rmax = _pair(radius_range, "radius_range")
-        if not (1.5 <= rmin <= rmax <= min(hw) / 2):
-            raise InputError(f"radius_range must satisfy 1.5 ≤ min ≤ max ≤ size/2, got {radius_range!r}")
-        emin, emax = _pair(elongation, "elongation")
-        if not (1.0 <= emin <= emax <= 4.0):
-            raise InputError(f"elongation must satisfy 1 ≤ min ≤ max ≤ 4, got {elongation!r}")
-        for name, v, lo, hi in (
-            ("density", density, 0.0, 10.0),
-            ("touching", touching, 0.0, 1.0),
-            ("clustering", clustering, 0.0, 1.0),
-            ("stain_jitter", stain_jitter, 0.0, 0.5),
-            ("blur", blur, 0.0, 10.0),
-            ("noise", noise, 0.0, 64.0),
-        ):
-            if not isinstance(v, (int, float, np.integer, np.floating)) or not (lo <= float(v) <= hi):
-                raise InputError(f"{name} must be a number in [{lo}, {hi}], got {v!r}")
-        self.density = float(density)
+        self.length = check_int("length", length, 0, error=InputError)
+        rmin, rmax = check_pair("radius_range", radius_range, 1.5, min(hw) / 2, error=InputError)
+        emin, emax = check_pair("elongation", elongation, 1.0, 4.0, error=InputError)
+        self.density = check_number("density", density, 0.0, 10.0, error=InputError)
         self.radius_range = (rmin, rmax)
         self.elongation = (emin, emax)
-        self.touching = float(touching)
-        self.clustering = float(clustering)
-        self.stain_jitter = float(stain_jitter)
-        self.blur = float(blur)
-        self.noise = float(noise)
-        if isinstance(min_area, bool) or not isinstance(min_area, (int, np.integer)) or min_area < 1:
-            raise InputError(f"min_area must be an integer ≥ 1, got {min_area!r}")
-        self.min_area = int(min_area)
+        self.touching = check_number("touching", touching, 0.0, 1.0, error=InputError)
+        self.clustering = check_number("clustering", clustering, 0.0, 1.0, error=InputError)
+        self.stain_jitter = check_number("stain_jitter", stain_jitter, 0.0, 0.5, error=InputError)
+        self.blur = check_number("blur", blur, 0.0, 10.0, error=InputError)
+        self.noise = check_number("noise", noise, 0.0, 64.0, error=InputError)
+        self.min_area = check_int("min_area", min_area, 1, error=InputError)
         if stain is None:
             base = HE_REFERENCE.copy()
         else:
@@ -168,20 +193,9 @@ class SyntheticNuclei(Sequence):
     def __len__(self) -> int:
         return self.length
 
-    def _index(self, i) -> int:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise InputTypeError(f"SyntheticNuclei indices must be integers or slices, not {type(i).__name__}")
-        i = int(i)
-        if i < 0:
-            i += self.length
-        if not 0 <= i < self.length:
-            raise IndexError(f"SyntheticNuclei index {i} out of range for length {self.length}")
-        return i
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self.generate(k) for k in range(*i.indices(self.length))]
-        return self.generate(self._index(i))
+    def read(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Tile ``k`` (``0 ≤ k < len``); the same as :meth:`generate`."""
+        return self.generate(k)
 
     def __repr__(self) -> str:
         return f"SyntheticNuclei(seed={self.seed}, size={self.size}, length={self.length}, density={self.density})"
@@ -192,7 +206,7 @@ class SyntheticNuclei(Sequence):
     # ------------------------------------------------------------------ public helpers
     def stain_of(self, i: int) -> StainInfo:
         """The stain (vectors, strengths, background light) of tile ``i``."""
-        i = self._index(i)
+        i = resolve_index(i, self.length, "SyntheticNuclei")
         rng = self._rng(i, _STREAM_STAIN)
         j = self.stain_jitter
         m = self.base_stain + rng.normal(0.0, j, size=(2, 3))
@@ -205,10 +219,7 @@ class SyntheticNuclei(Sequence):
 
     def as_arrays(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The first ``n`` tiles (default all) stacked: (N×H×W×3 uint8, N×H×W int32)."""
-        if n is None:
-            n = self.length
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= self.length:
-            raise InputError(f"n must be an integer in [0, {self.length}], got {n!r}")
+        n = self.length if n is None else check_int("n", n, 0, self.length, error=InputError)
         H, W = self.size
         images = np.empty((n, H, W, 3), np.uint8)
         labels = np.empty((n, H, W), np.int32)
@@ -217,24 +228,38 @@ class SyntheticNuclei(Sequence):
         return images, labels
 
     def generate(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Render tile ``i`` (0 ≤ i; not bounded by ``length``): ``(image, labels)``."""
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 0:
-            raise InputError(f"tile index must be a non-negative integer, got {i!r}")
-        i = int(i)
-        labels = self._geometry(i)
-        image = self._render(i, labels)
-        return image, labels
+        """Render tile ``i`` (0 ≤ i; not bounded by ``length``): ``(image, labels)``.
+
+        The same as ``render(i, geometry(i))``.
+        """
+        labels = self.geometry(i)
+        return self.render(i, labels), labels
 
     # ------------------------------------------------------------------ geometry
-    def _geometry(self, i: int) -> np.ndarray:
-        rng = self._rng(i, _STREAM_GEOMETRY)
-        H, W = self.size
-        rmin, rmax = self.radius_range
-        P = int(np.ceil(rmax * np.sqrt(self.elongation[1]) * 1.3)) + 2  # canvas padding
-        canvas = np.zeros((H + 2 * P, W + 2 * P), np.int32)
+    def geometry(self, i: int) -> np.ndarray:
+        """The H×W int32 instance map of tile ``i`` (0 ≤ i; not bounded by ``length``), ids 1..K.
 
-        # clustered density: base + Gaussian blobs, evaluated on a coarse grid
-        g = 32
+        Draws, in this order, from the tile's geometry stream: the density blobs
+        (:meth:`_density_map`), the candidate centres (:meth:`_candidates`), the shape
+        of every candidate (:meth:`_shapes`); then places the nuclei (:meth:`_place`).
+        """
+        i = check_int("tile index", i, 0, error=InputError)
+        rng = self._rng(i, _STREAM_GEOMETRY)
+        dens = self._density_map(rng)
+        n_target, cy, cx = self._candidates(rng, dens)
+        canvas, pad = self._place(self._shapes(rng, cy.size), cy, cx, n_target)
+        H, W = self.size
+        labels = clean_labels(canvas[pad:pad + H, pad:pad + W], min_size=self.min_area, fill_holes=True,
+                              split="largest")
+        # ids 1..K in raster order of each nucleus's first pixel: independent of the placement order
+        return relabel_raster_order(labels)
+
+    _GRID = 32  # cells per side of the coarse density grid
+
+    def _density_map(self, rng: np.random.Generator) -> np.ndarray:
+        """Clustered density on a coarse grid: a base level plus 1–4 Gaussian blobs, max 1."""
+        H, W = self.size
+        g = self._GRID
         gy = (np.arange(g) + 0.5) / g * H
         gx = (np.arange(g) + 0.5) / g * W
         dens = np.full((g, g), 1.0 - 0.85 * self.clustering)
@@ -245,103 +270,87 @@ class SyntheticNuclei(Sequence):
             dens += rng.uniform(0.6, 1.6) * self.clustering * np.exp(
                 -((gy[:, None] - cy) ** 2 + (gx[None, :] - cx) ** 2) / (2 * sig * sig)
             )
-        dens /= dens.max()
+        return dens / dens.max()
 
+    def _candidates(self, rng: np.random.Generator, dens: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(n_target, cy, cx)``: how many nuclei to place and the candidate centres (tile
+        coordinates, up to ``3·n_target + 8``), drawn by rejection against ``dens``."""
+        H, W = self.size
+        rmin, rmax = self.radius_range
+        g = self._GRID
         r_mean = rmin + (rmax - rmin) * 0.4
         tile_density = self.density * rng.uniform(0.5, 1.5)
         n_target = int(round(tile_density * 0.3 * H * W / (np.pi * r_mean**2) * dens.mean()))
         n_attempt = 3 * n_target + 8
-        # candidate centres by rejection against the density
         cand_y = rng.uniform(-rmin, H + rmin, size=4 * n_attempt)
         cand_x = rng.uniform(-rmin, W + rmin, size=4 * n_attempt)
         gi = np.clip((cand_y / H * g).astype(int), 0, g - 1)
         gj = np.clip((cand_x / W * g).astype(int), 0, g - 1)
         accept = rng.uniform(size=cand_y.size) < dens[gi, gj]
-        cy_all = cand_y[accept][:n_attempt]
-        cx_all = cand_x[accept][:n_attempt]
-        n_attempt = cy_all.size
+        return n_target, cand_y[accept][:n_attempt], cand_x[accept][:n_attempt]
 
-        u = rng.uniform(size=n_attempt)
+    def _shapes(self, rng: np.random.Generator, n: int) -> _Shapes:
+        """The random shape parameters of ``n`` candidate nuclei."""
+        rmin, rmax = self.radius_range
+        u = rng.uniform(size=n)
         radii = rmin + (rmax - rmin) * u**1.6
-        elong = rng.uniform(*self.elongation, size=n_attempt)
-        theta = rng.uniform(0, np.pi, size=n_attempt)
-        touch = rng.uniform(size=n_attempt) < self.touching
-        n_pts = 28
-        harm = rng.normal(0.0, 1.0, size=(n_attempt, 3)) * np.array([0.06, 0.035, 0.02])
-        phase = rng.uniform(0, 2 * np.pi, size=(n_attempt, 3))
-        jitter = rng.normal(0.0, 0.015, size=(n_attempt, n_pts))
-        tdir = rng.uniform(0, 2 * np.pi, size=n_attempt)
-        tgap = rng.uniform(0.75, 0.95, size=n_attempt)
-        pick = rng.uniform(size=n_attempt)
-        t = np.linspace(0, 2 * np.pi, n_pts, endpoint=False)
-        kernel = np.ones((3, 3), np.uint8)
+        elong = rng.uniform(*self.elongation, size=n)
+        theta = rng.uniform(0, np.pi, size=n)
+        touch = rng.uniform(size=n) < self.touching
+        harm = rng.normal(0.0, 1.0, size=(n, 3)) * np.array([0.06, 0.035, 0.02])
+        phase = rng.uniform(0, 2 * np.pi, size=(n, 3))
+        jitter = rng.normal(0.0, 0.015, size=(n, _N_PTS))
+        tdir = rng.uniform(0, 2 * np.pi, size=n)
+        tgap = rng.uniform(0.75, 0.95, size=n)
+        pick = rng.uniform(size=n)
+        return _Shapes(radii, elong, theta, touch, harm, phase, jitter, tdir, tgap, pick)
 
+    def _place(self, sh: _Shapes, cy_all: np.ndarray, cx_all: np.ndarray, n_target: int) -> tuple[np.ndarray, int]:
+        """Place up to ``n_target`` nuclei on a padded canvas: ``(canvas, padding)``.
+
+        Candidate ``k`` is centred on its candidate centre, or — when it is a touching
+        one and a nucleus exists — against a placed nucleus. It is kept when it lies on
+        the canvas, has ``min_area`` pixels and (touching) finds 70 % of its pixels free
+        or (not touching) keeps one background pixel from every placed nucleus.
+        """
+        H, W = self.size
+        P = int(np.ceil(self.radius_range[1] * np.sqrt(self.elongation[1]) * 1.3)) + 2  # canvas padding
+        canvas = np.zeros((H + 2 * P, W + 2 * P), np.int32)
+        kernel = np.ones((3, 3), np.uint8)
         centres: list[tuple[float, float, float]] = []  # (y, x, r) of placed nuclei (canvas coords)
-        next_id = 1
-        placed = 0
-        for k in range(n_attempt):
-            if placed >= n_target:
+        for k in range(cy_all.size):
+            if len(centres) >= n_target:
                 break
-            r = radii[k]
-            a = r * np.sqrt(elong[k])
-            b = r / np.sqrt(elong[k])
-            if touch[k] and centres:
-                y0, x0, r0 = centres[int(pick[k] * len(centres))]
-                dist = (r0 + r) * tgap[k]
-                cy = y0 + dist * np.sin(tdir[k])
-                cx = x0 + dist * np.cos(tdir[k])
+            r = sh.radii[k]
+            if sh.touch[k] and centres:
+                y0, x0, r0 = centres[int(sh.pick[k] * len(centres))]
+                dist = (r0 + r) * sh.tgap[k]
+                cy = y0 + dist * np.sin(sh.tdir[k])
+                cx = x0 + dist * np.cos(sh.tdir[k])
             else:
                 cy = cy_all[k] + P
                 cx = cx_all[k] + P
-            # irregular ellipse outline
-            ct, st = np.cos(t - theta[k]), np.sin(t - theta[k])
-            rho = a * b / np.sqrt((b * ct) ** 2 + (a * st) ** 2)
-            rho = rho * (
-                1.0
-                + harm[k, 0] * np.cos(2 * t + phase[k, 0])
-                + harm[k, 1] * np.cos(3 * t + phase[k, 1])
-                + harm[k, 2] * np.cos(5 * t + phase[k, 2])
-                + jitter[k]
-            )
-            py = cy + rho * np.sin(t)
-            px = cx + rho * np.cos(t)
-            y0i = int(np.floor(py.min())) - 2
-            x0i = int(np.floor(px.min())) - 2
-            y1i = int(np.ceil(py.max())) + 3
-            x1i = int(np.ceil(px.max())) + 3
-            if y0i < 0 or x0i < 0 or y1i > canvas.shape[0] or x1i > canvas.shape[1]:
+            drawn = _rasterise(_outline(sh, k, cy, cx), canvas.shape)
+            if drawn is None:
                 continue
-            mask = np.zeros((y1i - y0i, x1i - x0i), np.uint8)
-            pts = np.round(np.stack([(px - x0i) * 8, (py - y0i) * 8], axis=1)).astype(np.int32)
-            cv2.fillPoly(mask, [pts], 1, lineType=cv2.LINE_8, shift=3)
+            mask, (y0i, x0i) = drawn
             m = mask.astype(bool)
             area = int(m.sum())
             if area < self.min_area:
                 continue
-            win = canvas[y0i:y1i, x0i:x1i]
+            win = canvas[y0i:y0i + mask.shape[0], x0i:x0i + mask.shape[1]]
             occ = win > 0
-            if touch[k]:
+            if sh.touch[k]:
                 free = m & ~occ
                 if free.sum() < 0.7 * area:
                     continue
-                win[free] = next_id
+                win[free] = len(centres) + 1
             else:
                 if np.any(cv2.dilate(mask, kernel).astype(bool) & occ):
                     continue
-                win[m] = next_id
+                win[m] = len(centres) + 1
             centres.append((cy, cx, r))
-            next_id += 1
-            placed += 1
-
-        labels = canvas[P : P + H, P : P + W]
-        labels = clean_labels(labels, min_size=self.min_area, fill_holes=True, split="largest")
-        # number 1..K in raster order of first pixel (deterministic, independent of placement order)
-        # components of a valid map are numbered in raster order of their first pixel
-        cval = _analyze(labels, True)[4]
-        order = cval[cval > 0]
-        lut = np.zeros(int(labels.max()) + 1, np.int32)
-        lut[order] = np.arange(1, order.size + 1, dtype=np.int32)
-        return lut[labels]
+        return canvas, P
 
     # ------------------------------------------------------------------ appearance
     @staticmethod
@@ -352,7 +361,11 @@ class SyntheticNuclei(Sequence):
         grid = rng.standard_normal((gh, gw), dtype=np.float32)
         return cv2.resize(grid, (W, H), interpolation=cv2.INTER_CUBIC)
 
-    def _render(self, i: int, labels: np.ndarray) -> np.ndarray:
+    def render(self, i: int, labels: np.ndarray) -> np.ndarray:
+        """The H×W×3 uint8 image of tile ``i`` drawn around the instance map ``labels``
+        (normally :meth:`geometry` ``(i)``; a map with some nuclei removed works too)."""
+        i = check_int("tile index", i, 0, error=InputError)
+        labels = check_labels(labels, self.size)
         rng = self._rng(i, _STREAM_TEXTURE)
         H, W = labels.shape
         stain = self.stain_of(i)

@@ -3,7 +3,7 @@
 * :mod:`.model` — ResUNet-34 (ResNet-34 encoder written here, U-Net decoder),
   3 classes (background / interior / boundary).
 * :mod:`.train` — targets, post-processing to instance maps, the training loop
-  (the paper's recipe scaled by :class:`TrainConfig`), per-image evaluation.
+  (the paper's recipe scaled by :class:`SegmenterTrainConfig`), per-image evaluation.
 * :mod:`.policies` — augmentation arms (``none``, the mix baselines, InsMix ablations).
 * :mod:`.runner` — configs (``smoke``, ``kumar`` or a TOML file), arms × seeds,
   resumable, results CSV / Markdown / PNG.
@@ -19,7 +19,7 @@ import importlib
 
 __all__ = [
     "ResUNet34",
-    "TrainConfig",
+    "SegmenterTrainConfig",
     "train_model",
     "evaluate_model",
     "predict",
@@ -37,7 +37,7 @@ __all__ = [
 
 _WHERE = {
     "ResUNet34": ".model",
-    "TrainConfig": ".train",
+    "SegmenterTrainConfig": ".train",
     "train_model": ".train",
     "evaluate_model": ".train",
     "predict": ".train",

@@ -6,14 +6,19 @@ Usage::
     insmix-fast experiment --config kumar --out runs/kumar --resume
     insmix-fast experiment --config my.toml --out OUT --arms none,cutmix,insmix-full --seeds 0,1,2
 
-``register(subparsers)`` adds the sub-command to an argparse CLI; :func:`main`
-runs it standalone (``python -m insmix_fast.experiments.cli ...``).
+``register(subparsers)`` adds the sub-command to the ``insmix-fast`` CLI
+(:mod:`insmix_fast.cli`); :func:`main` runs it standalone
+(``python -m insmix_fast.experiments.cli ...``) through :func:`insmix_fast.cliutil.standalone`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from .. import cliutil
+from ..cliutil import integer
+from ..errors import ConfigError
 
 __all__ = ["register", "add_arguments", "run_from_args", "main"]
 
@@ -25,16 +30,18 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="skip arm×seed runs already finished in DIR")
     p.add_argument("--arms", metavar="A,B,...", help="override the config's arms (comma-separated)")
     p.add_argument("--seeds", metavar="S,T,...", help="override the config's seeds (comma-separated integers)")
-    p.add_argument("--steps", type=int, metavar="N", help="override train.steps")
+    p.add_argument("--steps", type=integer(1), metavar="N", help="override train.steps")
     p.add_argument("--device", metavar="DEV", help="override train.device (auto, cpu, cuda)")
     p.add_argument("--data", metavar="PATH",
                    help="data folder (sets data.source = 'path' and data.path; e.g. the Kumar/MoNuSeg folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-plots", action="store_true",
+                   help="no results.png (the bar chart needs matplotlib: pip install 'insmix-fast[plots]')")
     return p
 
 
-def register(subparsers) -> argparse.ArgumentParser:
-    """Add the ``experiment`` sub-command to an ``argparse`` sub-parser set."""
+def register(subparsers) -> None:
+    """Add the ``experiment`` sub-command to an ``argparse`` sub-parser set (handler: ``args.func``)."""
     p = subparsers.add_parser(
         "experiment",
         help="compare augmentation policies by training a segmenter (arms × seeds)",
@@ -43,7 +50,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     add_arguments(p)
     p.set_defaults(func=run_from_args)
-    return p
 
 
 def _overrides(args) -> dict:
@@ -54,8 +60,6 @@ def _overrides(args) -> dict:
         try:
             ov.setdefault("experiment", {})["seeds"] = [int(s) for s in args.seeds.split(",") if s.strip()]
         except ValueError:
-            from ..errors import ConfigError
-
             raise ConfigError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
     if args.steps is not None:
         ov.setdefault("train", {})["steps"] = args.steps
@@ -70,20 +74,17 @@ def run_from_args(args) -> int:
     from .runner import load_config, run_experiment
 
     cfg = load_config(args.config, _overrides(args))
-    res = run_experiment(cfg, args.out, resume=args.resume, progress=False if args.no_progress else None)
+    cliutil.output_dir(args.out)
+    res = run_experiment(cfg, args.out, resume=args.resume, progress=False if args.no_progress else None,
+                         plots=not args.no_plots)
     print(f"ran {len(res['ran'])} run(s), skipped {len(res['skipped'])} finished; reports in {args.out}/results.md")
     return 0
 
 
 def main(argv=None) -> int:
-    """Standalone entry point (a leading ``experiment`` may be omitted); runs through the main
-    CLI's :func:`insmix_fast.cli.main` (same errors and exit codes)."""
-    from ..cli import main as cli_main
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] != "experiment":
-        argv = ["experiment", *argv]
-    return cli_main(argv)
+    """Standalone entry point (a leading ``experiment`` may be omitted); same checks, errors
+    and exit codes as ``insmix-fast experiment``."""
+    return cliutil.standalone("experiment", register, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

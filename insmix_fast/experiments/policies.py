@@ -80,7 +80,7 @@ def make_policy(name: str, train_samples: Sequence | None = None, params: dict |
             raise ConfigError(f"arm {name!r} needs a trained blender: add [arms.{name}] blender = \"PATH\" "
                               "(an exported .pt2/.pt or a 'gan train' checkpoint; see docs/gan.md)")
         inner = make_policy(name[: -len("-gan")], train_samples, params)
-        from ..gan import Blender
+        from ..gan.blender import Blender
 
         blender = Blender.from_file(str(gan_params["blender"]), device=gan_params.get("blend_device", "cpu"),
                                     strength=float(gan_params.get("strength", 1.0)))
@@ -95,13 +95,10 @@ def make_policy(name: str, train_samples: Sequence | None = None, params: dict |
         run_gan.blender = blender
         return run_gan
     if name.startswith("insmix-") and name[len("insmix-"):] in _INSMIX_ABLATIONS:
+        from ..bank import InstanceBank
         from ..config import InsMixConfig
+        from ..core import insmix_batch
 
-        try:
-            from .. import InstanceBank, insmix_batch
-        except ImportError:  # the package's top level may not re-export them
-            from ..bank import InstanceBank
-            from ..core import insmix_batch
         try:
             cfg = InsMixConfig.ablation(name[len("insmix-"):], **params)
         except TypeError as e:

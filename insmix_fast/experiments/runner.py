@@ -7,7 +7,8 @@ Layout of the output directory::
     OUT/results.csv          one row per (arm, seed, group): mean metrics over that group's images
     OUT/per_image.csv        one row per (arm, seed, image)
     OUT/results.md           mean ± std over seeds, per arm (AJI, Dice, AJI+, PQ; AJI per group)
-    OUT/results.png          AJI bar chart with ±std error bars (cv2)
+    OUT/results.png          AJI bar chart per arm (and test group), ±std over seeds, seeds as dots
+                             (matplotlib: the ``plots`` extra; ``plots=False`` skips it)
 
 A run is written (atomically) only when it has finished, so ``--resume`` skips
 exactly the finished arm×seed runs and an interrupted run starts again.
@@ -19,7 +20,6 @@ import csv
 import dataclasses
 import importlib.resources
 import json
-import math
 import os
 import time
 import tomllib
@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_path, write_text
 from ..errors import ConfigError
+from ..validation import check_choice, check_int
 from .policies import ARMS, make_policy
-from .train import TrainConfig, evaluate_model, train_model
+from .train import SegmenterTrainConfig, evaluate_model, train_model
 
 __all__ = [
     "DataConfig",
@@ -42,6 +43,8 @@ __all__ = [
     "load_data",
     "run_experiment",
     "write_reports",
+    "plot_results",
+    "read_results_csv",
     "BUILTIN_CONFIGS",
     "METRICS",
 ]
@@ -88,14 +91,10 @@ class DataConfig:
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if isinstance(self.n_unseen, bool) or not isinstance(self.n_unseen, int) or self.n_unseen < 0:
-            raise ConfigError(f"data.n_unseen must be an integer ≥ 0, got {self.n_unseen!r}")
-        if self.source not in ("synthetic", "path"):
-            raise ConfigError(f"data.source must be 'synthetic' or 'path', got {self.source!r}")
+        check_int("data.n_unseen", self.n_unseen, 0)
+        check_choice("data.source", self.source, ("synthetic", "path"))
         for name in ("n_train", "n_test", "size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (16 if name == "size" else 1):
-                raise ConfigError(f"data.{name} must be an integer ≥ {16 if name == 'size' else 1}, got {v!r}")
+            check_int(f"data.{name}", getattr(self, name), 16 if name == "size" else 1)
         if not isinstance(self.groups, dict) or not all(isinstance(v, list) for v in self.groups.values()):
             raise ConfigError("data.groups must be a table of group name → list of image names")
 
@@ -124,7 +123,7 @@ class ExperimentConfig:
 
     name: str = "experiment"
     data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: SegmenterTrainConfig = field(default_factory=SegmenterTrainConfig)
     arms: list = field(default_factory=lambda: ["none"])
     seeds: list = field(default_factory=lambda: [0])
     arm_params: dict = field(default_factory=dict)
@@ -137,8 +136,10 @@ class ExperimentConfig:
             raise ConfigError(f"unknown arm(s) {bad}; choose from {', '.join(ARMS)}")
         if len(set(self.arms)) != len(self.arms):
             raise ConfigError(f"experiment.arms has duplicates: {self.arms}")
-        if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds):
+        if not self.seeds:
             raise ConfigError("experiment.seeds must be a non-empty list of integers ≥ 0")
+        for i, seed in enumerate(self.seeds):
+            check_int(f"experiment.seeds[{i}]", seed, 0)
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"experiment.seeds has duplicates: {self.seeds}")
         for a in self.arm_params:
@@ -181,7 +182,7 @@ class ExperimentConfig:
         return cls(
             name=str(d.get("name", "experiment")),
             data=build(DataConfig, d.get("data"), "data"),
-            train=build(TrainConfig, d.get("train"), "train"),
+            train=build(SegmenterTrainConfig, d.get("train"), "train"),
             arms=list(exp.get("arms", ["none"])),
             seeds=list(exp.get("seeds", [0])),
             arm_params=arm_params,
@@ -232,7 +233,8 @@ def load_config(spec: str | os.PathLike, overrides: dict | None = None) -> Exper
 def load_data(dc: DataConfig) -> tuple[list, list]:
     """``(train_samples, test_items)``: ``[(image, labels)]`` and
     ``[(name, group, image, labels)]``."""
-    from ..data import SyntheticNuclei, open_dataset
+    from ..data import open_dataset
+    from ..data.synthetic import SyntheticNuclei
 
     if dc.source == "synthetic":
         ds = SyntheticNuclei(seed=dc.seed, size=dc.size, length=dc.n_train + dc.n_test, **dc.synthetic)
@@ -282,15 +284,10 @@ def _run_path(out: Path, arm: str, seed: int) -> Path:
     return out / "runs" / f"{arm}__s{seed}.json"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, "utf-8")
-    os.replace(tmp, path)
-
-
 def run_experiment(cfg: ExperimentConfig, out: str | os.PathLike, resume: bool = False,
-                   progress: bool | None = None) -> dict:
-    """Run every arm × seed not yet finished in ``out`` and write the reports.
+                   progress: bool | None = None, plots: bool = True) -> dict:
+    """Run every arm × seed not yet finished in ``out`` and write the reports
+    (``plots=False``: no results.png; with ``plots`` matplotlib must be installed, checked first).
 
     Without ``resume`` the output directory must not hold finished runs already.
     With ``resume`` the stored config must equal ``cfg`` (except ``arms``/``seeds``,
@@ -299,6 +296,10 @@ def run_experiment(cfg: ExperimentConfig, out: str | os.PathLike, resume: bool =
 
     Returns ``{"ran": [(arm, seed)], "skipped": [(arm, seed)], "summary": {...}}``.
     """
+    if plots:
+        from ..plots import require_matplotlib
+
+        require_matplotlib("results.png (or pass --no-plots / plots=False)")
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.json"
@@ -315,7 +316,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | os.PathLike, resume: bool =
 
         if strip(old) != strip(json.loads(json.dumps(mine))):
             raise ConfigError(f"{out}: --resume with a different configuration than the stored {cfg_path.name}")
-    _atomic_write(cfg_path, json.dumps(mine, indent=2))
+    write_text(cfg_path, json.dumps(mine, indent=2))
 
     todo, skipped = [], []
     for arm in cfg.arms:
@@ -338,10 +339,10 @@ def run_experiment(cfg: ExperimentConfig, out: str | os.PathLike, resume: bool =
                 "train_seconds": t1 - t0, "eval_seconds": time.perf_counter() - t1,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
-            _atomic_write(_run_path(out, arm, seed), json.dumps(rec, indent=1))
+            write_text(_run_path(out, arm, seed), json.dumps(rec, indent=1))
             ran.append((arm, seed))
-            write_reports(out, cfg)
-    summary = write_reports(out, cfg)
+            write_reports(out, cfg, plots=plots)
+    summary = write_reports(out, cfg, plots=plots)
     return {"ran": ran, "skipped": skipped, "summary": summary}
 
 
@@ -360,8 +361,8 @@ def _fmt(v: list[float]) -> str:
     return f"{100 * m:.2f} ± {100 * s:.2f}" if len(v) > 1 else f"{100 * m:.2f}"
 
 
-def write_reports(out: str | os.PathLike, cfg: ExperimentConfig | None = None) -> dict:
-    """(Re)write results.csv, per_image.csv, results.md and results.png from ``out/runs``.
+def write_reports(out: str | os.PathLike, cfg: ExperimentConfig | None = None, plots: bool = True) -> dict:
+    """(Re)write results.csv, per_image.csv, results.md and (``plots``) results.png from ``out/runs``.
 
     Returns ``{arm: {"n": runs, "aji": [per-seed values], ..., "groups": {g: {"aji": [...]}}}}``.
     """
@@ -405,17 +406,16 @@ def write_reports(out: str | os.PathLike, cfg: ExperimentConfig | None = None) -
     _write_csv(out / "per_image.csv", img_rows,
                ["arm", "seed", "image", "group", "dice", "aji", "aji_plus", "pq", "dq", "sq", "n_true", "n_pred"])
     _write_markdown(out / "results.md", summary, groups if len(groups) > 1 else [], cfg, recs)
-    _write_plot(out / "results.png", summary, cfg.name if cfg else "experiment")
+    if plots:
+        plot_results(summary, out / "results.png", cfg.name if cfg else "experiment")
     return summary
 
 
 def _write_csv(path: Path, rows: list[dict], cols: list[str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _write_markdown(path: Path, summary: dict, groups: list[str], cfg, recs) -> None:
@@ -445,49 +445,52 @@ def _write_markdown(path: Path, summary: dict, groups: list[str], cfg, recs) -> 
         cells = [arm, str(s["n"])] + [_fmt(s[m]) for m in METRICS]
         cells += [_fmt(s["groups"].get(g, {}).get("aji", [])) for g in groups]
         lines.append("| " + " | ".join(cells) + " |")
-    _atomic_write(path, "\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
-def _write_plot(path: Path, summary: dict, title: str, metric: str = "aji") -> None:
-    """Bar chart (mean) with ±std error bars of ``metric`` per arm, drawn with cv2."""
+def read_results_csv(path: str | os.PathLike) -> dict:
+    """The summary of a ``results.csv`` (what :func:`write_reports` returns, without timings):
+    ``{arm: {"n": runs, "aji": [per seed], ..., "groups": {group: {"aji": [...], ...}}}}``.
+    Used to re-plot a finished experiment (``plot_results(read_results_csv(p), "results.png", name)``)."""
+    summary: dict[str, Any] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            s = summary.setdefault(row["arm"], {"n": 0, **{m: [] for m in METRICS}, "groups": {}})
+            if row["group"] == "all":
+                s["n"] += 1
+                dest = s
+            else:
+                dest = s["groups"].setdefault(row["group"], {m: [] for m in METRICS})
+            for m in METRICS:
+                dest[m].append(float(row[m]))
+    return summary
+
+
+def plot_results(summary: dict, path: str | os.PathLike, title: str, metric: str = "aji") -> Path:
+    """Bar chart of ``metric`` (in %) per arm: the mean over seeds with ± sample std, every seed
+    as a dot; one bar per test group ("all" and, when the test set has groups, e.g. "seen" /
+    "unseen") side by side. ``summary`` is what :func:`write_reports` returns."""
+    from ..plots import bar_chart, new_figure, save_figure
+
     arms = list(summary)
-    n = max(len(arms), 1)
-    bw, gap, left, right, top, bottom = 60, 30, 70, 20, 50, 80
-    W = left + right + n * (bw + gap)
-    H = 440
-    img = np.full((H, W, 3), 255, np.uint8)
-    vals = [(_mean_std(summary[a][metric]) if summary[a][metric] else (0.0, 0.0)) for a in arms]
-    hi = max([m + s for m, s in vals] + [1e-3])
-    ymax = min(1.0, math.ceil(hi * 10 + 0.5) / 10) if hi <= 1 else hi
-    ph = H - top - bottom
-    y = lambda v: int(round(top + ph * (1 - v / ymax)))  # noqa: E731
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    for k in range(6):
-        v = ymax * k / 5
-        cv2.line(img, (left, y(v)), (W - right, y(v)), (225, 225, 225), 1)
-        cv2.putText(img, f"{100 * v:.0f}", (8, y(v) + 5), font, 0.45, (60, 60, 60), 1, cv2.LINE_AA)
-    cv2.line(img, (left, top), (left, top + ph), (0, 0, 0), 1)
-    cv2.line(img, (left, top + ph), (W - right, top + ph), (0, 0, 0), 1)
-    cv2.putText(img, f"{title}: {metric.upper()} (%) mean +/- std over seeds", (left, 30), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-    palette = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148),
-               (75, 86, 140), (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23)]
-    for i, (arm, (m, s)) in enumerate(zip(arms, vals)):
-        x0 = left + gap // 2 + i * (bw + gap)
-        cv2.rectangle(img, (x0, y(m)), (x0 + bw, top + ph), palette[i % len(palette)], -1)
-        cx = x0 + bw // 2
-        if s > 0:
-            cv2.line(img, (cx, y(min(m + s, ymax))), (cx, y(max(m - s, 0))), (0, 0, 0), 2)
-            for v in (min(m + s, ymax), max(m - s, 0)):
-                cv2.line(img, (cx - 8, y(v)), (cx + 8, y(v)), (0, 0, 0), 2)
-        cv2.putText(img, f"{100 * m:.1f}", (x0 + 8, y(m) - 6 if s == 0 else y(min(m + s, ymax)) - 6), font, 0.45,
-                    (0, 0, 0), 1, cv2.LINE_AA)
-        # arm name, split on '-' over up to 3 lines
-        parts = arm.split("-")
-        for j, part in enumerate(parts[:3]):
-            cv2.putText(img, part, (x0, top + ph + 20 + 18 * j), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    ok, buf = cv2.imencode(".png", img[:, :, ::-1])
-    if not ok:  # pragma: no cover
-        raise RuntimeError("cv2 could not encode the plot")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
+    groups = ["all"] + list(dict.fromkeys(g for a in arms for g in summary[a]["groups"]))
+    values, errors, points = {}, {}, {}
+    for a in arms:
+        values[a], errors[a], points[a] = {}, {}, {}
+        for g in groups:
+            seeds = summary[a][metric] if g == "all" else summary[a]["groups"].get(g, {}).get(metric, [])
+            if not seeds:
+                continue
+            m, s = _mean_std(seeds)
+            values[a][g], errors[a][g], points[a][g] = 100 * m, 100 * s, [100 * v for v in seeds]
+    n_seeds = max((summary[a]["n"] for a in arms), default=0)
+    width = min(16.0, 1.6 + len(arms) * (0.55 + 0.35 * len(groups)))
+    fig, ax = new_figure(1, width=width, height=3.4)
+    spread = f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else "1 seed"
+    bar_chart(ax, values, errors=errors, points=points, fmt="{:.1f}", ylabel=f"{metric.upper()} (%)",
+              title=f"{title}: {metric.upper()} per arm ({spread})")
+    if len(arms) > 6:
+        ax.tick_params(axis="x", labelrotation=30)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+    return save_figure(fig, path)

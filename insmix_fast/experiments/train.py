@@ -10,7 +10,7 @@
   components without any marker become instances of their own; pieces below
   ``min_size`` are removed and split pieces relabelled
   (:func:`insmix_fast.data.clean_labels`).
-* :func:`train_model`: the paper's recipe scaled by :class:`TrainConfig` — random
+* :func:`train_model`: the paper's recipe scaled by :class:`SegmenterTrainConfig` — random
   ``crop``×``crop`` crops, the augmentation arm (mix policy / InsMix) applied to a
   sample with probability ``p_mix``, then :class:`~insmix_fast.augment.TraditionalAugment`,
   Adam (weight decay 1e-4), cosine learning rate with warm restarts every
@@ -25,7 +25,6 @@ device (GPU kernels may still differ in the last bits).
 
 from __future__ import annotations
 
-import math
 import time
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -40,18 +39,19 @@ from tqdm.auto import tqdm
 
 from ..augment import TraditionalAugment
 from ..baselines import make_rng
+from ..devices import parse_device, torch_device
 from ..errors import ConfigError
+from ..validation import check_bool, check_int, check_number
 from .model import ResUNet34, pad_to_multiple
 
 __all__ = [
-    "TrainConfig",
+    "SegmenterTrainConfig",
     "make_targets",
     "postprocess",
     "random_crops",
     "train_model",
     "predict",
     "evaluate_model",
-    "resolve_device",
 ]
 
 _S_CROP = 21
@@ -59,8 +59,10 @@ _S_SELECT = 22
 
 
 @dataclass
-class TrainConfig:
-    """Training recipe (defaults: the paper's, scaled to a GPU run of one arm).
+class SegmenterTrainConfig:
+    """Training recipe of the segmenter (defaults: the paper's, scaled to a GPU run of one arm);
+    the ``[train]`` table of an experiment config. (The smooth-GAN's training has
+    :class:`insmix_fast.gan.train.GanTrainConfig`.)
 
     steps: optimiser steps in total.  batch_size, crop: crops per step and side.
     lr, weight_decay: Adam.  restart_every: steps per cosine cycle
@@ -98,21 +100,15 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "crop", "restart_every", "width", "boundary_width", "min_size", "log_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"train.{name} must be an integer ≥ 1, got {v!r}")
+            check_int(f"train.{name}", getattr(self, name), 1)
         if self.crop % 32:
             raise ConfigError(f"train.crop must be a multiple of 32, got {self.crop}")
         for name, lo, hi in (("lr", 0, 10), ("lr_min", 0, 10), ("weight_decay", 0, 1), ("p_mix", 0, 1), ("boundary_weight", 0, 100)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo <= v <= hi):
-                raise ConfigError(f"train.{name} must be a number in [{lo}, {hi}], got {v!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ConfigError(f"train.device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
-            raise ConfigError(f"train.workers must be an integer ≥ 0, got {self.workers!r}")
-        if not isinstance(self.threads, int) or self.threads < 0:
-            raise ConfigError(f"train.threads must be an integer ≥ 0, got {self.threads!r}")
+            check_number(f"train.{name}", getattr(self, name), lo, hi)
+        parse_device(self.device, name="train.device", allow_auto=True)
+        check_int("train.workers", self.workers, 0)
+        check_int("train.threads", self.threads, 0)
+        check_bool("train.amp", self.amp)
         if not isinstance(self.augment, (dict, bool)):
             raise ConfigError("train.augment must be a table of TraditionalAugment parameters or a bool")
         if isinstance(self.augment, dict):
@@ -128,14 +124,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device = {name!r} but CUDA is not available")
-    return torch.device(name)
 
 
 # --------------------------------------------------------------------------- targets / post-processing
@@ -237,7 +225,7 @@ def _loss(logits, target, boundary_weight):
 
 def train_model(
     train_samples: Sequence,
-    cfg: TrainConfig,
+    cfg: SegmenterTrainConfig,
     seed: int = 0,
     policy: Callable | None = None,
     progress: bool | None = None,
@@ -253,7 +241,7 @@ def train_model(
     """
     if len(train_samples) == 0:
         raise ConfigError("no training samples")
-    device = resolve_device(cfg.device)
+    device = torch_device(cfg.device, name="train.device", allow_auto=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(seed)

@@ -27,7 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..devices import torch_device
 from ..errors import ConfigError, InputError, InputTypeError
+from ..validation import check_number
 from .export import BlendModule, load_blender
 from .model import STRIDE, Generator
 
@@ -74,9 +76,7 @@ class Blender:
             model = BlendModule(model)
         if not callable(model):
             raise InputTypeError(f"model must be a Generator or an exported blend module, got {type(model).__name__}")
-        if not 0.0 <= float(strength) <= 1.0:
-            raise ConfigError(f"strength must be in [0, 1], got {strength}")
-        self.strength = float(strength)
+        self.strength = check_number("strength", strength, 0.0, 1.0)
         self.amp = amp
         _autocast_dtype(torch.device("cpu"), amp)  # validate early
         self.model = model
@@ -85,7 +85,7 @@ class Blender:
                 model.eval()
             except NotImplementedError:  # a torch.export module: no train/eval switch (it is traced in eval mode)
                 pass
-        self.device = torch.device(device) if device is not None else self._model_device()
+        self.device = torch_device(device) if device is not None else self._model_device()
         self._move(self.device)
 
     @classmethod

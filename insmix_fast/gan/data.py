@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..validation import check_sample
+from ..validation import check_choice, check_int, check_sample
 
 __all__ = ["PastedBatch", "TileSource", "load_tiles_dir", "simple_paste", "insmix_available", "two_stain_tiles",
            "OTHER_STAIN", "SYNTHETIC_SPECS"]
@@ -56,8 +56,9 @@ class PastedBatch:
 
 
 def insmix_available() -> bool:
+    """True when the InsMix kernels can be imported (they need Numba)."""
     try:
-        from insmix_fast import InsMixConfig, InstanceBank, insmix  # noqa: F401
+        from ..core import insmix  # noqa: F401
     except ImportError:
         return False
     return True
@@ -175,22 +176,23 @@ class TileSource:
     def __init__(self, tiles: list[tuple[np.ndarray, np.ndarray]], size: int, seed: int = 0, paste: str = "auto"):
         if len(tiles) < 3:
             raise InputError(f"the GAN needs at least 3 training tiles, got {len(tiles)}")
-        if size % 4 or size < 32:
-            raise InputError(f"--size must be a multiple of 4 and ≥ 32, got {size}")
+        if check_int("size", size, 32, error=InputError) % 4:
+            raise InputError(f"size must be a multiple of 4 and ≥ 32, got {size}")
         small = [t[0].shape[:2] for t in tiles if min(t[0].shape[:2]) < size]
         if small:
             raise InputError(f"--size {size} is larger than some tiles (e.g. {small[0]})")
         self.tiles = tiles
         self.size = size
         self.seed = int(seed)
-        if paste not in ("auto", "insmix", "simple"):
-            raise InputError(f"paste must be 'auto', 'insmix' or 'simple', got {paste!r}")
+        check_choice("paste", paste, ("auto", "insmix", "simple"), error=InputError)
         if paste == "auto":
             paste = "insmix" if insmix_available() else "simple"
         self.paste = paste
         self._bank = None
         if paste == "insmix":
-            from insmix_fast import InsMixConfig, InstanceBank
+            from ..bank import InstanceBank
+            from ..config import InsMixConfig
+
             self._bank = InstanceBank.from_samples(tiles, on_invalid="skip", progress=False)
             self._config = InsMixConfig(background=False)
 
@@ -209,10 +211,8 @@ class TileSource:
             if data == "synthetic-two-stain":
                 tiles, _ = two_stain_tiles(n_synthetic, size, seed=seed, **kw)
             else:
-                try:
-                    from insmix_fast.data import SyntheticNuclei
-                except ImportError:  # package __init__ not exporting it (yet)
-                    from insmix_fast.data.synthetic import SyntheticNuclei
+                from ..data.synthetic import SyntheticNuclei
+
                 ds = SyntheticNuclei(seed=seed, size=size, length=n_synthetic, **kw)
                 tiles = [ds[i] for i in range(len(ds))]
         else:
@@ -233,7 +233,8 @@ class TileSource:
         """(u uint8 H×W×3, paste_mask bool, original_mask bool) for tile ``k``."""
         img, lab = self._crop(k, rng)
         if self.paste == "insmix":
-            from insmix_fast import insmix
+            from ..core import insmix
+
             res = insmix(img, lab, self._bank, self._config, seed=int(rng.integers(2**63)), index=index)
             u, labels, pm = np.asarray(res.image), np.asarray(res.labels), np.asarray(res.paste_mask, bool)
         else:
@@ -275,10 +276,8 @@ def two_stain_tiles(n: int, size: int, seed: int = 0, stain_b: np.ndarray | None
 
     Returns ``(tiles, stain_ids)``. Used by the tests and by ``docs/gan_colour_gap.py``.
     """
-    try:
-        from insmix_fast.data import SyntheticNuclei
-    except ImportError:
-        from insmix_fast.data.synthetic import SyntheticNuclei
+    from ..data.synthetic import SyntheticNuclei
+
     stain_b = OTHER_STAIN if stain_b is None else np.asarray(stain_b, np.float64)
     a = SyntheticNuclei(seed=seed, size=size, length=(n + 1) // 2, **synthetic_kwargs)
     b = SyntheticNuclei(seed=seed + 1, size=size, length=n // 2, stain=stain_b, **synthetic_kwargs)

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..devices import torch_device
 from ..errors import ConfigError, InputError
 from .model import STRIDE, Generator
 
@@ -129,6 +130,7 @@ def load_blender(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     accepted too (needs this package). TorchScript deprecation warnings are
     never shown. Returns a callable module ``(images, paste_mask, original_mask)``.
     """
+    device = torch_device(device)
     path = Path(path)
     if path.is_dir():
         from .train import find_checkpoint
@@ -139,10 +141,10 @@ def load_blender(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise InputError(f"blender file not found: {path}")
     if path.suffix == ".pt2":
         ep = torch.export.load(str(path))
-        if torch.device(device).type != "cpu":
+        if device.type != "cpu":
             from torch.export.passes import move_to_device_pass
 
-            ep = move_to_device_pass(ep, torch.device(device))
+            ep = move_to_device_pass(ep, device)
         return ep.module()
     with quiet_torchscript():
         try:
@@ -155,6 +157,7 @@ def load_blender(path: str | os.PathLike, device: str | torch.device = "cpu") ->
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
     """Build the generator from a training checkpoint (``gan train`` output)."""
+    device = torch_device(device)
     path = Path(path)
     if path.is_dir():
         from .train import find_checkpoint

@@ -25,25 +25,29 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from ..atomic import atomic_path, write_text
+from ..devices import parse_device, torch_device
 from ..errors import ConfigError, InputError
+from ..plots import require_matplotlib
+from ..validation import check_bool, check_choice, check_int, check_number, check_pair, check_seed
 from .data import SYNTHETIC_SPECS, PastedBatch, TileSource
 from .losses import (LAMBDA, LAMBDA_BCE, MARGIN, bce_discriminator_loss, bce_generator_loss, generator_loss,
                      l1_distance, reconstruction_loss, triplet_loss)
 from .model import Discriminator, Generator, composite
-from .plots import image_grid, loss_curves_png, outline, save_rgb
+from .plots import loss_curves_png, sample_grid_png
 
-__all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "score_batches", "find_checkpoint", "resolve_device",
-           "roc_auc"]
+__all__ = ["GanTrainConfig", "TrainResult", "Trainer", "train", "score_batches", "find_checkpoint", "roc_auc"]
 
 HISTORY_KEYS = ("d_loss", "g_adv", "g_rec", "g_total", "gap")
 
 
 @dataclass
-class TrainConfig:
-    """Everything ``gan train`` takes. ``steps`` wins over ``epochs`` when both are set."""
+class GanTrainConfig:
+    """Everything ``gan train`` takes (the smooth-GAN's training; the segmenter of the
+    experiment harness has :class:`insmix_fast.experiments.train.SegmenterTrainConfig`).
+    ``steps`` wins over ``epochs`` when both are set. Checked on construction (``ConfigError``)."""
 
     data: str = "synthetic"
     out: str = "gan_ckpt"
@@ -85,22 +89,30 @@ class TrainConfig:
     plots: bool = True
 
     def __post_init__(self):
-        if self.rec_region not in ("tile", "paste"):
-            raise ConfigError(f"rec_region must be 'tile' or 'paste', got {self.rec_region!r}")
-        if self.loss not in ("triplet", "bce"):
-            raise ConfigError(f"loss must be 'triplet' or 'bce', got {self.loss!r}")
-        for name in ("batch_size", "width", "d_width", "n_synthetic", "save_every", "keep", "d_steps"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"steps must be ≥ 1, got {self.steps}")
-        if self.epochs is not None and self.epochs < 1:
-            raise ConfigError(f"epochs must be ≥ 1, got {self.epochs}")
-        if not self.lr > 0 or (self.d_lr is not None and not self.d_lr > 0):
-            raise ConfigError(f"lr and d_lr must be > 0, got {self.lr}, {self.d_lr}")
-        if self.size % 4 or self.size < 32:
+        check_choice("rec_region", self.rec_region, ("tile", "paste"))
+        check_choice("loss", self.loss, ("triplet", "bce"))
+        check_choice("paste", self.paste, ("auto", "insmix", "simple"))
+        for name in ("batch_size", "width", "d_width", "n_synthetic", "save_every", "keep", "d_steps", "key_stride"):
+            setattr(self, name, check_int(name, getattr(self, name), 1))
+        for name in ("steps", "epochs"):
+            if getattr(self, name) is not None:
+                setattr(self, name, check_int(name, getattr(self, name), 1))
+        self.size = check_int("size", self.size, 32)
+        if self.size % 4:
             raise ConfigError(f"size must be a multiple of 4 and ≥ 32, got {self.size}")
-        self.betas = tuple(float(b) for b in self.betas)
+        self.lr = check_number("lr", self.lr, 0.0, lo_open=True)
+        if self.d_lr is not None:
+            self.d_lr = check_number("d_lr", self.d_lr, 0.0, lo_open=True)
+        if self.lam is not None:
+            self.lam = check_number("lam", self.lam, 0.0)
+        if self.stain_jitter is not None:
+            self.stain_jitter = check_number("stain_jitter", self.stain_jitter, 0.0, 0.5)
+        self.margin = check_number("margin", self.margin, 0.0)
+        self.betas = check_pair("betas", self.betas, 0.0, 1.0)
+        self.seed = check_seed(self.seed)
+        parse_device(self.device, allow_auto=True)
+        for name in ("amp", "progress", "plots"):
+            setattr(self, name, check_bool(name, getattr(self, name)))
 
     @property
     def lam_value(self) -> float:
@@ -116,15 +128,6 @@ class TrainResult:
     evaluation: dict[str, float] = field(default_factory=dict)
     #: the same scores before the first step (only for a run that started from scratch)
     evaluation_start: dict[str, float] = field(default_factory=dict)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:
@@ -180,9 +183,11 @@ def _mean_distance_to(maps: torch.Tensor, anchors: torch.Tensor, exclude: torch.
 class Trainer:
     """Holds G, D, optimisers and the data source; ``step()`` runs one iteration."""
 
-    def __init__(self, config: TrainConfig, source: TileSource | None = None):
+    def __init__(self, config: GanTrainConfig, source: TileSource | None = None):
         self.cfg = config
-        self.device = resolve_device(config.device)
+        self.device = torch_device(config.device, allow_auto=True)
+        if config.plots:
+            require_matplotlib("the loss curves of 'gan train' (or pass --no-plots / plots=False)")
         torch.manual_seed(config.seed)
         self.source = source if source is not None else TileSource.from_spec(
             config.data, config.size, seed=config.seed, n_synthetic=config.n_synthetic, paste=config.paste,
@@ -218,7 +223,7 @@ class Trainer:
 
     @property
     def eval_source(self) -> TileSource:
-        """Tiles that :func:`score_batches` draws from (see :attr:`TrainConfig.eval_data`)."""
+        """Tiles that :func:`score_batches` draws from (see :attr:`GanTrainConfig.eval_data`)."""
         if self._eval_source is None:
             cfg = self.cfg
             spec, seed, _ = self._eval_spec()
@@ -232,7 +237,7 @@ class Trainer:
         return self._eval_spec()[2]
 
     def _rec_mask(self, b: PastedBatch) -> torch.Tensor | None:
-        """The pixels Eq. 5's L1 averages over (:attr:`TrainConfig.rec_region`); ``None`` = every pixel."""
+        """The pixels Eq. 5's L1 averages over (:attr:`GanTrainConfig.rec_region`); ``None`` = every pixel."""
         return b.paste_mask if self.cfg.rec_region == "paste" else None
 
     # ------------------------------------------------------------ checkpoints
@@ -257,14 +262,12 @@ class Trainer:
         out.mkdir(parents=True, exist_ok=True)
         state = self.state_dict()
         path = out / f"ckpt_step{self.step_no:07d}.pt"
-        tmp = out / "last.pt.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, out / "last.pt")
-        torch.save(state, path)
+        for p in (out / "last.pt", path):
+            with atomic_path(p) as tmp:
+                torch.save(state, tmp)
         for old in sorted(out.glob("ckpt_step*.pt"))[: -self.cfg.keep]:
             old.unlink()
-        with open(out / "history.json", "w") as f:
-            json.dump(self.history, f)
+        write_text(out / "history.json", json.dumps(self.history))
         return path
 
     def load(self, path: str | os.PathLike) -> None:
@@ -352,7 +355,7 @@ class Trainer:
     def evaluate(self, batch: PastedBatch) -> dict[str, float]:
         """On an evaluation batch: reconstruction L1 and how well D tells real from blended tiles.
 
-        ``rec`` is Eq. 5's L1 over the pixels of :attr:`TrainConfig.rec_region`.
+        ``rec`` is Eq. 5's L1 over the pixels of :attr:`GanTrainConfig.rec_region`.
 
         All discriminator scores use only samples with at least one paste (the others are
         real tiles). With ``d`` the L1 distance of two PatchGAN maps (Eq. 3):
@@ -395,6 +398,7 @@ class Trainer:
 
     @torch.no_grad()
     def sample_grid(self, batch: PastedBatch, path: Path, n: int = 4) -> None:
+        """PNG of the first ``n`` samples: pasted u (paste outlined), S(u), |S(u) − u|·4, a real tile."""
         self.G.eval()
         b = batch.to(self.device)
         k = min(n, b.u.shape[0])
@@ -405,11 +409,7 @@ class Trainer:
         def u8(t):
             return ((t.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
-        u, sm, real = u8(b.u[:k]), u8(s), u8(b.anchor[:k])
-        diff = np.clip(np.abs(sm.astype(np.int16) - u.astype(np.int16)) * 4, 0, 255).astype(np.uint8)
-        pm = b.paste_mask[:k, 0].cpu().numpy() > 0.5
-        rows = [[outline(u[i], pm[i]), sm[i], diff[i], real[i]] for i in range(k)]
-        save_rgb(path, image_grid(rows, ["u (pasted)", "S(u)", "|S(u)-u| x4", "real"]))
+        sample_grid_png(path, u8(b.u[:k]), u8(s), u8(b.anchor[:k]), b.paste_mask[:k, 0].cpu().numpy() > 0.5)
 
     def run(self, total_steps: int) -> TrainResult:
         cfg = self.cfg
@@ -459,7 +459,7 @@ def score_batches(trainer: Trainer, n: int) -> dict[str, float]:
     return trainer.evaluate(merged)
 
 
-def train(config: TrainConfig, source: TileSource | None = None, evaluate_batches: int = 0) -> TrainResult:
+def train(config: GanTrainConfig, source: TileSource | None = None, evaluate_batches: int = 0) -> TrainResult:
     """Train (or resume) according to ``config``; returns the last checkpoint and the loss history.
 
     ``evaluate_batches > 0`` scores the model (reconstruction L1, discriminator
@@ -490,5 +490,5 @@ def train(config: TrainConfig, source: TileSource | None = None, evaluate_batche
         rec = {"step": res.step, "batches": n_eval, "batch_size": config.batch_size, "data": tr.eval_description,
                "after": res.evaluation}
         rec["before"] = before or prev.get("before", {})
-        out.write_text(json.dumps(rec, indent=2))
+        write_text(out, json.dumps(rec, indent=2))
     return res

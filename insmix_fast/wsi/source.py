@@ -38,8 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.base import IndexedDataset
 from ..errors import ConfigError, InputError
 from ..sharding import dist_info, epoch_order, shard_indices
+from ..validation import check_bool, check_choice, check_int, check_number, check_seed
 from .annotations import Annotations, load_annotations
 from .slide import DEFAULT_CACHE_BYTES, Slide, SlideError, open_slide
 from .tissue import TissueMask, detect_tissue
@@ -136,7 +138,7 @@ def random_coords(rng: np.random.Generator, slide: Slide, tissue: TissueMask, n:
                       f"{min_tissue:.0%} tissue (found {len(out)}); lower min_tissue")
 
 
-class WSIPatchSource:
+class WSIPatchSource(IndexedDataset):
     """Patches of whole-slide images with their nuclei instance maps.
 
     Args:
@@ -177,18 +179,22 @@ class WSIPatchSource:
                  backend: str = "auto", slide_mpp: float | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES,
                  on_error: str = "raise", rank: int | None = None, world_size: int | None = None,
                  shard: bool | None = None, shuffle: bool = True, prefetch: int = 0, tissue_mpp: float = 8.0, progress: bool | None = None) -> None:
-        if mode not in ("random", "grid"):
-            raise ConfigError(f"mode must be 'random' or 'grid', got {mode!r}")
-        if on_error not in ("raise", "skip"):
-            raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 8:
-            raise ConfigError(f"patch must be an integer ≥ 8, got {patch!r}")
-        if not (isinstance(mpp, (int, float)) and math.isfinite(mpp) and mpp > 0):
-            raise ConfigError(f"mpp must be a positive number, got {mpp!r}")
-        if not 0 <= min_tissue <= 1:
-            raise ConfigError(f"min_tissue must be in [0, 1], got {min_tissue}")
-        if mode == "grid" and not 0 <= overlap < patch:
-            raise ConfigError(f"overlap must be in [0, patch={patch}), got {overlap}")
+        check_choice("mode", mode, ("random", "grid"))
+        check_choice("on_error", on_error, ("raise", "skip"))
+        patch = check_int("patch", patch, 8)
+        mpp = check_number("mpp", mpp, 0.0, lo_open=True)
+        min_tissue = check_number("min_tissue", min_tissue, 0.0, 1.0)
+        if mode == "grid":
+            overlap = check_int("overlap", overlap, 0, patch - 1)
+        prefetch = check_int("prefetch", prefetch, 0)
+        seed = check_seed(seed)
+        shuffle = check_bool("shuffle", shuffle)
+        if patches_per_epoch is not None:
+            if mode == "grid":
+                raise ConfigError("patches_per_epoch applies to mode='random' (grid mode visits the whole grid)")
+            patches_per_epoch = check_int("patches_per_epoch", patches_per_epoch, 1)
+        if shard is not None:
+            shard = check_bool("shard", shard)
         slides = list_slides(slides)
         if annotations == "auto":
             annotations = [find_annotations(s.path if isinstance(s, Slide) else s) for s in slides]
@@ -202,10 +208,8 @@ class WSIPatchSource:
         self.patch, self.mpp, self.mode = int(patch), float(mpp), mode
         self.overlap, self.min_tissue, self.seed = int(overlap), float(min_tissue), int(seed)
         self.on_error = on_error
-        self.shuffle = bool(shuffle)
-        if isinstance(prefetch, bool) or not isinstance(prefetch, (int, np.integer)) or prefetch < 0:
-            raise ConfigError(f"prefetch must be an integer ≥ 0, got {prefetch!r}")
-        self.prefetch = int(prefetch)
+        self.shuffle = shuffle
+        self.prefetch = prefetch
         self.skipped: list[tuple[str, str]] = []
         self.read_errors: list[tuple[str, str]] = []
         self.slides: list[Slide] = []
@@ -240,9 +244,7 @@ class WSIPatchSource:
         if mode == "random":
             if self.tissue_area.sum() <= 0:
                 raise ConfigError("no tissue found in any slide")
-            self.patches_per_epoch = int(patches_per_epoch) if patches_per_epoch is not None else 1000 * len(self.slides)
-            if self.patches_per_epoch < 1:
-                raise ConfigError(f"patches_per_epoch must be ≥ 1, got {patches_per_epoch}")
+            self.patches_per_epoch = patches_per_epoch if patches_per_epoch is not None else 1000 * len(self.slides)
             self._grid = None
         else:
             parts = []
@@ -250,14 +252,12 @@ class WSIPatchSource:
                 xy = grid_coords(sl, ts, self.patch, self.mpp, self.overlap, self.min_tissue)
                 parts.append(np.concatenate([np.full((len(xy), 1), k, np.int64), xy], 1))
             self._grid = np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
-            if patches_per_epoch is not None:
-                raise ConfigError("patches_per_epoch applies to mode='random' (grid mode visits the whole grid)")
             self.patches_per_epoch = len(self._grid)
             if self.patches_per_epoch == 0:
                 raise ConfigError(f"no grid patch has ≥ {self.min_tissue:.0%} tissue; lower min_tissue")
         if shard is None:
             shard = rank is not None or world_size is not None
-        self.shard = bool(shard)
+        self.shard = shard
         self.sharded = self.shard
         info = dist_info(rank, world_size) if shard else dist_info(0, 1)
         self.rank, self.world_size = info.rank, info.world_size
@@ -316,18 +316,12 @@ class WSIPatchSource:
             lab = ann.rasterize(x, y, (self.patch, self.patch), self.mpp / sl.mpp)
         return img, lab
 
-    def __getitem__(self, i):
-        n = len(self)
-        if isinstance(i, (np.integer,)):
-            i = int(i)
-        if not isinstance(i, int):
-            raise InputError(f"index must be an integer, got {type(i).__name__}")
-        if not -n <= i < n:
-            raise IndexError(f"patch index {i} out of range for {n} patches")
-        i %= n
+    def read(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Patch ``k`` of this rank's epoch list (``0 ≤ k < len``): ``(image, labels)``;
+        with ``prefetch``, the next patches are read ahead in background threads."""
         if self.prefetch:
-            return self._prefetched(i)
-        return self._get(i)
+            return self._prefetched(k)
+        return self._get(k)
 
     def _get(self, i: int):
         n = len(self)
@@ -392,8 +386,10 @@ def build_bank_from_slides(slides, annotations="auto", *, mpp: float | None = No
     """
     from ..bank import InstanceBank
 
-    if not 0 <= margin < patch:
-        raise ConfigError(f"margin must be in [0, patch={patch}), got {margin}")
+    patch = check_int("patch", patch, 8)
+    margin = check_int("margin", margin, 0, patch - 1)
+    if max_patches is not None:
+        max_patches = check_int("max_patches", max_patches, 1)
     slides = list_slides(slides)
     if annotations == "auto":
         annotations = [find_annotations(s.path if isinstance(s, Slide) else s) for s in slides]

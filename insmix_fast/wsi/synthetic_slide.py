@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError
+from ..validation import check_choice
 
 __all__ = ["write_synthetic_slide", "SyntheticSlide", "synthetic_tissue", "mask_outline"]
 
@@ -83,7 +84,7 @@ class _TileCache:
     """Generation tiles: image per level + nuclei outlines (local level-0 coords)."""
 
     def __init__(self, seed: int, gen: int, downsamples, density: float, want_polys: bool = True):
-        from ..data import SyntheticNuclei
+        from ..data.synthetic import SyntheticNuclei
 
         self.want_polys = want_polys
         self.ds = SyntheticNuclei(seed=seed, size=gen, length=2**31 - 1, density=density, stain_jitter=0.03)
@@ -107,12 +108,12 @@ class _TileCache:
     def get(self, idx: int):
         t = self.tiles.get(idx)
         if t is None:
-            labels = self.ds._geometry(idx)
+            labels = self.ds.geometry(idx)
             border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
             lut = np.arange(int(labels.max()) + 1, dtype=np.int32)
             lut[border] = 0
             labels = lut[labels]
-            image = self.ds._render(idx, labels)
+            image = self.ds.render(idx, labels)
             t = ([self._down(image, d) for d in self.downsamples], outlines(labels) if self.want_polys else [])
             self.tiles[idx] = t
         return t
@@ -195,12 +196,36 @@ def write_synthetic_slide(
         unique_tiles: distinct tissue tiles; positions reuse them by hash (``None``: all distinct).
         compression: ``"jpeg"``, ``"deflate"`` or ``"auto"`` (JPEG when imagecodecs is installed).
         annotations: ``"geojson"`` (``path`` with ``.geojson``), ``"npz"``, ``"both"`` or ``"none"``.
-    """
-    import tifffile
 
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> info = write_synthetic_slide(d / "s.tif", 512, gen_tile=256, unique_tiles=2, annotations="both")
+    >>> info.size, info.downsamples, info.geojson.name, info.npz.name
+    ((512, 512), (1, 4), 's.geojson', 's.npz')
+    """
     from .annotations import Annotations
 
+    path = Path(path)
     H, W = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    downsamples, compression = _check_slide_args(H, W, downsamples, gen_tile, annotations, compression)
+    layout = _Layout(H, W, gen_tile, seed, unique_tiles, _TileCache(seed, gen_tile, downsamples, density,
+                                                                     want_polys=annotations != "none"))
+    _write_pyramid(path, layout, downsamples, tile, mpp, seed, compression, progress)
+    pts, off = _gather_outlines(layout)
+    geo = npz = None
+    if annotations in ("npz", "both"):
+        ann = Annotations.from_parts(pts, off, np.arange(len(off), dtype=np.int64), source=str(path))
+        npz = ann.save(path.with_suffix(".npz"))
+    if annotations in ("geojson", "both"):
+        geo = path.with_suffix(".geojson")
+        _write_geojson(geo, pts, off)
+    return SyntheticSlide(path, geo, npz, (H, W), float(mpp), downsamples, len(off) - 1, int(layout.tissue.sum()),
+                          gen_tile, compression)
+
+
+def _check_slide_args(H: int, W: int, downsamples, gen_tile: int, annotations: str,
+                      compression: str) -> tuple[tuple[int, ...], str]:
+    """Checked ``(downsamples, compression)`` of :func:`write_synthetic_slide` (defaults resolved)."""
     if min(H, W) < 64:
         raise ConfigError(f"size must be at least 64 px, got {(H, W)}")
     if downsamples is None:
@@ -212,8 +237,7 @@ def write_synthetic_slide(
         raise ConfigError(f"downsamples must be increasing powers of two starting at 1, got {downsamples}")
     if gen_tile % downsamples[-1] or gen_tile % 16:
         raise ConfigError(f"gen_tile={gen_tile} must be a multiple of 16 and of every downsample {downsamples}")
-    if annotations not in ("geojson", "npz", "both", "none"):
-        raise ConfigError(f"annotations must be 'geojson', 'npz', 'both' or 'none', got {annotations!r}")
+    check_choice("annotations", annotations, ("geojson", "npz", "both", "none"))
     if compression == "auto":
         try:
             import imagecodecs  # noqa: F401
@@ -221,30 +245,39 @@ def write_synthetic_slide(
             compression = "jpeg"
         except ImportError:
             compression = "deflate"
-    if compression not in ("jpeg", "deflate", "zlib", "none"):
-        raise ConfigError(f"compression must be 'jpeg', 'deflate' or 'none', got {compression!r}")
-    path = Path(path)
-    G = gen_tile
-    ny, nx = -(-H // G), -(-W // G)
-    tissue = synthetic_tissue(seed, ny, nx)
-    n_ids = ny * nx if unique_tiles is None else max(1, int(unique_tiles))
-    if unique_tiles is None and ny * nx > 4096:
-        raise ConfigError(f"unique_tiles=None keeps {ny * nx} distinct generation tiles in memory; "
-                          "pass unique_tiles (e.g. 256) for slides this large")
-    cache = _TileCache(seed, G, downsamples, density, want_polys=annotations != "none")
+    check_choice("compression", compression, ("jpeg", "deflate", "zlib", "none"))
+    return downsamples, compression
 
-    def tile_index(ty, tx):
-        return ty * nx + tx if unique_tiles is None else _hash_index(ty, tx, n_ids, seed)
 
-    def gen_image(ty, tx, li):
-        if tissue[ty, tx]:
-            return cache.get(tile_index(ty, tx))[0][li]
-        return cache.glass[(ty * 7 + tx * 3) & 3][li]
+class _Layout:
+    """Which generation tile covers which cell of the slide, and their pixels per level."""
 
-    def level_tiles(li):
-        d = downsamples[li]
-        g = G // d
-        lh, lw = -(-H // d), -(-W // d)
+    def __init__(self, H: int, W: int, gen: int, seed: int, unique_tiles: int | None, cache: _TileCache):
+        self.H, self.W, self.G, self.seed = H, W, gen, seed
+        self.ny, self.nx = -(-H // gen), -(-W // gen)
+        self.tissue = synthetic_tissue(seed, self.ny, self.nx)
+        self.unique_tiles = unique_tiles
+        self.n_ids = self.ny * self.nx if unique_tiles is None else max(1, int(unique_tiles))
+        if unique_tiles is None and self.ny * self.nx > 4096:
+            raise ConfigError(f"unique_tiles=None keeps {self.ny * self.nx} distinct generation tiles in memory; "
+                              "pass unique_tiles (e.g. 256) for slides this large")
+        self.cache = cache
+
+    def tile_index(self, ty: int, tx: int) -> int:
+        """The generation tile (cache index) at cell ``(ty, tx)``."""
+        return ty * self.nx + tx if self.unique_tiles is None else _hash_index(ty, tx, self.n_ids, self.seed)
+
+    def image(self, ty: int, tx: int, li: int) -> np.ndarray:
+        """Pixels of cell ``(ty, tx)`` at pyramid level ``li``: tissue, or glass outside it."""
+        if self.tissue[ty, tx]:
+            return self.cache.get(self.tile_index(ty, tx))[0][li]
+        return self.cache.glass[(ty * 7 + tx * 3) & 3][li]
+
+    def level_tiles(self, li: int, d: int, tile: int, bar=None):
+        """The ``tile``×``tile`` TIFF tiles of level ``li`` (downsample ``d``), row by row;
+        parts outside the slide are white."""
+        g = self.G // d
+        lh, lw = -(-self.H // d), -(-self.W // d)
         buf = np.empty((tile, tile, 3), np.uint8)
         for y0 in range(0, lh, tile):
             for x0 in range(0, lw, tile):
@@ -252,7 +285,7 @@ def write_synthetic_slide(
                 y1, x1 = min(y0 + tile, lh), min(x0 + tile, lw)
                 for ty in range(y0 // g, (y1 - 1) // g + 1):
                     for tx in range(x0 // g, (x1 - 1) // g + 1):
-                        img = gen_image(ty, tx, li)
+                        img = self.image(ty, tx, li)
                         gy0, gx0 = ty * g, tx * g
                         a0, a1 = max(y0, gy0), min(y1, gy0 + g)
                         b0, b1 = max(x0, gx0), min(x1, gx0 + g)
@@ -261,10 +294,19 @@ def write_synthetic_slide(
                     bar.update(1)
                 yield buf.copy()
 
-    comp = {"jpeg": ("jpeg", {"level": 90}), "deflate": ("zlib", {"level": 6}), "zlib": ("zlib", {"level": 6}),
-            "none": (None, {})}[compression]
+
+_COMPRESSION = {"jpeg": ("jpeg", {"level": 90}), "deflate": ("zlib", {"level": 6}), "zlib": ("zlib", {"level": 6}),
+                "none": (None, {})}
+
+
+def _write_pyramid(path: Path, layout: _Layout, downsamples: tuple[int, ...], tile: int, mpp: float, seed: int,
+                   compression: str, progress: bool) -> None:
+    """Stream every level of ``layout`` into a tiled TIFF (one main IFD per level)."""
+    import tifffile
+
+    H, W = layout.H, layout.W
+    codec, codec_args = _COMPRESSION[compression]
     res = 1e4 / mpp
-    desc = f"insmix_fast synthetic slide {W}x{H} |MPP = {mpp:.6g}|seed = {seed}"
     bar = None
     if progress:
         from tqdm import tqdm
@@ -273,27 +315,32 @@ def write_synthetic_slide(
         bar = tqdm(total=total, desc=f"write {path.name}", unit="tile", mininterval=2.0)
     with tifffile.TiffWriter(path, bigtiff=H * W * 3 > 2**31) as tw:
         for li, d in enumerate(downsamples):
-            lh, lw = -(-H // d), -(-W // d)
-            kw = dict(shape=(lh, lw, 3), dtype=np.uint8, tile=(tile, tile), photometric="rgb",
+            kw = dict(shape=(-(-H // d), -(-W // d), 3), dtype=np.uint8, tile=(tile, tile), photometric="rgb",
                       resolution=(res / d, res / d), resolutionunit="CENTIMETER", metadata=None,
                       subfiletype=0 if li == 0 else 1)
-            if comp[0] is not None:
-                kw["compression"] = comp[0]
-                if comp[1]:
-                    kw["compressionargs"] = comp[1]
+            if codec is not None:
+                kw["compression"] = codec
+                if codec_args:
+                    kw["compressionargs"] = codec_args
             if li == 0:
-                kw["description"] = desc
-            tw.write(level_tiles(li), **kw)
+                kw["description"] = f"insmix_fast synthetic slide {W}x{H} |MPP = {mpp:.6g}|seed = {seed}"
+            tw.write(layout.level_tiles(li, d, tile, bar), **kw)
     if bar is not None:
         bar.close()
 
-    # annotations: flat arrays of the nuclei outlines, level-0 coordinates, allocated once
+
+def _gather_outlines(layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
+    """All nuclei outlines of the slide in level-0 coordinates: ``(points P×2 float32, offsets)``
+    with nucleus ``i`` = ``points[offsets[i]:offsets[i+1]]``. Nuclei of a cell cut by the slide's
+    right or bottom edge are left out. The arrays are allocated once, at their final size."""
+    G, H, W = layout.G, layout.H, layout.W
     packed: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def pack(idx):
+        """``(points, lengths, per-outline max x/y)`` of generation tile ``idx`` (local coordinates)."""
         t = packed.get(idx)
         if t is None:
-            polys = cache.get(idx)[1]
+            polys = layout.cache.get(idx)[1]
             lens = np.array([len(p) for p in polys], np.int64)
             pts = np.concatenate(polys).astype(np.float32) if polys else np.zeros((0, 2), np.float32)
             mx = np.array([p.max(axis=0) for p in polys], np.float32).reshape(-1, 2)
@@ -305,45 +352,36 @@ def write_synthetic_slide(
             return None  # whole generation tile inside the slide
         return (mx[:, 0] + tx * G <= W) & (mx[:, 1] + ty * G <= H)
 
-    cells = list(zip(*np.nonzero(tissue)))
-    n_nuc = n_pts_total = 0
+    cells = list(zip(*np.nonzero(layout.tissue)))
+    n_nuc = n_pts = 0
     for ty, tx in cells:
-        pts, lens, mx = pack(tile_index(ty, tx))
+        pts, lens, mx = pack(layout.tile_index(ty, tx))
         k = keep_of(ty, tx, mx)
         n_nuc += len(lens) if k is None else int(k.sum())
-        n_pts_total += int(lens.sum()) if k is None else int(lens[k].sum())
-    geo = npz = None
-    if annotations != "none":
-        P = np.empty((n_pts_total, 2), np.float32)
-        lens_all = np.empty(n_nuc, np.int64)
-        a = b = 0
-        for ty, tx in cells:
-            pts, lens, mx = pack(tile_index(ty, tx))
-            k = keep_of(ty, tx, mx)
-            shift = np.array([tx * G, ty * G], np.float32)
-            if k is None:
-                P[a:a + len(pts)] = pts + shift
-                lens_all[b:b + len(lens)] = lens
-                a += len(pts)
-                b += len(lens)
-            else:
-                starts = np.concatenate([[0], np.cumsum(lens)])
-                for j in np.flatnonzero(k):
-                    q = pts[starts[j]:starts[j + 1]]
-                    P[a:a + len(q)] = q + shift
-                    lens_all[b] = len(q)
-                    a += len(q)
-                    b += 1
-        off = np.zeros(n_nuc + 1, np.int64)
-        np.cumsum(lens_all, out=off[1:])
-        del lens_all
-        ann = Annotations.from_parts(P, off, np.arange(n_nuc + 1, dtype=np.int64), source=str(path))
-        if annotations in ("npz", "both"):
-            npz = ann.save(path.with_suffix(".npz"))
-        if annotations in ("geojson", "both"):
-            geo = path.with_suffix(".geojson")
-            _write_geojson(geo, P, off)
-    return SyntheticSlide(path, geo, npz, (H, W), float(mpp), downsamples, n_nuc, int(tissue.sum()), G, compression)
+        n_pts += int(lens.sum()) if k is None else int(lens[k].sum())
+    P = np.empty((n_pts, 2), np.float32)
+    lens_all = np.empty(n_nuc, np.int64)
+    a = b = 0
+    for ty, tx in cells:
+        pts, lens, mx = pack(layout.tile_index(ty, tx))
+        k = keep_of(ty, tx, mx)
+        shift = np.array([tx * G, ty * G], np.float32)
+        if k is None:
+            P[a:a + len(pts)] = pts + shift
+            lens_all[b:b + len(lens)] = lens
+            a += len(pts)
+            b += len(lens)
+        else:
+            starts = np.concatenate([[0], np.cumsum(lens)])
+            for j in np.flatnonzero(k):
+                q = pts[starts[j]:starts[j + 1]]
+                P[a:a + len(q)] = q + shift
+                lens_all[b] = len(q)
+                a += len(q)
+                b += 1
+    off = np.zeros(n_nuc + 1, np.int64)
+    np.cumsum(lens_all, out=off[1:])
+    return P, off
 
 
 def _write_geojson(path: Path, pts: np.ndarray, off: np.ndarray) -> None:
