@@ -22,6 +22,7 @@ from ._version import __version__
 from .cliutil import integer
 from .experiments import cli as experiment_cli
 from .gan import cli as gan_cli
+from .wsi import cli as wsi_cli
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -37,7 +38,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gamma", type=float, default=d.gamma, help="max paste distance γ in px (default %(default)s)")
     g.add_argument("--p-paste", type=float, default=d.p_paste, help="paste probability per nucleus")
     g.add_argument("--alpha", type=float, default=d.alpha, help="fraction of background patches shuffled")
-    g.add_argument("--tile", type=int, default=d.tile, help="background patch size in px")
+    g.add_argument("--patch", type=int, default=d.patch,
+                   help="side of the background-shuffle patches in px (default %(default)s)")
+    g.add_argument("--tile", type=int, dest="patch", help=argparse.SUPPRESS)  # deprecated spelling of --patch
     g.add_argument("--ablation", choices=("copy-paste", "ssd", "bgp", "bgp-only", "full"),
                    help="a row of the paper's Table 3 (overrides the switches)")
     g.add_argument("--official", action="store_true",
@@ -49,7 +52,7 @@ def _config_from_args(args):
     from .config import OFFICIAL, InsMixConfig
 
     kw = dict(eps=args.eps, rho=args.rho, delta=args.delta, gamma=args.gamma, p_paste=args.p_paste,
-              alpha=args.alpha, tile=args.tile)
+              alpha=args.alpha, patch=args.patch)
     if args.official:
         return OFFICIAL.replace(**{k: v for k, v in kw.items() if k != "alpha"})
     if args.ablation:
@@ -202,6 +205,7 @@ COMMANDS = (
     _register_bank,
     gan_cli.register,
     experiment_cli.register,
+    wsi_cli.register,
 )
 
 

@@ -1,6 +1,7 @@
 """Whole-slide reading, tissue detection, annotations, patch sources (insmix_fast.wsi)."""
 
 import json
+from pathlib import Path
 import pickle
 
 import cv2
@@ -549,3 +550,17 @@ def test_prefetch_threads_same_patches(slide_file):
     back = pickle.loads(pickle.dumps(ahead))
     assert np.array_equal(back[1][0], plain[1][0])
     ahead.close()
+
+
+def test_slide_without_annotation_file_warns_once(tmp_path, slide_file):
+    import shutil
+    import warnings
+
+    bare = tmp_path / ("bare" + Path(slide_file.path).suffix)
+    shutil.copy(slide_file.path, bare)  # no <stem>.geojson/.json/.npz beside it
+    with pytest.warns(UserWarning, match=r"1 of 2 slide\(s\) have no annotation file.*all-zero labels.*bare") as rec:
+        WSIPatchSource([slide_file.path, bare], patch=128, mpp=0.5, patches_per_epoch=4, seed=0)
+    assert len([w for w in rec if "annotation file" in str(w.message)]) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # annotated slides alone: no warning
+        WSIPatchSource(slide_file.path, patch=128, mpp=0.5, patches_per_epoch=4, seed=0)

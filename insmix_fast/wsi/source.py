@@ -71,6 +71,16 @@ def find_annotations(slide_path) -> Path | None:
 SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".btf", ".bif", ".vms", ".vmu", ".svslide")
 
 
+def _warn_unannotated(slides, annotations) -> None:
+    """One warning for all slides that have no annotation file beside them (their labels are all zero)."""
+    missing = [str(s.path if isinstance(s, Slide) else s) for s, a in zip(slides, annotations) if a is None]
+    if missing:
+        more = f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
+        warnings.warn(f"{len(missing)} of {len(slides)} slide(s) have no annotation file beside them "
+                      f"(<stem>.geojson / .json / .npz) and give all-zero labels: {', '.join(missing[:5])}{more}",
+                      UserWarning, stacklevel=3)
+
+
 def list_slides(slides) -> list:
     """A list of slides from a list, one path, or a folder (its slide files, sorted)."""
     if isinstance(slides, (str, os.PathLike)):
@@ -198,6 +208,7 @@ class WSIPatchSource(IndexedDataset):
         slides = list_slides(slides)
         if annotations == "auto":
             annotations = [find_annotations(s.path if isinstance(s, Slide) else s) for s in slides]
+            _warn_unannotated(slides, annotations)
         elif annotations is None or isinstance(annotations, (str, os.PathLike, Annotations)):
             annotations = [annotations] * len(slides) if annotations is None or len(slides) == 1 else None
             if annotations is None:
