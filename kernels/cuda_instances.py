@@ -204,9 +204,9 @@ def k_types(labels, types, n_classes, id_class, bad):
         t = types[b, y, x]
         if v == 0:
             if t != 0:
-                cuda.atomic.min(bad, 0, b)
+                cuda.atomic.min(bad, 0, np.int32(b))
         elif t < 1 or t > n_classes:
-            cuda.atomic.min(bad, 0, b)
+            cuda.atomic.min(bad, 0, np.int32(b))
         else:
             cuda.atomic.max(id_class, (b, v), t)
 
@@ -221,7 +221,7 @@ def k_types_check(labels, types, id_class, bad):
         b, y, x = unravel_pixel(p, hh, ww)
         v = labels[b, y, x]
         if v and types[b, y, x] != id_class[b, v]:
-            cuda.atomic.min(bad, 0, b)
+            cuda.atomic.min(bad, 0, np.int32(b))
 
 
 @cuda.jit

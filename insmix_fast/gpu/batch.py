@@ -57,7 +57,7 @@ from .results import GPUBatchResult, host_records
 from .runtime import require_cuda
 
 __all__ = ["insmix_batch_cuda", "Originals", "analyse", "analyse_types", "choose", "id_range", "read_id_range",
-           "resolve_bank", "bank_args", "class_bound"]
+           "read_bad_tile", "resolve_bank", "bank_args", "class_bound"]
 
 
 # ------------------------------------------------------------------ the stages
@@ -166,12 +166,18 @@ def analyse_types(lab_d, types_d, nslots: int, hbank, launcher: Launcher):
     launcher.launch(ki.k_types_init, launcher.grid(nb * nslots), id_class, bad)
     launcher.launch(ki.k_types, launcher.grid(lab_d.size), lab_d, types_d, np.int64(n_classes), id_class, bad)
     launcher.launch(ki.k_types_check, launcher.grid(lab_d.size), lab_d, types_d, id_class, bad)
-    b = int(launcher.d2h(bad)[0])
-    if b != INT32_MAX:
+    b = read_bad_tile(bad, launcher)
+    if b is not None:
         check_types(launcher.d2h(types_d[b]), launcher.d2h(lab_d[b]), n_classes, name=f"types[{b}]",
                     class_names=names)
-        raise InputError(f"types[{b}] does not fit labels[{b}]")  # the host check names the problem first
+        raise RuntimeError(f"internal error: the device type check refused types[{b}], the host check did not")
     return id_class
+
+
+def read_bad_tile(bad, launcher: Launcher) -> int | None:
+    """The first tile the device type check refused (one 4-byte read), or None."""
+    b = int(launcher.d2h(bad)[0])
+    return None if b == INT32_MAX else b
 
 
 def choose(lab_d, o: Originals, bargs: tuple, config: InsMixConfig, seed: int, samples_d, nslots: int,
