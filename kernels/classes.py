@@ -111,11 +111,13 @@ def class_segment(mode, o_class, start, cum, seed, sample, key):
 
 
 @njit(cache=True, inline="always")
-def template_at(order, use_order, j):
-    """The bank row at position ``j`` of the searched array (``order[j]`` for a class segment)."""
-    if use_order:
-        return np.int64(order[j])
-    return np.int64(j)
+def template_at(order, j):
+    """The bank row at position ``j`` of the searched array: ``order[j]`` in a class segment,
+    ``j`` itself when ``order`` is None (the bank searched directly; Numba compiles that case
+    without the lookup)."""
+    if order is None:
+        return np.int64(j)
+    return np.int64(order[j])
 
 
 @njit(cache=True, nogil=True)

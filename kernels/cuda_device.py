@@ -96,7 +96,6 @@ lower_bound = device_function(_ssd.lower_bound)
 scale_range = device_function(_ssd.scale_range)
 scale_range_in = device_function(_ssd.scale_range_in)
 class_segment = device_function(_classes.class_segment)
-template_at = device_function(_classes.template_at)
 shape_ok = device_function(_ssd.shape_ok)
 rounded_mean = device_function(_inst.rounded_mean)
 count_components = device_function(_inst.count_components)
@@ -192,6 +191,6 @@ __all__ = [
     "philox4x32", "uniform_int", "uniform01", "counter2", "scale_ok", "shape_ok", "rounded_mean",
     "count_components", "draw_annulus_offset", "draw_free_position", "placement_ok", "paste_into_work",
     "place_pastes", "shape_gap", "collect_background", "plan_moves", "unravel_pixel", "original_at", "lower_bound",
-    "scale_range", "scale_range_in", "class_segment", "template_at", "popc32", "aligned_intersection",
+    "scale_range", "scale_range_in", "class_segment", "popc32", "aligned_intersection",
     "admissible_t", "shape_xor",
 ]

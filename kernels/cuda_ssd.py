@@ -28,15 +28,25 @@ and positions are bank rows, as before classes existed.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import cuda, int64
 
 from .classes import TEMPLATE_ANY, TEMPLATE_SAME
 from .cuda_device import (BLOCK, admissible_t, class_segment, counter2, original_at, scale_range, scale_range_in,
-                          template_at, uniform_int)
+                          uniform_int)
 from .rng import STREAM_TEMPLATE
 
 NONE = -1
 FALLBACK = -2
+
+
+@cuda.jit(device=True)
+def row_at(c_order, use_order, j):
+    """Bank row at search position ``j``: ``c_order[j]`` in a class segment, else ``j`` (the
+    CPU's ``kernels.classes.template_at``, with the mode a run-time flag of the launch)."""
+    if use_order:
+        return np.int64(c_order[j])
+    return np.int64(j)
 
 
 @cuda.jit
@@ -68,8 +78,8 @@ def k_choose(labels, k_arr, ids_ext, area, anchor, selected, desc, fits,
         if end <= begin:
             continue
         if not ssd:
-            choice[b, c] = template_at(c_order, use_order,
-                                       begin + uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, 0), end - begin))
+            choice[b, c] = row_at(c_order, use_order,
+                                  begin + uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, 0), end - begin))
             continue
         lo, hi = scale_range_in(c_area, begin, end, a_o, eps)
         lo_out[b, c] = lo
@@ -81,7 +91,7 @@ def k_choose(labels, k_arr, ids_ext, area, anchor, selected, desc, fits,
         od = desc[b, c]
         found = False
         for j in range(max_draws):
-            t = template_at(c_order, use_order, lo + uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, j), n))
+            t = row_at(c_order, use_order, lo + uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, j), n))
             if admissible_t(lab, v, a_o, od, of, ao_r, ao_c, b_area, b_anchor, b_hw, b_off, b_masks, b_desc,
                             b_fits, t, rho):
                 choice[b, c] = t
@@ -107,7 +117,7 @@ def count_admissible(cnt, labels, ids_ext, area, anchor, desc, fits, b, c, lo, h
     for base in range(lo, hi, BLOCK):
         j = base + tid
         if j < hi and admissible_t(lab, v, a_o, od, of, ao_r, ao_c, b_area, b_anchor, b_hw, b_off, b_masks,
-                                   b_desc, b_fits, template_at(c_order, use_order, j), rho):
+                                   b_desc, b_fits, row_at(c_order, use_order, j), rho):
             cuda.atomic.add(cnt, 0, 1)
     cuda.syncthreads()
     total = cnt[0]
@@ -128,7 +138,7 @@ def pick_admissible(sh, labels, ids_ext, area, anchor, desc, fits, b, c, lo, hi,
     for base in range(lo, hi, BLOCK):
         t = NONE
         if base + tid < hi:
-            t = template_at(c_order, use_order, base + tid)
+            t = row_at(c_order, use_order, base + tid)
         f = 0
         if t >= 0 and admissible_t(lab, v, a_o, od, of, ao_r, ao_c, b_area, b_anchor, b_hw, b_off, b_masks,
                                    b_desc, b_fits, t, rho):
@@ -200,4 +210,4 @@ def k_counts(labels, k_arr, ids_ext, area, anchor, desc, fits,
             counts[b, c] = total
 
 
-__all__ = ["k_choose", "k_fallback", "k_counts", "count_admissible", "pick_admissible", "NONE", "FALLBACK"]
+__all__ = ["k_choose", "k_fallback", "k_counts", "count_admissible", "pick_admissible", "row_at", "NONE", "FALLBACK"]

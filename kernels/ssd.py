@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .classes import TEMPLATE_ANY, ClassTable, class_segment, template_at
+from .classes import TEMPLATE_ANY, class_segment, template_at
 from .descriptor import crop_intersection, desc_and_count
 from .rng import STREAM_TEMPLATE, counter2, uniform_int
 
@@ -118,34 +118,34 @@ def admissible(ot, i, bt, t, eps, rho):
 
 
 @njit(cache=True, nogil=True)
-def choose_in(ot, i, bt, area, order, use_order, begin, end, eps, rho, ssd, max_draws, seed, sample, key):
+def choose_in(ot, i, bt, area, order, begin, end, eps, rho, ssd, max_draws, seed, sample, key):
     """Seeded uniform choice of an admissible template for original ``i`` among positions
-    ``[begin, end)`` of ``area`` (the bank's areas, or a class segment of the class-ordered
-    bank when ``use_order``: position ``j`` is bank row ``order[j]``); -1 if none."""
+    ``[begin, end)`` of ``area``: the bank's own areas (``order`` None), or a class segment of
+    the class-ordered bank (position ``j`` is bank row ``order[j]``); -1 if none."""
     n = end - begin
     if n <= 0:
         return -1
     if not ssd:
-        return template_at(order, use_order, begin + uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, 0), n))
+        return template_at(order, begin + uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, 0), n))
     a_o = ot.area[i]
     lo, hi = scale_range_in(area, begin, end, a_o, eps)
     n = hi - lo
     if n <= 0:
         return -1
     for j in range(max_draws):
-        t = template_at(order, use_order, lo + uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, j), n))
+        t = template_at(order, lo + uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, j), n))
         if shape_ok(shape_xor(ot, i, bt, t), a_o, bt.area[t], rho):
             return t
     count = 0
     for p in range(lo, hi):
-        t = template_at(order, use_order, p)
+        t = template_at(order, p)
         if shape_ok(shape_xor(ot, i, bt, t), a_o, bt.area[t], rho):
             count += 1
     if count == 0:
         return -1
     k = uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, 0xFFFFFFFF), count)
     for p in range(lo, hi):
-        t = template_at(order, use_order, p)
+        t = template_at(order, p)
         if shape_ok(shape_xor(ot, i, bt, t), a_o, bt.area[t], rho):
             if k == 0:
                 return t
@@ -153,7 +153,7 @@ def choose_in(ot, i, bt, area, order, use_order, begin, end, eps, rho, ssd, max_
     return -1  # unreachable
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, inline="always")
 def choose_template(ot, i, bt, ct, mode, o_class, eps, rho, ssd, max_draws, seed, sample, key):
     """Seeded uniform choice of an admissible bank template for original ``i``; -1 if none.
 
@@ -163,10 +163,9 @@ def choose_template(ot, i, bt, ct, mode, o_class, eps, rho, ssd, max_draws, seed
     the bank's :class:`~.classes.ClassTable`.
     """
     if mode == TEMPLATE_ANY:
-        return choose_in(ot, i, bt, bt.area, bt.area, False, 0, bt.area.shape[0], eps, rho, ssd, max_draws, seed,
-                         sample, key)
+        return choose_in(ot, i, bt, bt.area, None, 0, bt.area.shape[0], eps, rho, ssd, max_draws, seed, sample, key)
     begin, end = class_segment(mode, o_class, ct.start, ct.cum, seed, sample, key)
-    return choose_in(ot, i, bt, ct.area, ct.order, True, begin, end, eps, rho, ssd, max_draws, seed, sample, key)
+    return choose_in(ot, i, bt, ct.area, ct.order, begin, end, eps, rho, ssd, max_draws, seed, sample, key)
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -185,12 +184,15 @@ def score_originals_class(ot, bt, ct, mode, o_classes, eps, rho, ssd, max_draws,
     return choice
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def score_originals(ot, bt, eps, rho, ssd, max_draws, seed, samples, keys):
-    """:func:`score_originals_class` with ``template_class="any"``."""
-    ct = ClassTable(np.zeros(0, np.int32), bt.area, np.zeros(2, np.int64), bt.area, np.zeros(1, np.float64))
-    return score_originals_class(ot, bt, ct, TEMPLATE_ANY, np.zeros(ot.area.shape[0], np.int32), eps, rho, ssd,
-                                 max_draws, seed, samples, keys)
+    """:func:`score_originals_class` with ``template_class="any"`` (no class table needed)."""
+    n = ot.area.shape[0]
+    n_bank = bt.area.shape[0]
+    choice = np.empty(n, np.int64)
+    for i in prange(n):
+        choice[i] = choose_in(ot, i, bt, bt.area, None, 0, n_bank, eps, rho, ssd, max_draws, seed, samples[i], keys[i])
+    return choice
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -12,12 +12,28 @@ SKEWED = (0.70, 0.20, 0.08, 0.02)
 CLASS_NAMES = ("background", "common", "frequent", "uncommon", "rare")
 
 
-def add_types(labels: np.ndarray, rng: np.random.Generator, probs=SKEWED) -> np.ndarray:
-    """A type map for ``labels``: each instance gets a class 1..len(probs) drawn from ``probs``."""
-    ids = np.unique(labels)
+def add_types(labels: np.ndarray, rng: np.random.Generator, probs=SKEWED, size_bias: float = 0.0) -> np.ndarray:
+    """A type map for ``labels``: each instance gets a class 1..len(probs) drawn from ``probs``.
+
+    ``size_bias`` > 0 ties class to size: class ``c``'s weight is multiplied by
+    ``exp(size_bias · s_c · z)`` where ``z`` is the instance's standardised log area in its
+    tile and ``s_c`` runs from −1 (class 1, small nuclei) to +1 (the rarest class, large).
+    """
+    ids, area = np.unique(labels, return_counts=True)
+    area = area[ids > 0]
     ids = ids[ids > 0]
     lut = np.zeros(int(labels.max()) + 1, np.int32)
-    lut[ids] = rng.choice(len(probs), size=ids.size, p=np.asarray(probs) / np.sum(probs)) + 1
+    p = np.asarray(probs, np.float64) / np.sum(probs)
+    if size_bias == 0.0 or ids.size < 2:
+        lut[ids] = rng.choice(len(p), size=ids.size, p=p) + 1
+        return lut[labels]
+    la = np.log(area)
+    z = (la - la.mean()) / max(la.std(), 1e-9)
+    s = np.linspace(-1.0, 1.0, len(p))
+    w = p[None, :] * np.exp(size_bias * z[:, None] * s[None, :])
+    w /= w.sum(axis=1, keepdims=True)
+    pick = (rng.random(ids.size)[:, None] > np.cumsum(w, axis=1)).sum(axis=1)
+    lut[ids] = np.minimum(pick, len(p) - 1) + 1
     return lut[labels]
 
 
@@ -26,13 +42,13 @@ class TypedTiles:
 
     class_names = CLASS_NAMES
 
-    def __init__(self, seed: int, size: int, n: int, probs=SKEWED):
+    def __init__(self, seed: int, size: int, n: int, probs=SKEWED, size_bias: float = 0.0):
         rng = np.random.default_rng(seed + 1000)
         ds = SyntheticNuclei(seed=seed, size=size, length=n)
         self.samples = []
         for k in range(n):
             image, labels = ds[k]
-            self.samples.append((image, labels, add_types(labels, rng, probs)))
+            self.samples.append((image, labels, add_types(labels, rng, probs, size_bias)))
 
     def __len__(self) -> int:
         return len(self.samples)
