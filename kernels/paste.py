@@ -28,7 +28,7 @@ def fill_false(mask):
 @njit(cache=True, nogil=True)
 def apply_pastes(image, labels, paste_mask, rec_i, n, bt, typed, types):
     """Template pixels replace image pixels inside Mt; the label map gets the new id there
-    (and, when ``typed``, the type map the template's class: a second pass, so untyped
+    (and, when ``typed``, the type map the template's class, in a loop of its own so untyped
     calls run the loop they always ran)."""
     for j in range(n):
         t = rec_i[j, R_TEMPLATE]
@@ -49,17 +49,9 @@ def apply_pastes(image, labels, paste_mask, rec_i, n, bt, typed, types):
                     image[yy, xx, 2] = bt.pixels[3 * p + 2]
                     labels[yy, xx] = lab
                     paste_mask[yy, xx] = True
-    if not typed:
-        return
-    for j in range(n):
-        t = rec_i[j, R_TEMPLATE]
-        y0 = rec_i[j, R_Y]
-        x0 = rec_i[j, R_X]
-        cls = rec_i[j, R_CLASS]
-        h = bt.hw[t, 0]
-        w = bt.hw[t, 1]
-        off = bt.offset[t]
-        for y in range(h):
-            for x in range(w):
-                if bt.masks[off + y * w + x]:
-                    types[y0 + y, x0 + x] = cls
+        if typed:
+            cls = rec_i[j, R_CLASS]
+            for y in range(h):
+                for x in range(w):
+                    if bt.masks[off + y * w + x]:
+                        types[y0 + y, x0 + x] = cls

@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .classes import TEMPLATE_SAME, mark_ignored
+from .classes import TEMPLATE_ANY, TEMPLATE_SAME, mark_ignored
 from .instances import build_table_rows, new_scratch, tile_stats
 from .paste import apply_pastes, copy_into, fill_false
 from .placement import place_pastes
 from .records import F_SHAPE, R_ORIGINAL, R_TEMPLATE, shape_gap
 from .rng import STREAM_SELECT, uniform01
 from .shuffle import apply_background, plan_background
-from .ssd import choose_template, shape_xor
+from .ssd import choose_in, choose_template, shape_xor
 from .tables import Table
 
 
@@ -48,11 +48,13 @@ def plan_tile(work, bt, ct, P, seed, sample, rec_i, rec_f, moves, max_id, id_cla
         anchor_abs = np.zeros((k + 1, 2), np.int64)
         for i in range(k):
             if selected[i]:
-                o_class = 0
-                if P.template_class == TEMPLATE_SAME:
-                    o_class = id_class[ids[i]]
-                choice[i + 1] = choose_template(ot, i, bt, ct, P.template_class, o_class, P.eps, P.rho, P.ssd,
-                                                P.max_draws, seed, sample, i)
+                if P.template_class == TEMPLATE_ANY:  # the bank itself: the paper's choice, no class table
+                    choice[i + 1] = choose_in(ot, i, bt, bt.area, None, 0, bt.area.shape[0], P.eps, P.rho, P.ssd,
+                                              P.max_draws, seed, sample, i)
+                else:
+                    o_class = id_class[ids[i]] if P.template_class == TEMPLATE_SAME else 0
+                    choice[i + 1] = choose_template(ot, i, bt, ct, P.template_class, o_class, P.eps, P.rho, P.ssd,
+                                                    P.max_draws, seed, sample, i)
             anchor_abs[i + 1, 0] = np.int64(origin[i, 0]) + anchor[i, 0]
             anchor_abs[i + 1, 1] = np.int64(origin[i, 1]) + anchor[i, 1]
         cap_ids = k + 1 + rec_i.shape[0]

@@ -153,7 +153,7 @@ def choose_in(ot, i, bt, area, order, begin, end, eps, rho, ssd, max_draws, seed
     return -1  # unreachable
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True)
 def choose_template(ot, i, bt, ct, mode, o_class, eps, rho, ssd, max_draws, seed, sample, key):
     """Seeded uniform choice of an admissible bank template for original ``i``; -1 if none.
 

@@ -9,11 +9,11 @@ bank of a few dozen instances).
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+from simulator import run_simulator_worker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SEEDS = (0, 12345)
@@ -194,14 +194,7 @@ def _stream_cases(out, put, images, labels, bank, dbank) -> None:
 # ---------------------------------------------------------------------- the tests
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gpu_sim") / "sim.npz"
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    p = subprocess.run([sys.executable, os.path.abspath(__file__), str(out)], env=env, capture_output=True,
-                       text=True, timeout=600, cwd=os.path.dirname(HERE))
-    if p.returncode != 0:
-        pytest.fail(f"CUDA-simulator worker failed (rc {p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}")
-    with np.load(out, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return run_simulator_worker(__file__, tmp_path_factory.mktemp("gpu_sim") / "sim.npz", timeout=600)
 
 
 @pytest.fixture(scope="module")

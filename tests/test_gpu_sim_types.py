@@ -8,11 +8,11 @@ that writes an ``.npz`` the tests compare with the CPU path run here.
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+from simulator import run_simulator_worker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 INDICES = np.array([3, 8], np.int64)
@@ -108,14 +108,7 @@ def _worker(out_path: str) -> None:
 # ---------------------------------------------------------------------- the tests
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gpu_sim_types") / "sim.npz"
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    p = subprocess.run([sys.executable, os.path.abspath(__file__), str(out)], env=env, capture_output=True,
-                       text=True, timeout=900, cwd=os.path.dirname(HERE))
-    if p.returncode != 0:
-        pytest.fail(f"CUDA-simulator worker failed (rc {p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}")
-    with np.load(out, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return run_simulator_worker(__file__, tmp_path_factory.mktemp("gpu_sim_types") / "sim.npz", timeout=900)
 
 
 @pytest.fixture(scope="module")
