@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from simulator import assert_same_batch as _assert_same
 from simulator import run_simulator_worker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -114,20 +115,6 @@ def sim(tmp_path_factory):
 @pytest.fixture(scope="module")
 def data():
     return _data()
-
-
-def _assert_same(sim, prefix, cpu):
-    for f in ("images", "labels", "paste_masks", "shuffled_masks"):
-        np.testing.assert_array_equal(sim[f"{prefix}/{f}"], getattr(cpu, f), err_msg=f"{prefix}: {f}")
-    if cpu.types is None:
-        assert sim[f"{prefix}/types"].shape == ()  # None
-    else:
-        np.testing.assert_array_equal(sim[f"{prefix}/types"], cpu.types, err_msg=f"{prefix}: types")
-    for b in range(len(cpu.pastes)):
-        got = sim[f"{prefix}/pastes{b}"]
-        assert got.dtype == cpu.pastes[b].dtype
-        assert got.tolist() == cpu.pastes[b].tolist(), f"{prefix}: paste records of tile {b}"
-        np.testing.assert_array_equal(sim[f"{prefix}/moves{b}"].reshape(-1, 2), cpu.moves[b].reshape(-1, 2))
 
 
 @pytest.mark.parametrize("seed", SEEDS)
