@@ -83,19 +83,22 @@ if __name__ == "__main__":
 
     for variant in sorted(VARIANTS):
         bank, crops = make_data(variant)
+        images, labels, types = crops
         print(f"variant {variant}: bank {len(bank)} instances, class counts {bank.class_counts()[1:].tolist()}")
-        for mode, cfg in MODES.items():
-            shares = [class_stats(bank, crops, cfg, seed) for seed in range(3)]
-            images, labels, types = crops
-            times = []
-            for rnd in range(5):
+        times = {mode: [] for mode in MODES}
+        for rnd in range(7):  # modes interleaved round by round (a shared machine drifts)
+            for mode, cfg in MODES.items():
                 t0 = time.perf_counter()
                 for i in range(len(images)):
                     insmix(images[i], labels[i], bank, cfg, seed=rnd, index=i, types=types[i])
-                times.append((time.perf_counter() - t0) / len(images) * 1e3)
+                if rnd:  # round 0 compiles
+                    times[mode].append((time.perf_counter() - t0) / len(images) * 1e3)
+        for mode, cfg in MODES.items():
+            shares = [class_stats(bank, crops, cfg, seed) for seed in range(3)]
             per_seed = ", ".join(f"{s['rare_share']:.3f}" for s in shares)
+            t = times[mode]
             print(f"  {mode:12s} rare share {np.mean([s['rare_share'] for s in shares]):.3f} "
                   f"(seeds {per_seed}), bank {shares[0]['bank_rare_share']:.3f}, "
                   f"pastes/crop {np.mean([s['pastes_per_crop'] for s in shares]):.2f}, "
-                  f"classes {shares[0]['class_shares']}, ms/crop median {np.median(times):.3f} "
-                  f"[{min(times):.3f}–{max(times):.3f}]")
+                  f"classes {shares[0]['class_shares']}, ms/crop median {np.median(t):.3f} "
+                  f"[{min(t):.3f}–{max(t):.3f}]")
