@@ -4,6 +4,9 @@
   over N = 64 / 256 crops of 256×256 with the ≥ 20k-instance bank; the GPU case
   keeps images, labels and bank on the device (no transfer in the timed call) and
   synchronises before the clock stops. ``extra_info["crops_per_s"]``.
+* ``test_typed_batch_crops_per_s[device-mode]`` — the same on typed crops (``types`` in,
+  ``result.types`` out) with ``template_class`` "any" / "same" / "balanced", typed bank of
+  ≈ 8k nuclei (``tests/typed_data.py``, skewed classes), 256 crops.
 * ``test_scoring_vs_bank_size[device-kind-size]`` — bank-wide SSD scoring of the
   originals of 8 crops against banks of 1k … 100k instances (sub-sampled or
   replicated from the 20k bank, so the area distribution is the same):
@@ -59,32 +62,53 @@ def _sync():
 @pytest.mark.parametrize("n", [64, 256])
 @pytest.mark.parametrize("device", DEVICES)
 def test_batch_crops_per_s(benchmark, bank20k, crops64, device, n):
-    images, labels = crops64
-    reps = n // len(images)
-    images = np.ascontiguousarray(np.concatenate([images] * reps))
-    labels = np.ascontiguousarray(np.concatenate([labels] * reps))
+    _crops_per_s(benchmark, bank20k, crops64, InsMixConfig(), device, n)
+
+
+def _crops_per_s(benchmark, bank, crops, cfg, device, n):
+    """InsMix of ``n`` crops (``crops`` repeated) per second; ``crops`` is ``(images, labels)`` or
+    ``(images, labels, types)``."""
+    reps = n // len(crops[0])
+    arrays = [np.ascontiguousarray(np.concatenate([a] * reps)) for a in crops]
+    images, labels = arrays[:2]
+    types = arrays[2] if len(arrays) > 2 else None
     idx = np.arange(n, dtype=np.int64)
-    cfg = InsMixConfig()
     if device == "cpu":
-        insmix_batch(images[:8], labels[:8], bank20k, cfg, seed=0)  # compile
-        run = lambda: insmix_batch(images, labels, bank20k, cfg, seed=1, indices=idx)  # noqa: E731
+        insmix_batch(images[:8], labels[:8], bank, cfg, seed=0, types=None if types is None else types[:8])
+        run = lambda: insmix_batch(images, labels, bank, cfg, seed=1, indices=idx, types=types)  # noqa: E731
         rounds = 3
     else:
         from numba import cuda
 
-        di, dl, dbank = cuda.to_device(images), cuda.to_device(labels), bank20k.to("cuda")
-        insmix_batch(di, dl, dbank, cfg, seed=0, indices=idx, device="cuda")  # compile + warm up
+        di, dl, dbank = cuda.to_device(images), cuda.to_device(labels), bank.to("cuda")
+        dt = None if types is None else cuda.to_device(types)
+        insmix_batch(di, dl, dbank, cfg, seed=0, indices=idx, device="cuda", types=dt)  # compile + warm up
         _sync()
 
         def run():
-            r = insmix_batch(di, dl, dbank, cfg, seed=1, indices=idx, device="cuda")
+            r = insmix_batch(di, dl, dbank, cfg, seed=1, indices=idx, device="cuda", types=dt)
             _sync()
             return r
 
         rounds = 20
     benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=1)
-    benchmark.extra_info.update(device=device, crops=n, bank=len(bank20k),
+    benchmark.extra_info.update(device=device, crops=n, bank=len(bank), template_class=cfg.template_class,
                                 crops_per_s=n / benchmark.stats.stats.mean, gpu=REASON if device == "cuda" else "")
+
+
+@pytest.fixture(scope="module")
+def typed_data():
+    from typed_data import TypedTiles
+
+    bank = InstanceBank.from_samples(TypedTiles(seed=1, size=1024, n=12), progress=False)
+    return bank, TypedTiles(seed=2, size=256, n=64).arrays()
+
+
+@pytest.mark.parametrize("mode", ["any", "same", "balanced"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_typed_batch_crops_per_s(benchmark, typed_data, device, mode):
+    bank, crops = typed_data
+    _crops_per_s(benchmark, bank, crops, InsMixConfig(template_class=mode), device, 256)
 
 
 def _originals(labels):

@@ -15,6 +15,7 @@ __all__ = ["InsMixConfig", "OFFICIAL"]
 
 OffsetMode = Literal["annulus", "diagonal"]
 TemplateSource = Literal["bank", "self"]
+TemplateClass = Literal["any", "same", "balanced"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,16 @@ class InsMixConfig:
                         per tile added to both axes, as the official code does).
         template_source: "bank" (the whole bank, ours) or "self" (a bank built
                         from the input tile itself, as the official code does).
+    Nucleus classes (SPEC §3b; typed banks)
+        template_class: "any" (the paper: templates of every class), "same" (only
+                        templates of the original's class; needs ``types``) or
+                        "balanced" (per original, first draw a class c over the
+                        bank's classes — each template weighted n_c^(−balance_power),
+                        so class c has probability ∝ n_c^(1−balance_power) — then
+                        the SSD choice among class-c templates; none admissible:
+                        no paste).
+        balance_power:  β of "balanced": 1 = uniform over classes (default), 0 =
+                        the bank's class frequencies, > 1 favours rare classes more.
     Sampling
         max_draws:      uniform draws in the scale range before the exact
                         fallback scan (the choice is uniform either way).
@@ -64,6 +75,8 @@ class InsMixConfig:
     offset_mode: OffsetMode = "annulus"
     template_source: TemplateSource = "bank"
     max_draws: int = 32
+    template_class: TemplateClass = "any"
+    balance_power: float = 1.0
 
     def __post_init__(self) -> None:
         def num(name: str, lo: float, hi: float) -> None:
@@ -88,6 +101,8 @@ class InsMixConfig:
             check_bool(f"InsMixConfig.{name}", getattr(self, name))
         check_choice("InsMixConfig.offset_mode", self.offset_mode, ("annulus", "diagonal"))
         check_choice("InsMixConfig.template_source", self.template_source, ("bank", "self"))
+        check_choice("InsMixConfig.template_class", self.template_class, ("any", "same", "balanced"))
+        num("balance_power", 0.0, 16.0)
 
     @property
     def tile(self) -> int:

@@ -4,6 +4,13 @@
 A plan is two small arrays you can print and compare across devices:
 ``pastes`` (one record per accepted paste) and ``moves`` (background patch moves);
 the plan and result types live in :mod:`insmix_fast.results`.
+
+Typed tiles (SPEC §3b): every entry point takes ``types=`` (H×W class ids, 0 on
+background) and returns ``result.types`` — the input classes with each pasted
+instance typed with its template's class; ``InsMixConfig.template_class`` chooses
+templates of any class (the paper), of the original's class, or of a balanced class
+draw. ``ignore=`` (H×W bool) marks regions nothing is pasted onto and no background
+patch holding them moves. Untyped calls are unchanged.
 ``insmix_batch(..., device="cuda")`` hands the batch to :mod:`insmix_fast.gpu`
 (the only place this module reaches the GPU path).
 """
@@ -12,10 +19,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataclasses import dataclass
+
 from .bank import InstanceBank
+from .classes import (UNBOUNDED_CLASSES, as_types_map, check_batch_types, check_class_mode, check_ignore,
+                      check_types)
 from .config import InsMixConfig
 from .devices import parse_device
 from .errors import BankError, ConfigError, InputError, InputTypeError
+from .kernels.classes import ClassTable, any_class_table
 from .kernels.instances import DENSE_ID_LIMIT, build_table, tile_stats
 from .kernels.pipeline import apply_tile, insmix_batch_kernel, insmix_tile, plan_tile
 from .kernels.ssd import admissible_list
@@ -41,11 +53,28 @@ _INITIAL_RECORDS = 256
 
 
 # ---------------------------------------------------------------------- helpers
-def _params(config: InsMixConfig, bank, bt: Table) -> Params:
-    """Kernel scalars for templates from ``bt`` (the table of ``bank`` or one built for the call)."""
-    if isinstance(bank, InstanceBank) and bt is bank.table:
-        return make_params(config, bank.max_crop)
-    return make_params(config, largest_crop(bt))
+@dataclass
+class _Templates:
+    """Where one call's templates come from: the kernels' table and class table, the scratch
+    size, and whether they carry classes (``typed``; ``class_names`` bound the input classes)."""
+
+    table: Table
+    classes: ClassTable
+    max_crop: int
+    typed: bool
+
+    def params(self, config: InsMixConfig) -> Params:
+        return make_params(config, self.max_crop)
+
+
+def _no_templates(typed: bool = False) -> _Templates:
+    t = empty_table()
+    return _Templates(t, any_class_table(np.zeros(0, np.int32), t.area), 1, typed)
+
+
+def _from_bank(bank: InstanceBank, config: InsMixConfig) -> _Templates:
+    return _Templates(bank.table, bank.class_table(config.template_class, config.balance_power), bank.max_crop,
+                      bank.typed)
 
 
 def _config(config) -> InsMixConfig:
@@ -56,22 +85,37 @@ def _config(config) -> InsMixConfig:
     return config
 
 
-def _bank_table(bank, config: InsMixConfig, image, labels) -> Table:
-    """The template table for one tile (``template_source='self'`` builds it from the tile)."""
+def _templates(bank, config: InsMixConfig, image, labels, types=None, ignore=None) -> _Templates:
+    """The templates of one tile (``template_source='self'`` builds them from the tile, typed when
+    ``types`` is given, leaving out instances touching ``ignore``); checks the template-class mode."""
     if not config.foreground:
-        return bank.table if isinstance(bank, InstanceBank) else empty_table()
-    if config.template_source == "self":
+        tpl = _from_bank(bank, config) if isinstance(bank, InstanceBank) and len(bank) else _no_templates()
+    elif config.template_source == "self":
         if image is None:
             raise ConfigError("template_source='self' needs the image (use insmix, not plan_insmix without image)")
+        sample = (image, labels) if types is None else (image, labels, types)
         try:
-            return InstanceBank.from_samples([(image, labels)], min_area=1, on_invalid="skip", progress=False).table
+            own = InstanceBank.from_samples([sample], min_area=1, on_invalid="skip", progress=False,
+                                            ignore=None if ignore is None else (lambda _k: ignore))
+            tpl = _from_bank(own, config)
         except BankError:
-            return empty_table()
-    if not isinstance(bank, InstanceBank):
-        raise InputTypeError(f"bank must be an InstanceBank, got {type(bank).__name__}")
-    if len(bank) == 0:
-        raise BankError("the instance bank is empty: build it from samples that contain whole nuclei")
-    return bank.table
+            tpl = _no_templates(types is not None)
+    else:
+        if not isinstance(bank, InstanceBank):
+            raise InputTypeError(f"bank must be an InstanceBank, got {type(bank).__name__}")
+        if len(bank) == 0:
+            raise BankError("the instance bank is empty: build it from samples that contain whole nuclei")
+        tpl = _from_bank(bank, config)
+    check_class_mode(config, tpl.typed, types is not None)
+    return tpl
+
+
+def _class_bound(bank, config: InsMixConfig) -> tuple[int, tuple[str, ...] | None]:
+    """``(largest class id, class names)`` an input type map may hold: the bank's classes, or
+    unbounded (templates from the tile itself, or no typed bank)."""
+    if isinstance(bank, InstanceBank) and bank.typed and config.template_source == "bank":
+        return len(bank.class_names) - 1, bank.class_names
+    return UNBOUNDED_CLASSES, None
 
 
 def _max_id(labels: np.ndarray) -> int:
@@ -120,13 +164,50 @@ def _records(shape: tuple[int, int], patch: int, cap: int):
     return (*record_tables(cap), np.zeros((max(g, 1), 2), np.int64))
 
 
+_PIXEL_I32 = np.zeros((1, 1), np.int32)
+_PIXEL_BOOL = np.zeros((1, 1), np.bool_)
+
+
+@dataclass
+class _Extras:
+    """A tile's classes and ignore region as the kernels take them (one-pixel stand-ins when absent)."""
+
+    typed: bool
+    types: np.ndarray      #: H×W int32
+    id_class: np.ndarray   #: class of each kernel id
+    ignore: np.ndarray     #: H×W bool
+    use_ignore: bool
+
+    @classmethod
+    def of(cls, types, ignore, dense: "_Dense | None", bank, config: InsMixConfig) -> "_Extras":
+        """Checked ``types`` (class ids bounded by the bank's classes) and ``ignore`` of one tile."""
+        if types is None:
+            typed, types, lut = False, _PIXEL_I32, np.zeros(1, np.int32)
+        else:
+            n_classes, names = _class_bound(bank, config)
+            typed = True
+            types, lut = check_types(types, dense.labels, n_classes, max_id=dense.kernel_max, ids=dense.ids,
+                                     class_names=names)
+        if ignore is None:
+            return cls(typed, types, lut, _PIXEL_BOOL, False)
+        return cls(typed, types, lut, check_ignore(ignore, dense.labels.shape), True)
+
+    def out_types(self) -> np.ndarray:
+        return np.empty_like(self.types) if self.typed else self.types
+
+    def for_templates(self):
+        """``(types, ignore)`` as ``template_source='self'`` builds its bank from them."""
+        return (self.types if self.typed else None), (self.ignore if self.use_ignore else None)
+
+
 # ---------------------------------------------------------------------- public API
 def plan_insmix(labels, bank: InstanceBank | None, config: InsMixConfig | None = None, *, seed: int = 0,
-                index: int = 0, image=None) -> InsMixPlan:
+                index: int = 0, image=None, types=None, ignore=None) -> InsMixPlan:
     """Decide which templates go where and which background patches move — no pixels are touched.
 
-    A pure function of ``(labels, bank, config, seed, index)``; ``index`` is the
-    sample's global index, so the plan does not depend on batching.
+    A pure function of ``(labels, bank, config, seed, index)`` (and ``types`` / ``ignore``
+    when given, as in :func:`insmix`); ``index`` is the sample's global index, so the plan
+    does not depend on batching.
     """
     config = _config(config)
     seed = check_seed(seed)
@@ -135,13 +216,15 @@ def plan_insmix(labels, bank: InstanceBank | None, config: InsMixConfig | None =
     if image is not None:
         image, labels = check_sample(image, labels)
     dense = _Dense(labels, _max_id(labels))
-    bt = _bank_table(bank, config, image, labels)
-    P = _params(config, bank, bt)
+    ex = _Extras.of(types, ignore, dense, bank, config)
+    tpl = _templates(bank, config, image, labels, *ex.for_templates())
+    P = tpl.params(config)
     cap = _INITIAL_RECORDS
     while True:
         rec_i, rec_f, moves = _records(labels.shape, config.patch, cap)
         work = dense.labels.copy()
-        n, k = plan_tile(work, bt, P, np.uint64(seed), np.int64(index), rec_i, rec_f, moves, dense.kernel_max)
+        n, k = plan_tile(work, tpl.table, tpl.classes, P, np.uint64(seed), np.int64(index), rec_i, rec_f, moves,
+                         dense.kernel_max, ex.id_class, ex.ignore, ex.use_ignore)
         if n >= 0:
             break
         cap = _n_instances(labels) + 1
@@ -150,8 +233,11 @@ def plan_insmix(labels, bank: InstanceBank | None, config: InsMixConfig | None =
     return InsMixPlan(pastes, moves[:k].copy(), config.patch, labels.shape, seed, index)
 
 
-def apply_plan(image, labels, plan: InsMixPlan, bank: InstanceBank | None) -> InsMixResult:
-    """Execute a plan: paste its templates, then move its background patches."""
+def apply_plan(image, labels, plan: InsMixPlan, bank: InstanceBank | None, *, types=None) -> InsMixResult:
+    """Execute a plan: paste its templates, then move its background patches.
+
+    With ``types`` (the tile's H×W class map) the result's ``types`` carries each paste's
+    class (the ``class`` field of its record) on its pixels."""
     image, labels = check_sample(image, labels)
     if not isinstance(plan, InsMixPlan):
         raise InputTypeError(f"plan must be an InsMixPlan, got {type(plan).__name__}")
@@ -169,13 +255,16 @@ def apply_plan(image, labels, plan: InsMixPlan, bank: InstanceBank | None) -> In
         bt = bank.table
     else:
         bt = empty_table()
+    ex = _Extras.of(types, None, _Dense(labels, _max_id(labels)) if types is not None else None, bank, InsMixConfig())
     out_image = np.empty_like(image)
     out_labels = np.empty_like(labels)
+    out_types = ex.out_types()
     paste_mask = np.empty(labels.shape, np.bool_)
     shuffled = np.empty(labels.shape, np.bool_)
     apply_tile(image, labels, bt, patch, record_rows(plan.pastes), len(plan.pastes), moves, len(moves),
-               out_image, out_labels, paste_mask, shuffled)
-    return InsMixResult(out_image, out_labels, paste_mask, shuffled, plan.pastes, plan)
+               out_image, out_labels, paste_mask, shuffled, ex.typed, ex.types, out_types)
+    return InsMixResult(out_image, out_labels, paste_mask, shuffled, plan.pastes, plan,
+                        types=out_types if ex.typed else None)
 
 
 def _check_pastes_fit(pastes: np.ndarray, bank: InstanceBank, shape: tuple[int, int]) -> None:
@@ -183,6 +272,9 @@ def _check_pastes_fit(pastes: np.ndarray, bank: InstanceBank, shape: tuple[int, 
     t = pastes["template"]
     if int(t.min()) < 0 or int(t.max()) >= len(bank):
         raise BankError("the plan refers to templates beyond this bank: use the bank it was planned with")
+    if "class" in pastes.dtype.names and not np.array_equal(pastes["class"], bank.classes[t]):
+        raise BankError("the plan's paste classes differ from this bank's template classes: use the bank it was "
+                        "planned with")
     hw = bank.hw[t]
     y, x = pastes["y"].astype(np.int64), pastes["x"].astype(np.int64)
     if (y < 0).any() or (x < 0).any() or (y + hw[:, 0] > shape[0]).any() or (x + hw[:, 1] > shape[1]).any():
@@ -191,45 +283,60 @@ def _check_pastes_fit(pastes: np.ndarray, bank: InstanceBank, shape: tuple[int, 
 
 
 def insmix(image, labels, bank: InstanceBank | None, config: InsMixConfig | None = None, *, seed: int = 0,
-           index: int = 0) -> InsMixResult:
+           index: int = 0, types=None, ignore=None) -> InsMixResult:
     """InsMix one tile: SSD-constrained paste from the bank, then background shuffle.
 
     ``image`` H×W×3 uint8 RGB, ``labels`` H×W integer instance map (0 = background).
     ``bank`` may be ``None`` when ``config.foreground`` is False or templates come
     from the tile itself (``template_source='self'``). Same ``(seed, index)`` ⇒ same output.
+
+    ``types`` (optional): the tile's H×W class map (0 on background, one class ≥ 1 per
+    instance, within the bank's ``class_names``); the result's ``types`` then holds the
+    input classes with each pasted instance typed with its template's class (needs a typed
+    bank). ``config.template_class`` picks templates of any class, of the original's class
+    (``"same"``, needs ``types``) or of a balanced class draw (``"balanced"``).
+    ``ignore`` (optional): H×W bool; no template pixel is pasted onto it and no background
+    patch holding an ignore pixel moves.
     """
     config = _config(config)
     seed = check_seed(seed)
     index = check_index(index)
     image, labels = check_sample(image, labels)
     dense = _Dense(labels, _max_id(labels))
-    bt = _bank_table(bank, config, image, labels)
-    P = _params(config, bank, bt)
+    ex = _Extras.of(types, ignore, dense, bank, config)
+    tpl = _templates(bank, config, image, labels, *ex.for_templates())
+    P = tpl.params(config)
     out_image = np.empty_like(image)
     out_labels = np.empty_like(labels)
+    out_types = ex.out_types()
     paste_mask = np.empty(labels.shape, np.bool_)
     shuffled = np.empty(labels.shape, np.bool_)
     cap = _INITIAL_RECORDS
     while True:
         rec_i, rec_f, moves = _records(labels.shape, config.patch, cap)
-        n, k = insmix_tile(image, dense.labels, bt, P, np.uint64(seed), np.int64(index), rec_i, rec_f, moves,
-                           out_image, out_labels, paste_mask, shuffled, dense.kernel_max)
+        n, k = insmix_tile(image, dense.labels, tpl.table, tpl.classes, P, np.uint64(seed), np.int64(index), rec_i,
+                           rec_f, moves, out_image, out_labels, paste_mask, shuffled, dense.kernel_max, ex.typed,
+                           ex.types, out_types, ex.id_class, ex.ignore, ex.use_ignore)
         if n >= 0:
             break
         cap = _n_instances(labels) + 1
     pastes = paste_records(rec_i, rec_f, n)
     dense.restore(out_labels, pastes)
     plan = InsMixPlan(pastes, moves[:k].copy(), config.patch, labels.shape, seed, index)
-    return InsMixResult(out_image, out_labels, paste_mask, shuffled, plan.pastes, plan)
+    return InsMixResult(out_image, out_labels, paste_mask, shuffled, plan.pastes, plan,
+                        types=out_types if ex.typed else None)
 
 
 def insmix_batch(images, labels, bank: InstanceBank | None, config: InsMixConfig | None = None, *,
-                 seed: int = 0, indices=None, device="cpu", stream=None) -> InsMixBatchResult:
+                 seed: int = 0, indices=None, device="cpu", stream=None, types=None,
+                 ignore=None) -> InsMixBatchResult:
     """InsMix over an N×H×W×3 batch (tiles processed in parallel with Numba threads).
 
     ``indices`` are the samples' global indices (default ``0..N-1``); sample ``b``
     gives exactly ``insmix(images[b], labels[b], ..., index=indices[b])`` (and
-    ``result[b].plan`` equals that call's plan).
+    ``result[b].plan`` equals that call's plan). ``types`` (N×H×W class maps) and
+    ``ignore`` (N×H×W bool) are optional, as in :func:`insmix`; with ``types`` the
+    result has ``types`` (N×H×W int32).
 
     ``device="cuda"`` / ``"cuda:N"`` runs the whole batch on the GPU
     (:func:`insmix_fast.gpu.batch.insmix_batch_cuda`; the inputs may then be device
@@ -242,36 +349,43 @@ def insmix_batch(images, labels, bank: InstanceBank | None, config: InsMixConfig
     config = _config(config)
     seed = check_seed(seed)
     if dev.kind == "cuda":
-        return _insmix_batch_gpu(images, labels, bank, config, seed, indices, dev, stream)
+        return _insmix_batch_gpu(images, labels, bank, config, seed, indices, dev, stream, types, ignore)
     if stream is not None:
         raise InputError(f"stream={stream!r} is for device='cuda'; the CPU path takes no stream")
     images, labels = check_batch(images, labels)
     indices = check_indices(indices, images.shape[0])
+    if types is not None:
+        types = as_types_map(types, labels.shape)
+    if ignore is not None:
+        ignore = check_ignore(ignore, labels.shape)
     if config.template_source == "self":
-        results = [insmix(images[b], labels[b], None, config, seed=seed, index=int(indices[b]))
+        results = [insmix(images[b], labels[b], None, config, seed=seed, index=int(indices[b]),
+                          types=None if types is None else types[b], ignore=None if ignore is None else ignore[b])
                    for b in range(len(indices))]
         return InsMixBatchResult(np.stack([r.image for r in results]), np.stack([r.labels for r in results]),
                                  np.stack([r.paste_mask for r in results]),
                                  np.stack([r.shuffled_mask for r in results]),
                                  [r.pastes for r in results], [r.plan.moves for r in results], indices, seed,
-                                 config.patch)
-    return _insmix_batch_cpu(images, labels, bank, config, seed, indices)
+                                 config.patch, types=None if types is None else np.stack([r.types for r in results]))
+    return _insmix_batch_cpu(images, labels, bank, config, seed, indices, types, ignore)
 
 
-def _insmix_batch_gpu(images, labels, bank, config: InsMixConfig, seed: int, indices, device, stream):
+def _insmix_batch_gpu(images, labels, bank, config: InsMixConfig, seed: int, indices, device, stream, types, ignore):
     """The one way from here to the GPU path (imported on first use: numba.cuda stays unloaded otherwise)."""
     from .gpu.batch import insmix_batch_cuda
 
-    return insmix_batch_cuda(images, labels, bank, config, seed=seed, indices=indices, device=device, stream=stream)
+    return insmix_batch_cuda(images, labels, bank, config, seed=seed, indices=indices, device=device, stream=stream,
+                             types=types, ignore=ignore)
 
 
 def _insmix_batch_cpu(images: np.ndarray, labels: np.ndarray, bank, config: InsMixConfig, seed: int,
-                      indices: np.ndarray) -> InsMixBatchResult:
+                      indices: np.ndarray, types, ignore) -> InsMixBatchResult:
     """The batch kernel over checked inputs; tiles it cannot take are redone one by one."""
     n = images.shape[0]
     max_ids = np.array([_max_id(labels[b]) for b in range(n)], np.int64)
-    bt = _bank_table(bank, config, None, None)
-    P = _params(config, bank, bt)
+    typed = types is not None
+    tpl = _templates(bank, config, None, None, types if typed else None)
+    P = tpl.params(config)
     h, w = labels.shape[1:]
     rec_i, rec_f = record_tables(_INITIAL_RECORDS, n)
     moves = np.zeros((n, max((h // config.patch) * (w // config.patch), 1), 2), np.int64)
@@ -282,22 +396,41 @@ def _insmix_batch_cpu(images: np.ndarray, labels: np.ndarray, bank, config: InsM
     counts = np.zeros((n, 2), np.int64)
     sparse = max_ids > DENSE_ID_LIMIT
     kernel_labels = labels
+    kernel_types = types
     if sparse.any():  # such tiles are redone one by one below (relabelled); give the kernel empty maps
         kernel_labels = labels.copy()
         kernel_labels[sparse] = 0
-    insmix_batch_kernel(images, kernel_labels, bt, P, np.uint64(seed), indices, rec_i, rec_f, moves,
-                        out_images, out_labels, paste_masks, shuffled, counts, np.where(sparse, 0, max_ids))
+        if typed:
+            kernel_types = types.copy()
+            kernel_types[sparse] = 0
+    kernel_max = np.where(sparse, 0, max_ids)
+    if typed:
+        n_classes, names = _class_bound(bank, config)
+        kernel_types, luts = check_batch_types(kernel_types, kernel_labels, n_classes, int(kernel_max.max()) + 1,
+                                               names)
+        out_types = np.empty_like(kernel_types)
+    else:
+        kernel_types = out_types = np.zeros((n, 1, 1), np.int32)
+        luts = np.zeros((n, 1), np.int32)
+    ign = ignore if ignore is not None else np.zeros((n, 1, 1), np.bool_)
+    insmix_batch_kernel(images, kernel_labels, tpl.table, tpl.classes, P, np.uint64(seed), indices, rec_i, rec_f,
+                        moves, out_images, out_labels, paste_masks, shuffled, counts, kernel_max, typed, kernel_types,
+                        out_types, luts, ign, ignore is not None)
     pastes, mv = [], []
     for b in range(n):
         if counts[b, 0] < 0 or sparse[b]:  # record buffer too small, or huge ids: redo this tile alone
-            r = insmix(images[b], labels[b], bank, config, seed=seed, index=int(indices[b]))
+            r = insmix(images[b], labels[b], bank, config, seed=seed, index=int(indices[b]),
+                       types=types[b] if typed else None, ignore=None if ignore is None else ignore[b])
             out_images[b], out_labels[b], paste_masks[b], shuffled[b] = r.image, r.labels, r.paste_mask, r.shuffled_mask
+            if typed:
+                out_types[b] = r.types
             pastes.append(r.pastes)
             mv.append(r.plan.moves)
             continue
         pastes.append(paste_records(rec_i[b], rec_f[b], int(counts[b, 0])))
         mv.append(moves[b, :counts[b, 1]].copy())
-    return InsMixBatchResult(out_images, out_labels, paste_masks, shuffled, pastes, mv, indices, seed, config.patch)
+    return InsMixBatchResult(out_images, out_labels, paste_masks, shuffled, pastes, mv, indices, seed, config.patch,
+                             types=out_types if typed else None)
 
 
 def admissible_templates(labels, bank: InstanceBank, config: InsMixConfig | None = None) -> dict[int, np.ndarray]:

@@ -15,21 +15,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .kernels.records import (F_DIS, F_SCALE, F_SHAPE, N_REC_F, N_REC_I, R_DX, R_DY, R_LABEL, R_ORIGINAL,
-                              R_TEMPLATE, R_X, R_Y)
+from .kernels.records import (F_DIS, F_SCALE, F_SHAPE, N_REC_F, N_REC_I, R_CLASS, R_DX, R_DY, R_LABEL,
+                              R_ORIGINAL, R_TEMPLATE, R_X, R_Y)
 
 __all__ = ["PASTE_DTYPE", "InsMixPlan", "InsMixResult", "InsMixBatchResult", "paste_records", "record_rows",
            "record_tables"]
 
 #: One record per paste: bank index, id of the original it was matched to, its id in
-#: the new map, bbox top-left (y, x) in the tile, anchor offset (dy, dx), and the gaps.
+#: the new map, bbox top-left (y, x) in the tile, anchor offset (dy, dx), the gaps, and
+#: the template's class (``bank.classes[template]``; 0 for an untyped bank).
 PASTE_DTYPE = np.dtype([
     ("template", np.int64), ("original", np.int32), ("label", np.int32), ("y", np.int32), ("x", np.int32),
     ("dy", np.int32), ("dx", np.int32), ("f_scale", np.float64), ("f_shape", np.float64), ("f_dis", np.float64),
+    ("class", np.int32),
 ])
 
 _INT_FIELDS = (("template", R_TEMPLATE), ("original", R_ORIGINAL), ("label", R_LABEL), ("y", R_Y), ("x", R_X),
-               ("dy", R_DY), ("dx", R_DX))
+               ("dy", R_DY), ("dx", R_DX), ("class", R_CLASS))
 _FLOAT_FIELDS = (("f_scale", F_SCALE), ("f_shape", F_SHAPE), ("f_dis", F_DIS))
 
 
@@ -79,7 +81,9 @@ class InsMixResult:
     ``image`` H×W×3 uint8, ``labels`` H×W int32 (input ids kept, pasted instances get
     new ids above the input's maximum), ``paste_mask`` H×W bool (pixels of pasted
     templates: the smooth-GAN's M), ``shuffled_mask`` H×W bool (patches whose
-    content moved), ``pastes`` (``PASTE_DTYPE`` records), ``plan``.
+    content moved), ``pastes`` (``PASTE_DTYPE`` records), ``plan``, and ``types``
+    (H×W int32: the input's classes, each pasted instance with its template's class;
+    ``None`` for an untyped call).
     """
 
     image: np.ndarray
@@ -88,6 +92,7 @@ class InsMixResult:
     shuffled_mask: np.ndarray
     pastes: np.ndarray
     plan: InsMixPlan = field(repr=False)
+    types: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def original_mask(self) -> np.ndarray:
@@ -101,7 +106,8 @@ class InsMixBatchResult:
 
     ``result[b]`` is sample ``b`` as an :class:`InsMixResult` whose plan equals the one
     ``insmix(..., seed=seed, index=indices[b])`` makes (``seed`` and ``patch`` are kept
-    for that), so ``apply_plan`` replays it exactly.
+    for that), so ``apply_plan`` replays it exactly. ``types``: N×H×W int32 output class
+    maps of a typed call, else ``None``.
     """
 
     images: np.ndarray
@@ -113,6 +119,7 @@ class InsMixBatchResult:
     indices: np.ndarray
     seed: int
     patch: int
+    types: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -124,7 +131,7 @@ class InsMixBatchResult:
 
     def __getitem__(self, b: int) -> InsMixResult:
         return InsMixResult(self.images[b], self.labels[b], self.paste_masks[b], self.shuffled_masks[b],
-                            self.pastes[b], self.plan(b))
+                            self.pastes[b], self.plan(b), types=None if self.types is None else self.types[b])
 
     @property
     def original_masks(self) -> np.ndarray:
@@ -150,6 +157,8 @@ def paste_records(rec_i: np.ndarray, rec_f: np.ndarray, n: int) -> np.ndarray:
 def record_rows(pastes: np.ndarray) -> np.ndarray:
     """``PASTE_DTYPE`` records back to the kernels' int64 table (what the apply step reads)."""
     rec = np.zeros((len(pastes), N_REC_I), np.int64)
+    names = pastes.dtype.names or ()
     for name, col in _INT_FIELDS:
-        rec[:, col] = pastes[name]
+        if name in names:  # records made before the class field have class 0
+            rec[:, col] = pastes[name]
     return rec

@@ -24,6 +24,7 @@ import numpy as np
 from numba import cuda
 
 from .descriptor import DESC_HALF, DESC_SIZE
+from . import classes as _classes
 from . import instances as _inst
 from . import placement as _place
 from . import records as _records
@@ -93,6 +94,8 @@ counter2 = device_function(_rng.counter2)
 scale_ok = device_function(_ssd.scale_ok)
 lower_bound = device_function(_ssd.lower_bound)
 scale_range = device_function(_ssd.scale_range)
+scale_range_in = device_function(_ssd.scale_range_in)
+class_segment = device_function(_classes.class_segment)
 shape_ok = device_function(_ssd.shape_ok)
 rounded_mean = device_function(_inst.rounded_mean)
 count_components = device_function(_inst.count_components)
@@ -188,5 +191,6 @@ __all__ = [
     "philox4x32", "uniform_int", "uniform01", "counter2", "scale_ok", "shape_ok", "rounded_mean",
     "count_components", "draw_annulus_offset", "draw_free_position", "placement_ok", "paste_into_work",
     "place_pastes", "shape_gap", "collect_background", "plan_moves", "unravel_pixel", "original_at", "lower_bound",
-    "scale_range", "popc32", "aligned_intersection", "admissible_t", "shape_xor",
+    "scale_range", "scale_range_in", "class_segment", "popc32", "aligned_intersection",
+    "admissible_t", "shape_xor",
 ]

@@ -179,4 +179,67 @@ def k_desc(labels, lut, anchor, selected, desc):
                     cuda.atomic.or_(desc, (b, c, r), np.uint32(1) << np.uint32(col))
 
 
-__all__ = ["k_minmax", "k_max1", "k_pack2", "k_fill1", "k_init_stats", "k_stats", "k_rank", "k_zero_desc", "k_desc", "DESC_WORDS32"]
+@cuda.jit
+def k_types_init(id_class, bad):
+    """id_class[:, :] = 0 and bad[0] = INT32_MAX (no bad tile yet)."""
+    nb, n = id_class.shape
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for p in range(start, nb * n, step):
+        b = p // n
+        id_class[b, p - b * n] = 0
+    if start == 0:
+        bad[0] = _BIG
+
+
+@cuda.jit
+def k_types(labels, types, n_classes, id_class, bad):
+    """Per pixel of a typed batch: ``id_class[b, id]`` = the largest class on instance ``id``; a
+    class on background, an instance pixel of class 0 or above ``n_classes`` marks tile ``b``
+    bad (``bad[0]`` = the smallest bad tile)."""
+    nb, hh, ww = labels.shape
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for p in range(start, nb * hh * ww, step):
+        b, y, x = unravel_pixel(p, hh, ww)
+        v = labels[b, y, x]
+        t = types[b, y, x]
+        if v == 0:
+            if t != 0:
+                cuda.atomic.min(bad, 0, np.int32(b))
+        elif t < 1 or t > n_classes:
+            cuda.atomic.min(bad, 0, np.int32(b))
+        else:
+            cuda.atomic.max(id_class, (b, v), t)
+
+
+@cuda.jit
+def k_types_check(labels, types, id_class, bad):
+    """Per instance pixel: a class other than its instance's (``k_types``) marks the tile bad
+    (an instance with several classes)."""
+    nb, hh, ww = labels.shape
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for p in range(start, nb * hh * ww, step):
+        b, y, x = unravel_pixel(p, hh, ww)
+        v = labels[b, y, x]
+        if v and types[b, y, x] != id_class[b, v]:
+            cuda.atomic.min(bad, 0, np.int32(b))
+
+
+@cuda.jit
+def k_ignore_occupied(ignore, patch, occupied):
+    """Patches of the background grid holding an ignore pixel count as occupied (they never
+    move), as ``kernels.classes.mark_ignored``."""
+    nb, hh, ww = ignore.shape
+    gh = occupied.shape[1]
+    gw = occupied.shape[2]
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for p in range(start, nb * hh * ww, step):
+        b, y, x = unravel_pixel(p, hh, ww)
+        if ignore[b, y, x]:
+            py = y // patch
+            px = x // patch
+            if py < gh and px < gw:
+                occupied[b, py, px] = True
+
+
+__all__ = ["k_minmax", "k_max1", "k_pack2", "k_fill1", "k_init_stats", "k_stats", "k_rank", "k_zero_desc", "k_desc",
+           "k_types_init", "k_types", "k_types_check", "k_ignore_occupied", "DESC_WORDS32"]

@@ -13,7 +13,8 @@ twin of ``kernels.pipeline.insmix_tile``).
   instance pixel after the paste, so their pasted content is the input); a pixel
   whose final label is a pasted id ``max_id + 1 + j`` takes template ``j``'s
   pixel (the last paste covering a pixel is the one whose id it carries);
-  everything else is the input.
+  everything else is the input. With ``typed`` the output type map is the input's
+  with paste ``j``'s class on its pixels.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from numba import cuda
 
 from .cuda_device import (collect_background, original_at, place_pastes, plan_moves, shape_gap, shape_xor,
                           unravel_pixel)
-from .records import F_SHAPE, R_ORIGINAL, R_TEMPLATE, R_X, R_Y
+from .records import F_SHAPE, R_CLASS, R_ORIGINAL, R_TEMPLATE, R_X, R_Y
 
 
 @cuda.jit
@@ -47,12 +48,12 @@ def plan_background(occupied, k_table, seed, sample, moves, free):
 
 @cuda.jit
 def k_place(labels, work, max_ids, k_arr, lut, ids_ext, area, bbox, anchor, desc, fits, choice,
-            b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits,
+            b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, b_classes, ignore, use_ignore,
             occupied, cur_area, ibbox, pieces, occ, touched, rx0, rx1, parent, free, k_table,
             delta, gamma, max_occ, n_tries, patch, foreground, background, ssd, diagonal,
             seed, samples, rec_i, rec_f, moves, counts):
-    """One thread per tile: ``plan_tile``'s placement (the same :func:`place_pastes`), the
-    shape gap of each paste, then the background plan."""
+    """One thread per tile: ``plan_tile``'s placement (the same :func:`place_pastes`; ``ignore[b]``
+    read when ``use_ignore``), the shape gap of each paste, then the background plan."""
     b = cuda.grid(1)
     if b >= work.shape[0]:
         return
@@ -74,8 +75,8 @@ def k_place(labels, work, max_ids, k_arr, lut, ids_ext, area, bbox, anchor, desc
         lut_b = lut[b]
         n = place_pastes(work[b], k, max_ids[b], choice[b], area[b], anchor[b], lut_b, ids_ext[b], cur_area[b],
                          ibbox[b], pieces[b], occupied[b], occ[b], touched[b], (rx0[b], rx1[b], parent[b]), b_area,
-                         b_anchor, b_hw, b_off, b_masks, patch, n_tries, ssd, diagonal, delta, gamma, max_occ, seed,
-                         sample, rec_i[b], rec_f[b])
+                         b_anchor, b_hw, b_off, b_masks, b_classes, ignore[b], use_ignore, patch, n_tries, ssd,
+                         diagonal, delta, gamma, max_occ, seed, sample, rec_i[b], rec_f[b])
         if n < 0:
             counts[b, 0] = -1
             return
@@ -117,8 +118,9 @@ def k_src_fill(moves, counts, src_of):
 
 @cuda.jit
 def k_apply(images, out_labels, max_ids, counts, rec_i, src_of, patch, b_hw, b_off, b_pixels,
-            out_images, paste_mask, shuffled):
-    """Per pixel: fused paste (from the final label map) and background move."""
+            out_images, paste_mask, shuffled, typed, types, out_types):
+    """Per pixel: fused paste (from the final label map) and background move; with ``typed``
+    the output class (the paste's, else the input's)."""
     nb, hh, ww = out_labels.shape
     gw = ww // patch
     gh = hh // patch
@@ -148,11 +150,15 @@ def k_apply(images, out_labels, max_ids, counts, rec_i, src_of, patch, b_hw, b_o
             out_images[b, y, x, 1] = b_pixels[3 * pp + 1]
             out_images[b, y, x, 2] = b_pixels[3 * pp + 2]
             paste_mask[b, y, x] = True
+            if typed:
+                out_types[b, y, x] = rec_i[b, j, R_CLASS]
         else:
             out_images[b, y, x, 0] = images[b, sy, sx, 0]
             out_images[b, y, x, 1] = images[b, sy, sx, 1]
             out_images[b, y, x, 2] = images[b, sy, sx, 2]
             paste_mask[b, y, x] = False
+            if typed:
+                out_types[b, y, x] = types[b, y, x]
 
 
 __all__ = ["k_copy_labels", "k_place", "k_src_clear", "k_src_fill", "k_apply", "plan_background"]

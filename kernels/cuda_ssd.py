@@ -17,26 +17,48 @@ device bank's flat arrays. Nothing of size originals × bank is ever stored:
 
 Both block kernels count with :func:`count_admissible`; every kernel reads an
 original's scalars with ``cuda_device.original_at``.
+
+Template classes (SPEC §3b): with ``mode`` ``TEMPLATE_SAME``/``TEMPLATE_BALANCED`` the
+search runs on one class's segment of the class-ordered bank (``c_order``, ``c_start``,
+``c_area``, ``c_cum`` of :class:`kernels.classes.ClassTable`), the segment chosen by the
+CPU's own :func:`kernels.classes.class_segment`; position ``j`` is bank row
+``c_order[j]``. With ``TEMPLATE_ANY`` the caller passes the bank's areas as ``c_area``
+and positions are bank rows, as before classes existed.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from numba import cuda, int64
 
-from .cuda_device import BLOCK, admissible_t, counter2, original_at, scale_range, uniform_int
+from .classes import TEMPLATE_ANY, TEMPLATE_SAME
+from .cuda_device import (BLOCK, admissible_t, class_segment, counter2, original_at, scale_range, scale_range_in,
+                          uniform_int)
 from .rng import STREAM_TEMPLATE
 
 NONE = -1
 FALLBACK = -2
 
 
+@cuda.jit(device=True)
+def row_at(c_order, use_order, j):
+    """Bank row at search position ``j``: ``c_order[j]`` in a class segment, else ``j`` (the
+    CPU's ``kernels.classes.template_at``, with the mode a run-time flag of the launch)."""
+    if use_order:
+        return np.int64(c_order[j])
+    return np.int64(j)
+
+
 @cuda.jit
 def k_choose(labels, k_arr, ids_ext, area, anchor, selected, desc, fits,
-             b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits,
+             b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, c_order, c_start, c_area, c_cum, mode, id_class,
              eps, rho, ssd, max_draws, seed, samples, choice, lo_out, hi_out):
+    """``kernels.ssd.choose_template``'s rejection draws for every selected original (``id_class[b, id]``:
+    the class of instance ``id`` of tile ``b``, read with ``TEMPLATE_SAME``)."""
     nb, nslots = choice.shape
     start, step = cuda.grid(1), cuda.gridsize(1)
     n_bank = b_area.shape[0]
+    use_order = mode != TEMPLATE_ANY
     for p in range(start, nb * nslots, step):
         b = p // nslots
         c = p - b * nslots
@@ -45,11 +67,21 @@ def k_choose(labels, k_arr, ids_ext, area, anchor, selected, desc, fits,
             continue
         sample = samples[b]
         key = c - 1
-        if not ssd:
-            choice[b, c] = uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, 0), n_bank)
-            continue
         v, a_o, ao_r, ao_c, of = original_at(ids_ext, area, anchor, fits, b, c)
-        lo, hi = scale_range(b_area, a_o, eps)
+        begin = 0
+        end = n_bank
+        if use_order:
+            o_class = 0
+            if mode == TEMPLATE_SAME:
+                o_class = id_class[b, v]
+            begin, end = class_segment(mode, o_class, c_start, c_cum, seed, sample, key)
+        if end <= begin:
+            continue
+        if not ssd:
+            choice[b, c] = row_at(c_order, use_order,
+                                  begin + uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, 0), end - begin))
+            continue
+        lo, hi = scale_range_in(c_area, begin, end, a_o, eps)
         lo_out[b, c] = lo
         hi_out[b, c] = hi
         n = hi - lo
@@ -59,7 +91,7 @@ def k_choose(labels, k_arr, ids_ext, area, anchor, selected, desc, fits,
         od = desc[b, c]
         found = False
         for j in range(max_draws):
-            t = lo + uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, j), n)
+            t = row_at(c_order, use_order, lo + uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, j), n))
             if admissible_t(lab, v, a_o, od, of, ao_r, ao_c, b_area, b_anchor, b_hw, b_off, b_masks, b_desc,
                             b_fits, t, rho):
                 choice[b, c] = t
@@ -71,9 +103,10 @@ def k_choose(labels, k_arr, ids_ext, area, anchor, selected, desc, fits,
 
 @cuda.jit(device=True)
 def count_admissible(cnt, labels, ids_ext, area, anchor, desc, fits, b, c, lo, hi,
-                     b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho):
-    """Admissible templates in ``[lo, hi)`` for original ``(b, c)``, counted by the whole
-    block ``BLOCK`` at a time in the shared counter ``cnt``; every thread returns the total."""
+                     b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho, c_order, use_order):
+    """Admissible templates at positions ``[lo, hi)`` (bank rows, or ``c_order[j]`` with
+    ``use_order``) for original ``(b, c)``, counted by the whole block ``BLOCK`` at a time in
+    the shared counter ``cnt``; every thread returns the total."""
     v, a_o, ao_r, ao_c, of = original_at(ids_ext, area, anchor, fits, b, c)
     lab = labels[b]
     od = desc[b, c]
@@ -82,9 +115,9 @@ def count_admissible(cnt, labels, ids_ext, area, anchor, desc, fits, b, c, lo, h
         cnt[0] = 0
     cuda.syncthreads()
     for base in range(lo, hi, BLOCK):
-        t = base + tid
-        if t < hi and admissible_t(lab, v, a_o, od, of, ao_r, ao_c, b_area, b_anchor, b_hw, b_off, b_masks,
-                                   b_desc, b_fits, t, rho):
+        j = base + tid
+        if j < hi and admissible_t(lab, v, a_o, od, of, ao_r, ao_c, b_area, b_anchor, b_hw, b_off, b_masks,
+                                   b_desc, b_fits, row_at(c_order, use_order, j), rho):
             cuda.atomic.add(cnt, 0, 1)
     cuda.syncthreads()
     total = cnt[0]
@@ -94,17 +127,20 @@ def count_admissible(cnt, labels, ids_ext, area, anchor, desc, fits, b, c, lo, h
 
 @cuda.jit(device=True)
 def pick_admissible(sh, labels, ids_ext, area, anchor, desc, fits, b, c, lo, hi, rem,
-                    b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho, choice):
-    """``choice[b, c]`` = the ``rem``-th (0-based) admissible template of ``[lo, hi)``, found
-    by the whole block ``BLOCK`` templates at a time with a prefix sum in shared ``sh``."""
+                    b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho, c_order, use_order, choice):
+    """``choice[b, c]`` = the ``rem``-th (0-based) admissible template of positions ``[lo, hi)``
+    (as :func:`count_admissible`), found by the whole block ``BLOCK`` templates at a time with
+    a prefix sum in shared ``sh``."""
     v, a_o, ao_r, ao_c, of = original_at(ids_ext, area, anchor, fits, b, c)
     lab = labels[b]
     od = desc[b, c]
     tid = cuda.threadIdx.x
     for base in range(lo, hi, BLOCK):
-        t = base + tid
+        t = NONE
+        if base + tid < hi:
+            t = row_at(c_order, use_order, base + tid)
         f = 0
-        if t < hi and admissible_t(lab, v, a_o, od, of, ao_r, ao_c, b_area, b_anchor, b_hw, b_off, b_masks,
+        if t >= 0 and admissible_t(lab, v, a_o, od, of, ao_r, ao_c, b_area, b_anchor, b_hw, b_off, b_masks,
                                    b_desc, b_fits, t, rho):
             f = 1
         sh[tid] = f
@@ -129,9 +165,10 @@ def pick_admissible(sh, labels, ids_ext, area, anchor, desc, fits, b, c, lo, hi,
 
 @cuda.jit
 def k_fallback(labels, ids_ext, area, anchor, desc, fits,
-               b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits,
+               b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, c_order, use_order,
                rho, seed, samples, choice, lo_arr, hi_arr):
-    """Exact uniform choice among all admissible templates for the ``-2`` originals."""
+    """Exact uniform choice among all admissible templates for the ``-2`` originals
+    (positions ``[lo, hi)`` of :func:`k_choose`; ``c_order[j]`` with ``use_order``)."""
     nb, nslots = choice.shape
     sh = cuda.shared.array(BLOCK, int64)
     cnt = cuda.shared.array(1, int64)
@@ -143,14 +180,14 @@ def k_fallback(labels, ids_ext, area, anchor, desc, fits,
         lo = lo_arr[b, c]
         hi = hi_arr[b, c]
         total = count_admissible(cnt, labels, ids_ext, area, anchor, desc, fits, b, c, lo, hi,
-                                 b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho)
+                                 b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho, c_order, use_order)
         if total == 0:
             if cuda.threadIdx.x == 0:
                 choice[b, c] = NONE
             continue
         rem = uniform_int(seed, samples[b], STREAM_TEMPLATE, counter2(c - 1, 0xFFFFFFFF), total)
         pick_admissible(sh, labels, ids_ext, area, anchor, desc, fits, b, c, lo, hi, rem,
-                        b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho, choice)
+                        b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho, c_order, use_order, choice)
 
 
 @cuda.jit
@@ -168,9 +205,9 @@ def k_counts(labels, k_arr, ids_ext, area, anchor, desc, fits,
             continue
         lo, hi = scale_range(b_area, area[b, c], eps)
         total = count_admissible(cnt, labels, ids_ext, area, anchor, desc, fits, b, c, lo, hi,
-                                 b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho)
+                                 b_area, b_anchor, b_hw, b_off, b_masks, b_desc, b_fits, rho, b_area, False)
         if cuda.threadIdx.x == 0:
             counts[b, c] = total
 
 
-__all__ = ["k_choose", "k_fallback", "k_counts", "count_admissible", "pick_admissible", "NONE", "FALLBACK"]
+__all__ = ["k_choose", "k_fallback", "k_counts", "count_admissible", "pick_admissible", "row_at", "NONE", "FALLBACK"]

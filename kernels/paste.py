@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from .records import R_LABEL, R_TEMPLATE, R_X, R_Y
+from .records import R_CLASS, R_LABEL, R_TEMPLATE, R_X, R_Y
 
 
 @njit(cache=True, nogil=True)
@@ -26,8 +26,10 @@ def fill_false(mask):
 
 
 @njit(cache=True, nogil=True)
-def apply_pastes(image, labels, paste_mask, rec_i, n, bt):
-    """Template pixels replace image pixels inside Mt; the label map gets the new id there."""
+def apply_pastes(image, labels, paste_mask, rec_i, n, bt, typed, types):
+    """Template pixels replace image pixels inside Mt; the label map gets the new id there
+    (and, when ``typed``, the type map the template's class, in a loop of its own so untyped
+    calls run the loop they always ran)."""
     for j in range(n):
         t = rec_i[j, R_TEMPLATE]
         y0 = rec_i[j, R_Y]
@@ -47,3 +49,9 @@ def apply_pastes(image, labels, paste_mask, rec_i, n, bt):
                     image[yy, xx, 2] = bt.pixels[3 * p + 2]
                     labels[yy, xx] = lab
                     paste_mask[yy, xx] = True
+        if typed:
+            cls = rec_i[j, R_CLASS]
+            for y in range(h):
+                for x in range(w):
+                    if bt.masks[off + y * w + x]:
+                        types[y0 + y, x0 + x] = cls

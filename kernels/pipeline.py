@@ -6,28 +6,34 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .classes import TEMPLATE_ANY, TEMPLATE_SAME, mark_ignored
 from .instances import build_table_rows, new_scratch, tile_stats
 from .paste import apply_pastes, copy_into, fill_false
 from .placement import place_pastes
 from .records import F_SHAPE, R_ORIGINAL, R_TEMPLATE, shape_gap
 from .rng import STREAM_SELECT, uniform01
 from .shuffle import apply_background, plan_background
-from .ssd import choose_template, shape_xor
+from .ssd import choose_in, choose_template, shape_xor
 from .tables import Table
 
 
 @njit(cache=True, nogil=True)
-def plan_tile(work, bt, P, seed, sample, rec_i, rec_f, moves, max_id):
+def plan_tile(work, bt, ct, P, seed, sample, rec_i, rec_f, moves, max_id, id_class, ignore, use_ignore):
     """Plan InsMix for one tile.
 
     ``work`` holds the tile's label map on entry (largest id ``max_id``) and the
-    new label map on return (pasted instances written in).
+    new label map on return (pasted instances written in). ``ct`` is the bank's
+    :class:`~.classes.ClassTable`; ``id_class[id]`` the class of each instance (read
+    with ``P.template_class == TEMPLATE_SAME``); with ``use_ignore`` no template
+    pixel lands on an ``ignore`` pixel and patches holding one never move.
 
     Writes paste records into ``rec_i`` / ``rec_f`` (layout of :mod:`.records`) and
     background moves into ``moves``. Returns ``(n_pastes, n_moves)``; ``n_pastes = -1``
     when ``rec_i`` is too small (the caller retries with room for one paste per instance).
     """
     ids, lut, area, sum_r, sum_c, bbox, occupied = tile_stats(work, P.patch, max_id, rec_i.shape[0])
+    if use_ignore:
+        mark_ignored(occupied, ignore, P.patch)
     k = ids.shape[0]
     n = 0
     if P.foreground and k > 0 and bt.area.shape[0] > 0:
@@ -42,7 +48,13 @@ def plan_tile(work, bt, P, seed, sample, rec_i, rec_f, moves, max_id):
         anchor_abs = np.zeros((k + 1, 2), np.int64)
         for i in range(k):
             if selected[i]:
-                choice[i + 1] = choose_template(ot, i, bt, P.eps, P.rho, P.ssd, P.max_draws, seed, sample, i)
+                if P.template_class == TEMPLATE_ANY:  # the bank itself: the paper's choice, no class table
+                    choice[i + 1] = choose_in(ot, i, bt, bt.area, None, 0, bt.area.shape[0], P.eps, P.rho, P.ssd,
+                                              P.max_draws, seed, sample, i)
+                else:
+                    o_class = id_class[ids[i]] if P.template_class == TEMPLATE_SAME else 0
+                    choice[i + 1] = choose_template(ot, i, bt, ct, P.template_class, o_class, P.eps, P.rho, P.ssd,
+                                                    P.max_draws, seed, sample, i)
             anchor_abs[i + 1, 0] = np.int64(origin[i, 0]) + anchor[i, 0]
             anchor_abs[i + 1, 1] = np.int64(origin[i, 1]) + anchor[i, 1]
         cap_ids = k + 1 + rec_i.shape[0]
@@ -59,8 +71,8 @@ def plan_tile(work, bt, P, seed, sample, rec_i, rec_f, moves, max_id):
             big = max(big, (bbox[c, 2] - bbox[c, 0]) * (bbox[c, 3] - bbox[c, 1]))
         n = place_pastes(work, k, max_id, choice, area, anchor_abs, lut, ids_ext, cur_area, ibbox, pieces, occupied,
                          np.zeros(cap_ids, np.int64), np.zeros(cap_ids, np.int64), new_scratch(big), bt.area,
-                         bt.anchor, bt.hw, bt.offset, bt.masks, P.patch, P.n_tries, P.ssd, P.diagonal, P.delta,
-                         P.gamma, P.max_occlusion, seed, sample, rec_i, rec_f)
+                         bt.anchor, bt.hw, bt.offset, bt.masks, ct.classes, ignore, use_ignore, P.patch, P.n_tries,
+                         P.ssd, P.diagonal, P.delta, P.gamma, P.max_occlusion, seed, sample, rec_i, rec_f)
         if n < 0:
             return -1, 0
         for j in range(n):
@@ -74,42 +86,54 @@ def plan_tile(work, bt, P, seed, sample, rec_i, rec_f, moves, max_id):
 
 
 @njit(cache=True, nogil=True)
-def apply_tile(image, labels, bt, patch, rec_i, n, moves, n_moves, out_image, out_labels, paste_mask, shuffled):
-    """Apply a plan: copy inputs to the outputs, paste, then move background patches (``patch``×``patch``)."""
+def apply_tile(image, labels, bt, patch, rec_i, n, moves, n_moves, out_image, out_labels, paste_mask, shuffled, typed,
+               types, out_types):
+    """Apply a plan: copy inputs to the outputs, paste, then move background patches (``patch``×``patch``);
+    with ``typed``, ``out_types`` is ``types`` with each paste's class on its pixels."""
     copy_into(out_image, image)
     copy_into(out_labels, labels)
+    if typed:
+        copy_into(out_types, types)
     fill_false(paste_mask)
     fill_false(shuffled)
-    apply_pastes(out_image, out_labels, paste_mask, rec_i, n, bt)
+    apply_pastes(out_image, out_labels, paste_mask, rec_i, n, bt, typed, out_types)
     apply_background(out_image, moves, n_moves, patch, shuffled)
 
 
 @njit(cache=True, nogil=True)
-def insmix_tile(image, labels, bt, P, seed, sample, rec_i, rec_f, moves,
-                out_image, out_labels, paste_mask, shuffled, max_id):
+def insmix_tile(image, labels, bt, ct, P, seed, sample, rec_i, rec_f, moves, out_image, out_labels, paste_mask,
+                shuffled, max_id, typed, types, out_types, id_class, ignore, use_ignore):
     """Plan and apply for one tile; returns ``(n_pastes, n_moves)`` (-1 pastes: records too small).
 
     The planner works directly in ``out_labels``; the apply step then pastes the
     image (and writes the same labels again, which costs only the pasted pixels).
+    Arguments as :func:`plan_tile` and :func:`apply_tile`.
     """
     copy_into(out_labels, labels)
-    n, n_moves = plan_tile(out_labels, bt, P, seed, sample, rec_i, rec_f, moves, max_id)
+    n, n_moves = plan_tile(out_labels, bt, ct, P, seed, sample, rec_i, rec_f, moves, max_id, id_class, ignore,
+                           use_ignore)
     if n < 0:
         return n, n_moves
     copy_into(out_image, image)
+    if typed:
+        copy_into(out_types, types)
     fill_false(paste_mask)
     fill_false(shuffled)
-    apply_pastes(out_image, out_labels, paste_mask, rec_i, n, bt)
+    apply_pastes(out_image, out_labels, paste_mask, rec_i, n, bt, typed, out_types)
     apply_background(out_image, moves, n_moves, P.patch, shuffled)
     return n, n_moves
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def insmix_batch_kernel(images, labels, bt, P, seed, samples, rec_i, rec_f, moves,
-                        out_images, out_labels, paste_masks, shuffled, counts, max_ids):
-    """``insmix_tile`` over a batch, tiles in parallel; ``counts[b] = (n_pastes, n_moves)``."""
+def insmix_batch_kernel(images, labels, bt, ct, P, seed, samples, rec_i, rec_f, moves, out_images, out_labels,
+                        paste_masks, shuffled, counts, max_ids, typed, types, out_types, id_classes, ignore,
+                        use_ignore):
+    """``insmix_tile`` over a batch, tiles in parallel; ``counts[b] = (n_pastes, n_moves)``.
+    ``types``/``out_types``/``id_classes``/``ignore`` have one row per tile (stand-ins of
+    one pixel when unused)."""
     for b in prange(images.shape[0]):
-        n, m = insmix_tile(images[b], labels[b], bt, P, seed, samples[b], rec_i[b], rec_f[b], moves[b],
-                           out_images[b], out_labels[b], paste_masks[b], shuffled[b], max_ids[b])
+        n, m = insmix_tile(images[b], labels[b], bt, ct, P, seed, samples[b], rec_i[b], rec_f[b], moves[b],
+                           out_images[b], out_labels[b], paste_masks[b], shuffled[b], max_ids[b], typed, types[b],
+                           out_types[b], id_classes[b], ignore[b], use_ignore)
         counts[b, 0] = n
         counts[b, 1] = m

@@ -49,11 +49,12 @@ def draw_free_position(seed, sample, key, try_idx, h, w, tile_h, tile_w):
 
 @njit(cache=True, nogil=True)
 def placement_ok(work, lut, ids_ext, cur_area, ibbox, pieces, masks, t_off, h, w, y0, x0, max_occ, occ, touched,
-                 scratch):
+                 scratch, ignore, use_ignore):
     """Is pasting the crop ``masks[t_off : t_off+h·w]`` at (y0, x0) allowed?
 
     ``work`` is the label map as it stands (raw ids); ``lut`` maps a raw id to its
-    rank ``c`` and ``ids_ext[c]`` back. Rejects a crop leaving the tile, covering
+    rank ``c`` and ``ids_ext[c]`` back. Rejects a crop leaving the tile, putting a
+    pixel on an ignore pixel (``ignore``, read when ``use_ignore``), covering
     more than ``max_occ`` of any existing instance, or splitting an instance into
     more pieces than it has. ``occ``/``touched`` are zeroed scratch arrays (left
     zeroed on return); ``pieces[c]`` caches piece counts (-1 = unknown);
@@ -62,6 +63,12 @@ def placement_ok(work, lut, ids_ext, cur_area, ibbox, pieces, masks, t_off, h, w
     hh, ww = work.shape
     if y0 < 0 or x0 < 0 or y0 + h > hh or x0 + w > ww:
         return False
+    if use_ignore:
+        for y in range(h):
+            row = t_off + y * w
+            for x in range(w):
+                if masks[row + x] and ignore[y0 + y, x0 + x]:
+                    return False
     nt = 0
     for y in range(h):
         row = t_off + y * w
@@ -133,8 +140,8 @@ def paste_into_work(work, lut, cur_area, ibbox, pieces, occupied, patch, masks, 
 
 @njit(cache=True, nogil=True)
 def place_pastes(work, k, max_id, choice, area, anchor, lut, ids_ext, cur_area, ibbox, pieces, occupied, occ,
-                 touched, scratch, b_area, b_anchor, b_hw, b_off, b_masks, patch, n_tries, ssd, diagonal, delta,
-                 gamma, max_occ, seed, sample, rec_i, rec_f):
+                 touched, scratch, b_area, b_anchor, b_hw, b_off, b_masks, b_classes, ignore, use_ignore, patch, n_tries,
+                 ssd, diagonal, delta, gamma, max_occ, seed, sample, rec_i, rec_f):
     """Place the chosen templates of one tile, originals in rank order; return the number
     of pastes (-1 when ``rec_i`` has no room for one more).
 
@@ -144,7 +151,8 @@ def place_pastes(work, k, max_id, choice, area, anchor, lut, ids_ext, cur_area, 
     are the rank tables of :func:`placement_ok` with room for the pasted instances
     (ranks ``k + 1 + j``, ids ``max_id + 1 + j``); ``occ``/``touched`` zeroed
     scratch. Each original gets up to ``n_tries`` offsets (annulus draws; uniform
-    positions without SSD; one diagonal offset per tile with ``diagonal``). An
+    positions without SSD; one diagonal offset per tile with ``diagonal``); with
+    ``use_ignore`` no template pixel may land on an ``ignore`` pixel. An
     accepted paste is written into ``work`` and ``occupied`` and recorded in
     ``rec_i[j]``/``rec_f[j]`` (:func:`~.records.write_record`; the caller fills
     ``F_SHAPE``).
@@ -190,7 +198,7 @@ def place_pastes(work, k, max_id, choice, area, anchor, lut, ids_ext, cur_area, 
             y0 = ao_r + dy - at_r
             x0 = ao_c + dx - at_c
             if not placement_ok(work, lut, ids_ext, cur_area, ibbox, pieces, b_masks, t_off, h, w, y0, x0, max_occ,
-                                occ, touched, scratch):
+                                occ, touched, scratch, ignore, use_ignore):
                 continue
             new_c = k + 1 + n
             new_id = max_id + 1 + n
@@ -198,7 +206,7 @@ def place_pastes(work, k, max_id, choice, area, anchor, lut, ids_ext, cur_area, 
             ids_ext[new_c] = new_id
             paste_into_work(work, lut, cur_area, ibbox, pieces, occupied, patch, b_masks, t_off, h, w, y0, x0, new_c,
                             new_id, b_area[t])
-            write_record(rec_i[n], rec_f[n], t, ids_ext[c], new_id, y0, x0, dy, dx, area[c], b_area[t])
+            write_record(rec_i[n], rec_f[n], t, ids_ext[c], new_id, y0, x0, dy, dx, area[c], b_area[t], b_classes[t])
             n += 1
             break
     return n

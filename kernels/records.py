@@ -10,16 +10,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-#: Columns of ``rec_i`` (int64): bank template, original id, new id, bbox top-left (y, x), offset (dy, dx).
-R_TEMPLATE, R_ORIGINAL, R_LABEL, R_Y, R_X, R_DY, R_DX = 0, 1, 2, 3, 4, 5, 6
-N_REC_I = 7
+#: Columns of ``rec_i`` (int64): bank template, original id, new id, bbox top-left (y, x), offset (dy, dx),
+#: and the template's class (0 = untyped bank).
+R_TEMPLATE, R_ORIGINAL, R_LABEL, R_Y, R_X, R_DY, R_DX, R_CLASS = 0, 1, 2, 3, 4, 5, 6, 7
+N_REC_I = 8
 #: Columns of ``rec_f`` (float64): the scale, shape and distance gaps of the paste.
 F_SCALE, F_SHAPE, F_DIS = 0, 1, 2
 N_REC_F = 3
 
 
 @njit(cache=True, nogil=True)
-def write_record(rec_i, rec_f, t, original, label, y0, x0, dy, dx, a_o, a_t):
+def write_record(rec_i, rec_f, t, original, label, y0, x0, dy, dx, a_o, a_t, cls):
     """Fill one record (``rec_i``/``rec_f`` are its two rows); ``F_SHAPE`` is left to
     :func:`shape_gap`, which the caller computes with the shape test of its device."""
     rec_i[R_TEMPLATE] = t
@@ -29,6 +30,7 @@ def write_record(rec_i, rec_f, t, original, label, y0, x0, dy, dx, a_o, a_t):
     rec_i[R_X] = x0
     rec_i[R_DY] = dy
     rec_i[R_DX] = dx
+    rec_i[R_CLASS] = cls
     rec_f[F_SCALE] = np.float64(max(a_o, a_t) - min(a_o, a_t)) / np.float64(min(a_o, a_t))
     rec_f[F_DIS] = np.sqrt(np.float64(dy * dy + dx * dx))
 
@@ -39,5 +41,5 @@ def shape_gap(xor, a_o, a_t):
     return np.float64(xor) / np.float64(max(a_o, a_t))
 
 
-__all__ = ["R_TEMPLATE", "R_ORIGINAL", "R_LABEL", "R_Y", "R_X", "R_DY", "R_DX", "N_REC_I", "F_SCALE", "F_SHAPE",
+__all__ = ["R_TEMPLATE", "R_ORIGINAL", "R_LABEL", "R_Y", "R_X", "R_DY", "R_DX", "R_CLASS", "N_REC_I", "F_SCALE", "F_SHAPE",
            "F_DIS", "N_REC_F", "write_record", "shape_gap"]

@@ -37,6 +37,7 @@ __all__ = [
     "STREAM_PLACE",
     "STREAM_BACKGROUND",
     "STREAM_TILE",
+    "STREAM_CLASS",
 ]
 
 # Streams: one per kind of decision, so adding draws to one never shifts another.
@@ -45,6 +46,7 @@ STREAM_TEMPLATE = 2  # which template for original i (rejection draws, then exac
 STREAM_PLACE = 3  # placement offsets for original i, try t
 STREAM_BACKGROUND = 4  # which background patches, and their permutation
 STREAM_TILE = 5  # per-tile draws (diagonal offset of the official mode)
+STREAM_CLASS = 6  # template_class="balanced": the class original i draws its template from
 
 _M0 = np.uint64(0xD2511F53)
 _M1 = np.uint64(0xCD9E8D57)

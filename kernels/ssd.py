@@ -10,6 +10,12 @@ itself. Inside it, uniform draws are checked against the shape constraint;
 after ``max_draws`` misses an exhaustive count picks the k-th admissible one.
 Both stages are uniform over the admissible set, so the choice is an exact
 uniform draw among admissible templates (SPEC §3).
+
+With ``template_class="same"``/``"balanced"`` (SPEC §3b) the same two stages run on
+one class's segment of the class-ordered bank (:class:`~.classes.ClassTable`: each
+class's rows sorted by area, so its scale range is contiguous too); a position ``j``
+of that segment is bank row ``order[j]``. ``"any"`` searches the bank itself with the
+same draws as before classes existed.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .classes import TEMPLATE_ANY, class_segment, template_at
 from .descriptor import crop_intersection, desc_and_count
 from .rng import STREAM_TEMPLATE, counter2, uniform_int
 
@@ -29,11 +36,11 @@ def scale_ok(a_o, a_t, eps):
 
 
 @njit(cache=True, nogil=True)
-def lower_bound(a, v):
-    """First index i with ``a[i] >= v`` (``np.searchsorted(a, v)``, side='left'), written as
-    a plain loop so that the CUDA path compiles this same source (``cuda_device.device_function``)."""
-    lo = 0
-    hi = a.shape[0]
+def lower_bound_in(a, begin, end, v):
+    """First index i in ``[begin, end)`` with ``a[i] >= v`` (``end`` if none), written as a
+    plain loop so that the CUDA path compiles this same source (``cuda_device.device_function``)."""
+    lo = begin
+    hi = end
     while lo < hi:
         m = (lo + hi) // 2
         if a[m] < v:
@@ -44,28 +51,40 @@ def lower_bound(a, v):
 
 
 @njit(cache=True, nogil=True)
-def scale_range(bank_area, a_o, eps):
-    """[lo, hi): indices of the area-sorted bank whose scale gap to ``a_o`` is ≤ eps."""
-    n = bank_area.shape[0]
-    p = lower_bound(bank_area, a_o)
-    a = 0
+def lower_bound(a, v):
+    """First index i with ``a[i] >= v`` (``np.searchsorted(a, v)``, side='left')."""
+    return lower_bound_in(a, 0, a.shape[0], v)
+
+
+@njit(cache=True, nogil=True)
+def scale_range_in(area, begin, end, a_o, eps):
+    """[lo, hi) ⊆ [begin, end): positions of the area-sorted ``area[begin:end]`` whose scale gap
+    to ``a_o`` is ≤ eps (absolute indices into ``area``)."""
+    p = lower_bound_in(area, begin, end, a_o)
+    a = begin
     b = p
     while a < b:  # smaller templates: predicate is False … True
         m = (a + b) // 2
-        if scale_ok(a_o, bank_area[m], eps):
+        if scale_ok(a_o, area[m], eps):
             b = m
         else:
             a = m + 1
     lo = a
     a = p
-    b = n
+    b = end
     while a < b:  # larger templates: predicate is True … False
         m = (a + b) // 2
-        if scale_ok(a_o, bank_area[m], eps):
+        if scale_ok(a_o, area[m], eps):
             a = m + 1
         else:
             b = m
     return lo, a
+
+
+@njit(cache=True, nogil=True)
+def scale_range(bank_area, a_o, eps):
+    """[lo, hi): indices of the area-sorted bank whose scale gap to ``a_o`` is ≤ eps."""
+    return scale_range_in(bank_area, 0, bank_area.shape[0], a_o, eps)
 
 
 @njit(cache=True, nogil=True)
@@ -99,34 +118,34 @@ def admissible(ot, i, bt, t, eps, rho):
 
 
 @njit(cache=True, nogil=True)
-def choose_template(ot, i, bt, eps, rho, ssd, max_draws, seed, sample, key):
-    """Seeded uniform choice of an admissible bank template for original ``i``; -1 if none.
-
-    ``key`` identifies the original within its sample (its rank by label id),
-    so the draw is independent of processing order.
-    """
-    n_bank = bt.area.shape[0]
-    if n_bank == 0:
+def choose_in(ot, i, bt, area, order, begin, end, eps, rho, ssd, max_draws, seed, sample, key):
+    """Seeded uniform choice of an admissible template for original ``i`` among positions
+    ``[begin, end)`` of ``area``: the bank's own areas (``order`` None), or a class segment of
+    the class-ordered bank (position ``j`` is bank row ``order[j]``); -1 if none."""
+    n = end - begin
+    if n <= 0:
         return -1
     if not ssd:
-        return uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, 0), n_bank)
+        return template_at(order, begin + uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, 0), n))
     a_o = ot.area[i]
-    lo, hi = scale_range(bt.area, a_o, eps)
+    lo, hi = scale_range_in(area, begin, end, a_o, eps)
     n = hi - lo
     if n <= 0:
         return -1
     for j in range(max_draws):
-        t = lo + uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, j), n)
+        t = template_at(order, lo + uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, j), n))
         if shape_ok(shape_xor(ot, i, bt, t), a_o, bt.area[t], rho):
             return t
     count = 0
-    for t in range(lo, hi):
+    for p in range(lo, hi):
+        t = template_at(order, p)
         if shape_ok(shape_xor(ot, i, bt, t), a_o, bt.area[t], rho):
             count += 1
     if count == 0:
         return -1
     k = uniform_int(seed, sample, STREAM_TEMPLATE, counter2(key, 0xFFFFFFFF), count)
-    for t in range(lo, hi):
+    for p in range(lo, hi):
+        t = template_at(order, p)
         if shape_ok(shape_xor(ot, i, bt, t), a_o, bt.area[t], rho):
             if k == 0:
                 return t
@@ -134,17 +153,45 @@ def choose_template(ot, i, bt, eps, rho, ssd, max_draws, seed, sample, key):
     return -1  # unreachable
 
 
+@njit(cache=True, nogil=True)
+def choose_template(ot, i, bt, ct, mode, o_class, eps, rho, ssd, max_draws, seed, sample, key):
+    """Seeded uniform choice of an admissible bank template for original ``i``; -1 if none.
+
+    ``key`` identifies the original within its sample (its rank by label id),
+    so the draw is independent of processing order. ``mode`` is the template class mode
+    (:mod:`.classes`), ``o_class`` the original's class (read by ``TEMPLATE_SAME``), ``ct``
+    the bank's :class:`~.classes.ClassTable`.
+    """
+    if mode == TEMPLATE_ANY:
+        return choose_in(ot, i, bt, bt.area, None, 0, bt.area.shape[0], eps, rho, ssd, max_draws, seed, sample, key)
+    begin, end = class_segment(mode, o_class, ct.start, ct.cum, seed, sample, key)
+    return choose_in(ot, i, bt, ct.area, ct.order, begin, end, eps, rho, ssd, max_draws, seed, sample, key)
+
+
 @njit(cache=True, nogil=True, parallel=True)
-def score_originals(ot, bt, eps, rho, ssd, max_draws, seed, samples, keys):
+def score_originals_class(ot, bt, ct, mode, o_classes, eps, rho, ssd, max_draws, seed, samples, keys):
     """Template choice for every original of a batch against the whole bank (one call).
 
-    ``samples[i]``/``keys[i]``: sample index and per-sample rank of original ``i``.
+    ``samples[i]``/``keys[i]``: sample index and per-sample rank of original ``i``;
+    ``o_classes[i]`` its class (read with ``mode = TEMPLATE_SAME``).
     Returns ``choice`` (n,) int64, -1 where no template is admissible.
     """
     n = ot.area.shape[0]
     choice = np.empty(n, np.int64)
     for i in prange(n):
-        choice[i] = choose_template(ot, i, bt, eps, rho, ssd, max_draws, seed, samples[i], keys[i])
+        choice[i] = choose_template(ot, i, bt, ct, mode, o_classes[i], eps, rho, ssd, max_draws, seed, samples[i],
+                                    keys[i])
+    return choice
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def score_originals(ot, bt, eps, rho, ssd, max_draws, seed, samples, keys):
+    """:func:`score_originals_class` with ``template_class="any"`` (no class table needed)."""
+    n = ot.area.shape[0]
+    n_bank = bt.area.shape[0]
+    choice = np.empty(n, np.int64)
+    for i in prange(n):
+        choice[i] = choose_in(ot, i, bt, bt.area, None, 0, n_bank, eps, rho, ssd, max_draws, seed, samples[i], keys[i])
     return choice
 
 

@@ -16,6 +16,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from .classes import TEMPLATE_MODES
 from .descriptor import DESC_WORDS
 
 Table = namedtuple("Table", ["area", "anchor", "hw", "offset", "masks", "pixels", "desc", "fits"])
@@ -25,6 +26,7 @@ Params = namedtuple(
     [
         "eps", "rho", "delta", "gamma", "p_paste", "max_occlusion", "alpha",  # float64
         "n_tries", "patch", "max_draws", "max_crop",  # int64 (max_crop: largest template crop, h·w)
+        "template_class",  # int64: kernels.classes.TEMPLATE_ANY / _SAME / _BALANCED
         "foreground", "background", "ssd", "diagonal",  # bool
     ],
 )
@@ -39,6 +41,7 @@ def make_params(config, max_crop: int) -> Params:
         float(config.eps), float(config.rho), float(config.delta), float(config.gamma), float(config.p_paste),
         float(config.max_occlusion), float(config.alpha),
         int(config.n_tries), int(config.patch), int(config.max_draws), int(max_crop),
+        TEMPLATE_MODES[config.template_class],
         bool(config.foreground), bool(config.background), bool(config.ssd), config.offset_mode == "diagonal",
     )
 

@@ -181,3 +181,29 @@ def test_gpu_bankwide_counts_match_cpu(tiles256, bank256):
         t = build_table(labels[b], ids, area, sr, sc, bbox)
         ot = Table(t[0], t[1], t[2], t[4], t[5], np.zeros(0, np.uint8), t[6], t[7])
         np.testing.assert_array_equal(got[b, 1:len(ids) + 1], admissible_counts(ot, bank256.table, 0.5, 0.6))
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["any", "same", "balanced"])
+def test_gpu_typed_matches_cpu(mode):
+    """Typed batches (types, ignore, template classes) give the CPU's output on the device too."""
+    from numba import cuda
+
+    from insmix_fast import InstanceBank
+    from typed_data import TypedTiles
+
+    bank = InstanceBank.from_samples(TypedTiles(seed=11, size=256, n=6), progress=False)
+    images, labels, types = TypedTiles(seed=12, size=256, n=8).arrays()
+    ignore = np.zeros(labels.shape, bool)
+    ignore[::2, 60:100, :] = True
+    cfg = InsMixConfig(p_paste=1.0, template_class=mode, max_draws=2)
+    cpu = insmix_batch(images, labels, bank, cfg, seed=4, types=types, ignore=ignore)
+    dev = insmix_batch(images, labels, bank, cfg, seed=4, types=types, ignore=ignore, device="cuda")
+    _same(dev, cpu)
+    np.testing.assert_array_equal(dev.types, cpu.types)
+    d = insmix_batch(*(cuda.to_device(a) for a in (images, labels)), bank, cfg, seed=4, types=cuda.to_device(types),
+                     ignore=cuda.to_device(ignore), device="cuda").to_host()
+    _same(d, cpu)
+    np.testing.assert_array_equal(d.types, cpu.types)
+    assert sum(len(p) for p in cpu.pastes) >= 20

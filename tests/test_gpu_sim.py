@@ -9,11 +9,12 @@ bank of a few dozen instances).
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+from simulator import assert_same_batch as _assert_same
+from simulator import run_simulator_worker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SEEDS = (0, 12345)
@@ -194,30 +195,12 @@ def _stream_cases(out, put, images, labels, bank, dbank) -> None:
 # ---------------------------------------------------------------------- the tests
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gpu_sim") / "sim.npz"
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    p = subprocess.run([sys.executable, os.path.abspath(__file__), str(out)], env=env, capture_output=True,
-                       text=True, timeout=600, cwd=os.path.dirname(HERE))
-    if p.returncode != 0:
-        pytest.fail(f"CUDA-simulator worker failed (rc {p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}")
-    with np.load(out, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return run_simulator_worker(__file__, tmp_path_factory.mktemp("gpu_sim") / "sim.npz", timeout=600)
 
 
 @pytest.fixture(scope="module")
 def data():
     return _data()
-
-
-def _assert_same(sim, prefix, cpu):
-    for f in ("images", "labels", "paste_masks", "shuffled_masks"):
-        np.testing.assert_array_equal(sim[f"{prefix}/{f}"], getattr(cpu, f), err_msg=f"{prefix}: {f}")
-    for b in range(len(cpu.pastes)):
-        got = sim[f"{prefix}/pastes{b}"]
-        assert got.dtype == cpu.pastes[b].dtype
-        assert got.tolist() == cpu.pastes[b].tolist(), f"{prefix}: paste records of tile {b}"
-        np.testing.assert_array_equal(sim[f"{prefix}/moves{b}"].reshape(-1, 2), cpu.moves[b].reshape(-1, 2),
-                                      err_msg=f"{prefix}: background moves of tile {b}")
 
 
 @pytest.mark.parametrize("seed", SEEDS)

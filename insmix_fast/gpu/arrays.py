@@ -108,7 +108,7 @@ def as_device(x, kind: str, name: str, dtype, kind_obj: ArrayKind | None = None)
         if kind == "torch":
             import torch
 
-            tdt = {np.uint8: torch.uint8, np.int32: torch.int32}[np.dtype(dtype).type]
+            tdt = {np.uint8: torch.uint8, np.int32: torch.int32, np.bool_: torch.bool}[np.dtype(dtype).type]
             if x.dtype != tdt:
                 if tdt == torch.int32 and x.numel() and int(x.max()) > INT32_MAX:  # a read, only for wide ids
                     raise InputError(f"{name} hold ids above int32 range (max {int(x.max())})")

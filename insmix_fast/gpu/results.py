@@ -23,8 +23,9 @@ def host_records(rec_i: np.ndarray, rec_f: np.ndarray, moves: np.ndarray, counts
 class GPUBatchResult:
     """Output of ``insmix_batch(..., device="cuda")`` for device input.
 
-    ``images``, ``labels``, ``paste_masks``, ``shuffled_masks`` are of the input's
-    kind (CuPy / torch / numba device arrays) and stay on the device. The paste
+    ``images``, ``labels``, ``paste_masks``, ``shuffled_masks`` (and ``types`` of a
+    typed call, else ``None``) are of the input's kind (CuPy / torch / numba device
+    arrays) and stay on the device. The paste
     records and moves live on the device too (``records``: ``rec_i``, ``rec_f``,
     ``moves``, ``counts``); :attr:`pastes`, :attr:`moves` and :meth:`to_host` copy them
     to the host when asked (``PASTE_DTYPE`` records, as on the CPU), after waiting for
@@ -33,11 +34,12 @@ class GPUBatchResult:
     """
 
     def __init__(self, images, labels, paste_masks, shuffled_masks, indices: np.ndarray, records: dict, *,
-                 seed: int, patch: int, launcher: Launcher | None = None):
+                 seed: int, patch: int, launcher: Launcher | None = None, types=None):
         self.images = images
         self.labels = labels
         self.paste_masks = paste_masks
         self.shuffled_masks = shuffled_masks
+        self.types = types
         self.indices = indices
         self.records = records
         self.seed = int(seed)
@@ -75,7 +77,7 @@ class GPUBatchResult:
             pastes, mv = self._records_host()  # waits for the stream
             self._host_result = InsMixBatchResult(*(self._host_copy(a) for a in (
                 self.images, self.labels, self.paste_masks, self.shuffled_masks)), pastes, mv, self.indices,
-                self.seed, self.patch)
+                self.seed, self.patch, types=None if self.types is None else self._host_copy(self.types))
         return self._host_result
 
     def _host_copy(self, x) -> np.ndarray:

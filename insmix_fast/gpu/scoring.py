@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..classes import as_types_map, check_class_mode
 from ..config import InsMixConfig
 from ..errors import InputError, InputTypeError
 from ..kernels.instances import DENSE_ID_LIMIT
 from ..validation import check_indices, check_labels
 from .arrays import as_device, kind_of
-from .batch import analyse, bank_args, choose, id_range, read_id_range, resolve_bank
+from .batch import analyse, analyse_types, bank_args, choose, id_range, read_id_range, resolve_bank
 from .launch import Launcher
 from .runtime import require_cuda
 
@@ -69,11 +70,22 @@ def admissible_counts_cuda(labels, bank, config: InsMixConfig | None = None):
 
 
 def choose_templates_cuda(labels, bank, config: InsMixConfig | None = None, *, seed: int = 0, indices=None,
-                          select_all: bool = True):
+                          select_all: bool = True, types=None):
     """The seeded template choice of every original (``kernels.ssd.choose_template`` on the
     device): (N, max_id + 1) int64 indexed by (tile, rank), -1 where none is admissible
-    or the original is not selected (``select_all=False`` applies the ``p_paste`` draw)."""
+    or the original is not selected (``select_all=False`` applies the ``p_paste`` draw).
+    ``config.template_class`` as in InsMix (``"same"`` reads ``types``, N×H×W, on the
+    labels' side)."""
     config, lab_d, dbank, o, samples_d, nslots, host, launcher = _setup(labels, bank, config, seed, indices,
                                                                         2 if select_all else 1)
-    choice = choose(lab_d, o, bank_args(dbank, launcher)[0], config, seed, samples_d, nslots, launcher)
+    check_class_mode(config, dbank.host.typed, types is not None)
+    id_class = None
+    if types is not None:
+        if host:
+            types_d = launcher.h2d(as_types_map(types, tuple(lab_d.shape)))
+        else:
+            _x, types_d, _k = as_device(types, kind_of(types), "types", np.int32)
+        id_class = analyse_types(lab_d, types_d, nslots, dbank.host, launcher)
+    choice = choose(lab_d, o, bank_args(dbank, launcher)[0], config, seed, samples_d, nslots, launcher, dbank,
+                    id_class)
     return launcher.d2h(choice) if host else choice
