@@ -169,7 +169,16 @@ def _cmd_bank_info(args) -> int:
     bank = InstanceBank.load(args.bank)
     print(repr(bank))
     for k, v in bank.summary().items():
+        if k == "class_counts":
+            continue
         print(f"  {k}: {v:.3f}" if isinstance(v, float) else f"  {k}: {v}")
+    if bank.typed:
+        counts = bank.class_counts()
+        total = max(int(counts[1:].sum()), 1)
+        width = max(len(name) for name in bank.class_names[1:])
+        print("  instances per class:")
+        for c, name in enumerate(bank.class_names[1:], start=1):
+            print(f"    {c:>3} {name:<{width}} {int(counts[c]):>9} ({100.0 * counts[c] / total:5.1f} %)")
     return 0
 
 

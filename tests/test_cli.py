@@ -149,3 +149,19 @@ def test_errors_in_a_subprocess_are_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "insmix_fast.gan.cli", "export", str(tmp_path), "-o",
                         str(tmp_path / "b.pt")], capture_output=True, text=True)
     assert r.returncode == 2 and "no smooth-GAN checkpoint" in _one_line(r.stderr)
+
+
+def test_bank_info_prints_the_counts_per_class(tmp_path, capsys):
+    from typed_data import TypedTiles
+
+    data = TypedTiles(seed=0, size=128, n=4)
+    bank = InstanceBank.from_samples(data, progress=False)
+    assert bank.typed
+    path = bank.save(tmp_path / "typed.npz")
+    assert main(["bank", "info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "instances per class:" in out and "class_counts" not in out
+    counts = bank.class_counts()
+    for c, name in enumerate(bank.class_names[1:], start=1):
+        line = next(ln for ln in out.splitlines() if ln.split()[:2] == [str(c), name.split()[0]])
+        assert f" {int(counts[c])} (" in line
