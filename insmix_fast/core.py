@@ -22,6 +22,7 @@ from .kernels.ssd import admissible_list
 from .kernels.tables import Params, Table, empty_table, largest_crop, make_params
 from .results import (PASTE_DTYPE, InsMixBatchResult, InsMixPlan, InsMixResult, paste_records, record_rows,
                       record_tables)
+from .threads import start_numba_threads
 from .validation import (check_batch, check_index, check_indices, check_int, check_labels, check_sample,
                          check_seed)
 
@@ -285,6 +286,7 @@ def _insmix_batch_cpu(images: np.ndarray, labels: np.ndarray, bank, config: InsM
     if sparse.any():  # such tiles are redone one by one below (relabelled); give the kernel empty maps
         kernel_labels = labels.copy()
         kernel_labels[sparse] = 0
+    start_numba_threads()  # Numba's pool start must not change torch's thread count
     insmix_batch_kernel(images, kernel_labels, bt, P, np.uint64(seed), indices, rec_i, rec_f, moves,
                         out_images, out_labels, paste_masks, shuffled, counts, np.where(sparse, 0, max_ids))
     pastes, mv = [], []
