@@ -207,3 +207,37 @@ def test_smoke_experiment_table_plot_resume(tmp_path):
         run_experiment(cfg, out, progress=False)
     with pytest.raises(ConfigError):
         run_experiment(load_config("smoke", {"train": {"lr": 1e-2}}), out, resume=True, progress=False)
+
+
+_ORDER_RUN = """
+import json, sys
+from insmix_fast.experiments.runner import load_config, run_experiment
+arms, workers, out = sys.argv[1].split(","), int(sys.argv[2]), sys.argv[3]
+over = {"data": {"n_train": 2, "n_test": 1}, "train": {"steps": 3, "log_every": 1, "workers": workers},
+        "experiment": {"arms": arms, "seeds": [0]}}
+run_experiment(load_config("smoke", over), out, progress=False, plots=False)
+"""
+
+
+def test_arm_results_do_not_depend_on_run_order_or_workers(tmp_path):
+    """Each arm gives the same run whatever ran before it in the process (a fresh one per order,
+    as the process-wide state that once leaked between arms — Numba's pool start resetting torch's
+    thread count — is set up once per process) and whatever the worker count."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    runs = {}
+    for order, workers in (("none,insmix-full", 0), ("insmix-full,none", 1)):
+        out = tmp_path / order.replace(",", "_")
+        r = subprocess.run([sys.executable, "-c", _ORDER_RUN, order, str(workers), str(out)],
+                           capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        for arm in order.split(","):
+            rec = json.loads((out / "runs" / f"{arm}__s0.json").read_text())
+            runs.setdefault(arm, []).append((rec["loss"], rec["images"]))
+    for arm, (first, second) in runs.items():
+        assert first == second, f"arm {arm}: the result depends on the run order / worker count"
