@@ -128,6 +128,30 @@ def test_config_errors(tmp_path):
     assert k.train.crop == 256 and k.train.weight_decay == 1e-4
 
 
+def test_arm_patch_key_and_its_deprecated_name(tmp_path):
+    """``[arms.insmix-*] patch`` is the background patch side; ``tile`` (its old name) still works
+    with a FutureWarning, and a run stored with ``tile`` resumes under a config with ``patch``."""
+    from insmix_fast.experiments.runner import ExperimentConfig
+
+    assert load_config("smoke").arm_params["insmix-full"] == {"patch": 8}
+    assert make_policy("insmix-bgp-only", None, {"patch": 8}).config.patch == 8
+    with pytest.warns(FutureWarning, match=r"\[arms.insmix-bgp-only\] tile = 6 is deprecated: write patch = 6"):
+        cfg = load_config("smoke", {"arms": {"insmix-bgp-only": {"tile": 6}}})
+    assert cfg.arm_params["insmix-bgp-only"] == {"patch": 6}
+    with pytest.warns(FutureWarning), pytest.raises(ConfigError, match="tile = 6 and patch = 8"):
+        load_config("smoke", {"arms": {"insmix-full": {"tile": 6}}})  # the file already says patch = 8
+    over = {"data": {"n_train": 1, "n_test": 1, "size": 64}, "train": {"steps": 1, "crop": 32, "batch_size": 2},
+            "experiment": {"arms": ["none"], "seeds": [0]}}
+    cfg = load_config("smoke", over)
+    out = tmp_path / "o"
+    run_experiment(cfg, out, progress=False, plots=False)
+    stored = json.loads((out / "config.json").read_text())
+    stored["arm_params"]["insmix-full"] = {"tile": 8}  # what a run made before the rename stored
+    (out / "config.json").write_text(json.dumps(stored))
+    assert run_experiment(cfg, out, resume=True, progress=False, plots=False)["skipped"] == [("none", 0)]
+    assert ExperimentConfig.from_dict(cfg.file_dict()).arm_params == cfg.arm_params
+
+
 def test_builtin_configs_and_synthetic_unseen_group():
     from insmix_fast.experiments.runner import BUILTIN_CONFIGS, load_data
 
