@@ -1,13 +1,14 @@
 """insmix_fast: online InsMix augmentation for nuclei instance segmentation.
 
-Quick start::
+Quick start (a doctest: the test suite runs it):
 
-    from insmix_fast import InstanceBank, InsMixConfig, insmix
-    from insmix_fast.data import SyntheticNuclei
-
-    data = SyntheticNuclei(seed=0, size=256, length=32)
-    bank = InstanceBank.from_samples(data)
-    result = insmix(*data[0], bank, InsMixConfig(), seed=0)
+>>> from insmix_fast import InstanceBank, InsMixConfig, insmix
+>>> from insmix_fast.data import SyntheticNuclei
+>>> data = SyntheticNuclei(seed=0, size=128, length=8)
+>>> bank = InstanceBank.from_samples(data, progress=False)
+>>> result = insmix(*data[0], bank, InsMixConfig(), seed=0)
+>>> result.image.shape, result.labels.dtype
+((128, 128, 3), dtype('int32'))
 """
 
 from .bank import InstanceBank
@@ -15,9 +16,8 @@ from .config import OFFICIAL, InsMixConfig
 from .core import admissible_templates, apply_plan, insmix, insmix_batch, plan_insmix
 from .errors import (BankError, ConfigError, InputError, InputTypeError, InsMixError, LabelMapError,
                      ReaderError)
+from ._version import __version__
 from .results import PASTE_DTYPE, InsMixBatchResult, InsMixPlan, InsMixResult
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name):  # lazy: the loader imports torch (and DALI when installed)

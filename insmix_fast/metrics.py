@@ -48,7 +48,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import InputError, InputTypeError
-from .validation import check_int, check_labels
+from .validation import check_int, check_labels, check_number
 
 __all__ = [
     "PQResult",
@@ -357,12 +357,7 @@ def _aji_plus(ov: _Overlap) -> float:
 
 
 def _check_match_iou(match_iou) -> float:
-    if isinstance(match_iou, (bool, np.bool_)) or not isinstance(match_iou, (int, float, np.integer, np.floating)):
-        raise InputTypeError(f"match_iou must be a real number, got {type(match_iou).__name__}")
-    m = float(match_iou)
-    if not 0.0 <= m <= 1.0:  # also rejects nan
-        raise InputError(f"match_iou must be in [0, 1], got {match_iou}")
-    return m
+    return check_number("match_iou", match_iou, 0.0, 1.0, error=InputError, type_error=InputTypeError)
 
 
 def _pq_counts(ov: _Overlap, match_iou: float) -> tuple[int, int, int, float]:

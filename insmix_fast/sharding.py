@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ConfigError
+from .validation import check_int
 
 __all__ = ["DistInfo", "dist_info", "epoch_order", "shard_indices"]
 
@@ -42,11 +43,9 @@ def dist_info(rank: int | None = None, world_size: int | None = None) -> DistInf
             r, w = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
         rank = r if rank is None else rank
         world_size = w if world_size is None else world_size
-    if isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer)) or world_size < 1:
-        raise ConfigError(f"world_size must be an integer ≥ 1, got {world_size!r}")
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank < world_size:
-        raise ConfigError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
-    return DistInfo(int(rank), int(world_size))
+    world_size = check_int("world_size", world_size, 1)
+    rank = check_int("rank", rank, 0, world_size - 1)
+    return DistInfo(rank, world_size)
 
 
 def epoch_order(n: int, *, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:

@@ -41,10 +41,13 @@ def check_int(name: str, v, lo: int | None = None, hi: int | None = None, *,
 
 
 def check_number(name: str, v, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False,
-                 hi_open: bool = False, error: type[InsMixError] = ConfigError) -> float:
-    """``v`` as a finite float (ints and numpy scalars accepted, bools rejected) in the interval."""
+                 hi_open: bool = False, error: type[InsMixError] = ConfigError,
+                 type_error: type[InsMixError] | None = None) -> float:
+    """``v`` as a finite float (ints and numpy scalars accepted, bools rejected) in the interval.
+
+    ``error`` is raised for a bad value; ``type_error`` (default: ``error``) for a non-number."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise error(f"{name} must be a number, got {type(v).__name__} {v!r}")
+        raise (type_error or error)(f"{name} must be a number, got {type(v).__name__} {v!r}")
     v = float(v)
     if not math.isfinite(v):
         raise error(f"{name} must be finite, got {v}")

@@ -128,6 +128,30 @@ def test_config_errors(tmp_path):
     assert k.train.crop == 256 and k.train.weight_decay == 1e-4
 
 
+def test_arm_patch_key_and_its_deprecated_name(tmp_path):
+    """``[arms.insmix-*] patch`` is the background patch side; ``tile`` (its old name) still works
+    with a FutureWarning, and a run stored with ``tile`` resumes under a config with ``patch``."""
+    from insmix_fast.experiments.runner import ExperimentConfig
+
+    assert load_config("smoke").arm_params["insmix-full"] == {"patch": 8}
+    assert make_policy("insmix-bgp-only", None, {"patch": 8}).config.patch == 8
+    with pytest.warns(FutureWarning, match=r"\[arms.insmix-bgp-only\] tile = 6 is deprecated: write patch = 6"):
+        cfg = load_config("smoke", {"arms": {"insmix-bgp-only": {"tile": 6}}})
+    assert cfg.arm_params["insmix-bgp-only"] == {"patch": 6}
+    with pytest.warns(FutureWarning), pytest.raises(ConfigError, match="tile = 6 and patch = 8"):
+        load_config("smoke", {"arms": {"insmix-full": {"tile": 6}}})  # the file already says patch = 8
+    over = {"data": {"n_train": 1, "n_test": 1, "size": 64}, "train": {"steps": 1, "crop": 32, "batch_size": 2},
+            "experiment": {"arms": ["none"], "seeds": [0]}}
+    cfg = load_config("smoke", over)
+    out = tmp_path / "o"
+    run_experiment(cfg, out, progress=False, plots=False)
+    stored = json.loads((out / "config.json").read_text())
+    stored["arm_params"]["insmix-full"] = {"tile": 8}  # what a run made before the rename stored
+    (out / "config.json").write_text(json.dumps(stored))
+    assert run_experiment(cfg, out, resume=True, progress=False, plots=False)["skipped"] == [("none", 0)]
+    assert ExperimentConfig.from_dict(cfg.file_dict()).arm_params == cfg.arm_params
+
+
 def test_builtin_configs_and_synthetic_unseen_group():
     from insmix_fast.experiments.runner import BUILTIN_CONFIGS, load_data
 
@@ -207,3 +231,37 @@ def test_smoke_experiment_table_plot_resume(tmp_path):
         run_experiment(cfg, out, progress=False)
     with pytest.raises(ConfigError):
         run_experiment(load_config("smoke", {"train": {"lr": 1e-2}}), out, resume=True, progress=False)
+
+
+_ORDER_RUN = """
+import json, sys
+from insmix_fast.experiments.runner import load_config, run_experiment
+arms, workers, out = sys.argv[1].split(","), int(sys.argv[2]), sys.argv[3]
+over = {"data": {"n_train": 2, "n_test": 1}, "train": {"steps": 3, "log_every": 1, "workers": workers},
+        "experiment": {"arms": arms, "seeds": [0]}}
+run_experiment(load_config("smoke", over), out, progress=False, plots=False)
+"""
+
+
+def test_arm_results_do_not_depend_on_run_order_or_workers(tmp_path):
+    """Each arm gives the same run whatever ran before it in the process (a fresh one per order,
+    as the process-wide state that once leaked between arms — Numba's pool start resetting torch's
+    thread count — is set up once per process) and whatever the worker count."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    runs = {}
+    for order, workers in (("none,insmix-full", 0), ("insmix-full,none", 1)):
+        out = tmp_path / order.replace(",", "_")
+        r = subprocess.run([sys.executable, "-c", _ORDER_RUN, order, str(workers), str(out)],
+                           capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        for arm in order.split(","):
+            rec = json.loads((out / "runs" / f"{arm}__s0.json").read_text())
+            runs.setdefault(arm, []).append((rec["loss"], rec["images"]))
+    for arm, (first, second) in runs.items():
+        assert first == second, f"arm {arm}: the result depends on the run order / worker count"

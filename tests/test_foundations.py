@@ -30,6 +30,11 @@ def test_check_number_and_pair():
     for bad in (math.nan, math.inf, True, "x"):
         with pytest.raises(ConfigError, match="p"):
             check_number("p", bad, 0, 1)
+    with pytest.raises(InputTypeError, match="p must be a number"):  # wrong type vs. bad value
+        check_number("p", "0.5", 0, 1, error=InputError, type_error=InputTypeError)
+    with pytest.raises(InputError, match="out of range") as e:
+        check_number("p", 2, 0, 1, error=InputError, type_error=InputTypeError)
+    assert not isinstance(e.value, InputTypeError)
     assert check_pair("r", (0.5, 2), 0, 10) == (0.5, 2.0)
     for bad in ((2, 1), (0, 11), "ab", 3, (0, math.nan), (1, 2, 3)):
         with pytest.raises(ConfigError, match="r"):

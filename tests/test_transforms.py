@@ -14,7 +14,7 @@ import insmix_fast.core as core
 from insmix_fast.config import InsMixConfig
 from insmix_fast.transforms import common
 
-CFG = InsMixConfig(p_paste=1.0, alpha=0.5, tile=8)
+CFG = InsMixConfig(p_paste=1.0, alpha=0.5, patch=8)
 PASTED_CLASS = 7
 
 
@@ -68,7 +68,7 @@ def test_patch_size_reads_the_renamed_field():
     class Renamed:
         patch, tile = 12, 99
 
-    assert common.patch_size(Renamed()) == 12 and common.patch_size(CFG) == CFG.tile
+    assert common.patch_size(Renamed()) == 12 and common.patch_size(CFG) == CFG.patch
 
 
 # ---------------------------------------------------------------------- the typed call point
@@ -157,7 +157,7 @@ def test_float_result_paths_agree(small_data, small_bank):
     r = core.insmix_batch(images, labels, small_bank, CFG, seed=1)
     x = torch.rand(4, 3, 96, 96, generator=torch.Generator().manual_seed(0))
     args = (x, torch.from_numpy(r.images).permute(0, 3, 1, 2), torch.from_numpy(r.paste_masks),
-            *common.moves_of(r, "cpu"), CFG.tile, 1.0)
+            *common.moves_of(r, "cpu"), CFG.patch, 1.0)
     loop, gathered = common.float_result(*args, vectorised=False), common.float_result(*args, vectorised=True)
     assert sum(len(m) for m in r.moves) >= 4 and r.paste_masks.any()
     assert torch.equal(loop, gathered) and not torch.equal(loop, x)

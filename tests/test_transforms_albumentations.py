@@ -13,7 +13,7 @@ from insmix_fast.transforms.albumentations import InsMix  # noqa: E402
 from insmix_fast.transforms.common import TYPED_INSMIX  # noqa: E402
 
 #: Pastes for every original and many moved background patches: nothing is vacuous.
-CFG = InsMixConfig(p_paste=1.0, alpha=0.5, tile=8)
+CFG = InsMixConfig(p_paste=1.0, alpha=0.5, patch=8)
 typed = pytest.mark.skipif(not TYPED_INSMIX, reason="needs typed InsMix (issue 14)")
 
 
@@ -100,10 +100,10 @@ def test_float_images_are_exact(small_data, small_bank):
     same = ~(ref.paste_mask | ref.shuffled_mask)
     np.testing.assert_array_equal(y[same], x[same])
     np.testing.assert_array_equal(y[ref.paste_mask], ref.image[ref.paste_mask].astype(np.float32) / np.float32(255))
-    tile, gw = CFG.tile, image.shape[1] // CFG.tile
+    t, gw = CFG.patch, image.shape[1] // CFG.patch
     for src, dst in ref.plan.moves:
-        sy, sx, dy, dx = src // gw * tile, src % gw * tile, dst // gw * tile, dst % gw * tile
-        np.testing.assert_array_equal(y[dy:dy + tile, dx:dx + tile], x[sy:sy + tile, sx:sx + tile])
+        sy, sx, dy, dx = src // gw * t, src % gw * t, dst // gw * t, dst % gw * t
+        np.testing.assert_array_equal(y[dy:dy + t, dx:dx + t], x[sy:sy + t, sx:sx + t])
     out255 = A.Compose([InsMix(small_bank, CFG, p=1.0, max_value=255.0)], seed=3)(
         image=image.astype(np.float32), mask=labels)
     np.testing.assert_array_equal(out255["image"], ref.image.astype(np.float32))
@@ -200,7 +200,7 @@ def test_bad_arguments():
 
 def test_background_only_needs_no_bank(small_data):
     image, labels = small_data[0]
-    cfg = InsMixConfig(foreground=False, alpha=0.8, tile=8)
+    cfg = InsMixConfig(foreground=False, alpha=0.8, patch=8)
     out = A.Compose([InsMix(None, cfg, p=1.0)], seed=0, save_applied_params=True)(image=image, mask=labels)
     ref = insmix(image, labels, None, cfg, seed=_insmix_seed(out))
     assert ref.shuffled_mask.any()

@@ -22,7 +22,7 @@ from insmix_fast.errors import ConfigError, InputError, InputTypeError
 from insmix_fast.transforms.batch import InsMixBatch
 from insmix_fast.transforms.common import TYPED_INSMIX_BATCH
 
-CFG = InsMixConfig(p_paste=1.0, alpha=0.5, tile=8)
+CFG = InsMixConfig(p_paste=1.0, alpha=0.5, patch=8)
 INDICES = np.array([3, 8, 21], np.int64)
 typed = pytest.mark.skipif(not TYPED_INSMIX_BATCH, reason="needs typed InsMix (issue 14)")
 
@@ -107,7 +107,7 @@ def test_float_batches_are_exact(batch, small_bank):
     same = ~(ref.paste_masks | ref.shuffled_masks)
     np.testing.assert_array_equal(y[same], xs[same])
     np.testing.assert_array_equal(y[ref.paste_masks], ref.images[ref.paste_masks].astype(np.float32) / np.float32(255))
-    t, gw = CFG.tile, images.shape[2] // CFG.tile
+    t, gw = CFG.patch, images.shape[2] // CFG.patch
     n_moves = 0
     for b in range(8):
         for src, dst in ref.moves[b]:
@@ -124,7 +124,7 @@ def test_float_batches_are_exact(batch, small_bank):
 def test_float_with_templates_from_the_tile(batch):
     """``template_source='self'`` cuts templates from the (quantised) float tile itself."""
     images, labels = batch
-    cfg = InsMixConfig(template_source="self", p_paste=1.0, alpha=0.5, tile=8)
+    cfg = InsMixConfig(template_source="self", p_paste=1.0, alpha=0.5, patch=8)
     out, _ = InsMixBatch(None, cfg, p=1.0, seed=6)(_nchw(images).float() / 255, torch.from_numpy(labels))
     ref = insmix_batch(images, labels, None, cfg, seed=6, indices=np.arange(8))
     assert ref.paste_masks.any()

@@ -17,7 +17,7 @@ from insmix_fast.errors import ConfigError, InputError, InputTypeError  # noqa: 
 from insmix_fast.transforms.common import TYPED_INSMIX  # noqa: E402
 from insmix_fast.transforms.monai import InsMixd  # noqa: E402
 
-CFG = InsMixConfig(p_paste=1.0, alpha=0.5, tile=8)
+CFG = InsMixConfig(p_paste=1.0, alpha=0.5, patch=8)
 typed = pytest.mark.skipif(not TYPED_INSMIX, reason="needs typed InsMix (issue 14)")
 
 

@@ -23,6 +23,7 @@ import json
 import os
 import time
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,7 @@ class ExperimentConfig:
         for a in self.arm_params:
             if a not in ARMS:
                 raise ConfigError(f"[arms.{a}]: unknown arm")
+        self.arm_params = {a: _patch_key(a, p, warn=True) for a, p in self.arm_params.items()}
 
     def to_dict(self) -> dict:
         return {
@@ -193,6 +195,22 @@ class ExperimentConfig:
         d = self.to_dict()
         return {"name": d["name"], "data": d["data"], "train": d["train"],
                 "experiment": {"arms": d["arms"], "seeds": d["seeds"]}, "arms": d["arm_params"]}
+
+
+def _patch_key(arm: str, params, warn: bool = False):
+    """``params`` of arm ``arm`` with the deprecated InsMix key ``tile`` renamed to ``patch``
+    (the background patch side; a FutureWarning with ``warn``: config files are user input)."""
+    if not (arm.startswith("insmix-") and isinstance(params, dict) and "tile" in params):
+        return params
+    params = dict(params)
+    tile = params.pop("tile")
+    if warn:
+        warnings.warn(f"[arms.{arm}] tile = {tile!r} is deprecated: write patch = {tile!r} "
+                      "(the side of the background patches)", FutureWarning, stacklevel=4)
+    if params.setdefault("patch", tile) != tile:
+        raise ConfigError(f"[arms.{arm}] has tile = {tile!r} and patch = {params['patch']!r}; tile is the "
+                          "deprecated name of patch: give patch only")
+    return params
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -291,8 +309,10 @@ def run_experiment(cfg: ExperimentConfig, out: str | os.PathLike, resume: bool =
 
     Without ``resume`` the output directory must not hold finished runs already.
     With ``resume`` the stored config must equal ``cfg`` (except ``arms``/``seeds``,
-    which may grow, and ``train.threads``/``train.workers``, which change speed
-    only) and finished runs are skipped.
+    which may grow, and ``train.threads``/``train.workers``) and finished runs are
+    skipped. ``train.workers`` never changes a run; ``train.threads`` (torch's CPU
+    threads) changes the summation order of torch's CPU kernels, so runs made with
+    another thread count are equal in distribution, not bit for bit.
 
     Returns ``{"ran": [(arm, seed)], "skipped": [(arm, seed)], "summary": {...}}``.
     """
@@ -309,9 +329,10 @@ def run_experiment(cfg: ExperimentConfig, out: str | os.PathLike, resume: bool =
         if not resume:
             raise ConfigError(f"{out} already holds finished runs; pass --resume to continue them or choose another --out")
         old = json.loads(cfg_path.read_text("utf-8"))
-        def strip(d):  # arms/seeds may grow; threads/workers change speed, not results
+        def strip(d):  # arms/seeds may grow; threads/workers set the speed (see the docstring)
             d = {k: v for k, v in d.items() if k not in ("arms", "seeds")}
             d["train"] = {k: v for k, v in d["train"].items() if k not in ("threads", "workers")}
+            d["arm_params"] = {a: _patch_key(a, p) for a, p in d.get("arm_params", {}).items()}  # old `tile`
             return d
 
         if strip(old) != strip(json.loads(json.dumps(mine))):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..threads import start_numba_threads
 from .stages import SampleProgram
 
 __all__ = ["TorchBackend", "worker_context"]
@@ -59,6 +60,7 @@ def _worker_init(_worker_id: int) -> None:
     try:
         import numba
 
+        start_numba_threads()  # keeps the worker's torch.set_num_threads(1) that the DataLoader made
         numba.set_num_threads(1)
     except Exception:  # noqa: BLE001 - a Numba without threading control still works
         pass
