@@ -272,11 +272,50 @@ def augment_sample(img, lab, prm, taps, out_img, out_lab, blur, clean):
     c00, c01, c02, c10, c11, c12 = prm[P_C], prm[P_C + 1], prm[P_C + 2], prm[P_C + 3], prm[P_C + 4], prm[P_C + 5]
     c20, c21, c22 = prm[P_C + 6], prm[P_C + 7], prm[P_C + 8]
     base, shift = colour_constants(prm[P_TC], f)
+    # warp_geometry, hand-inlined for the CPU (incremental coordinates, an interior fast path);
+    # the CUDA kernels call warp_geometry itself and tests/test_loader_cuda_sim.py checks both agree
+    one = np.int64(1) << f
+    half = one >> 1
+    frac = one - 1
     for y in range(h):
+        sxr = a01 * (2 * y + 1) + t0 + a00
+        syr = a11 * (2 * y + 1) + t1 + a10
         for x in range(w):
-            iy, ix, cy, cx, ya, yb, xa, xb, w00, w01, w10, w11 = warp_geometry(y, x, a00, a01, a10, a11, t0, t1, f,
-                                                                               h, w)
-            out_lab[y, x] = coded_label(np.int64(lab[iy, ix]), cy, cx, maxid, r)
+            sx = sxr + a00 * (2 * x)
+            sy = syr + a10 * (2 * x)
+            ux = sx - half
+            uy = sy - half
+            x0 = ux >> f
+            y0 = uy >> f
+            fx = ux & frac
+            fy = uy & frac
+            if x0 >= 0 and x0 + 1 < w and y0 >= 0 and y0 + 1 < h:  # then floor(src) is inside too
+                out_lab[y, x] = lab[sy >> f, sx >> f]
+                xa = x0
+                xb = x0 + 1
+                ya = y0
+                yb = y0 + 1
+            else:
+                ix = sx >> f
+                iy = sy >> f
+                cy = 0
+                cx = 0
+                if ix < 0 or ix >= w or iy < 0 or iy >= h:
+                    cy = reflection_cell(iy, h)
+                    cx = reflection_cell(ix, w)
+                    ix = reflect101(ix, w)
+                    iy = reflect101(iy, h)
+                out_lab[y, x] = coded_label(np.int64(lab[iy, ix]), cy, cx, maxid, r)
+                xa = reflect101(x0, w)
+                xb = reflect101(x0 + 1, w)
+                ya = reflect101(y0, h)
+                yb = reflect101(y0 + 1, h)
+            gx = one - fx
+            gy = one - fy
+            w00 = gy * gx
+            w01 = gy * fx
+            w10 = fy * gx
+            w11 = fy * fx
             v0 = w00 * img[ya, xa, 0] + w01 * img[ya, xb, 0] + w10 * img[yb, xa, 0] + w11 * img[yb, xb, 0]
             v1 = w00 * img[ya, xa, 1] + w01 * img[ya, xb, 1] + w10 * img[yb, xa, 1] + w11 * img[yb, xb, 1]
             v2 = w00 * img[ya, xa, 2] + w01 * img[ya, xb, 2] + w10 * img[yb, xa, 2] + w11 * img[yb, xb, 2]
@@ -292,47 +331,49 @@ def augment_sample(img, lab, prm, taps, out_img, out_lab, blur, clean):
 
 @njit(cache=True, nogil=True)
 def _blur(img, taps, r, tmp):
-    """Separable Gaussian in place (reflect-101 border), integer taps; same sums as the CUDA kernels.
+    """Separable Gaussian in place (reflect-101 border), integer taps. The same integer sums as the
+    CUDA kernels, ordered for vectorisation: rows as flat ``3·W`` arrays, taps in the outer loop.
     ``tmp`` (H×W×3 int32) holds the horizontal pass (at most ``255·2**16``)."""
     h, w = img.shape[0], img.shape[1]
     n = 2 * r + 1
+    m = 3 * w
+    src = img.reshape(h, m)
+    hor = tmp.reshape(h, m)
+    span = max(w - 2 * r, 0)  # columns r … w−r−1 read no reflected pixel
+    length = 3 * span
+    acc = np.empty(m, np.int32)
     for y in range(h):
+        row = src[y]
+        inner = acc[3 * r:3 * r + length]
+        inner[:] = 0
+        for t in range(n):  # slices with non-negative offsets keep the loop vectorisable
+            k = np.int32(taps[t])
+            seg = row[3 * t:3 * t + length]
+            for i in range(length):
+                inner[i] += k * seg[i]
         for x in range(w):
-            a0 = np.int64(0)
-            a1 = np.int64(0)
-            a2 = np.int64(0)
-            if x >= r and x + r < w:
+            if x >= r and x < r + span:
+                continue
+            for c in range(3):
+                a = np.int32(0)
                 for t in range(n):
-                    k = taps[t]
-                    a0 += k * img[y, x + t - r, 0]
-                    a1 += k * img[y, x + t - r, 1]
-                    a2 += k * img[y, x + t - r, 2]
-            else:
-                for t in range(n):
-                    k = taps[t]
-                    xx = reflect101(x + t - r, w)
-                    a0 += k * img[y, xx, 0]
-                    a1 += k * img[y, xx, 1]
-                    a2 += k * img[y, xx, 2]
-            tmp[y, x, 0] = a0
-            tmp[y, x, 1] = a1
-            tmp[y, x, 2] = a2
+                    a += np.int32(taps[t]) * row[3 * reflect101(x + t - r, w) + c]
+                acc[3 * x + c] = a
+        hor[y, :] = acc
+    out = img.reshape(h, m)
+    vacc = np.empty(m, np.int64)
     for y in range(h):
-        for x in range(w):
-            a0 = np.int64(0)
-            a1 = np.int64(0)
-            a2 = np.int64(0)
-            for t in range(n):
-                k = taps[t]
-                yy = y + t - r
-                if yy < 0 or yy >= h:
-                    yy = reflect101(yy, h)
-                a0 += k * tmp[yy, x, 0]
-                a1 += k * tmp[yy, x, 1]
-                a2 += k * tmp[yy, x, 2]
-            img[y, x, 0] = blur_round(a0)
-            img[y, x, 1] = blur_round(a1)
-            img[y, x, 2] = blur_round(a2)
+        vacc[:] = 0
+        for t in range(n):
+            k = taps[t]
+            yy = y + t - r
+            if yy < 0 or yy >= h:
+                yy = reflect101(yy, h)
+            row = hor[yy]
+            for j in range(m):
+                vacc[j] += k * row[j]
+        for j in range(m):
+            out[y, j] = blur_round(vacc[j])
 
 
 @njit(cache=True, nogil=True)
@@ -366,16 +407,20 @@ def area_filter(lab, maxid, r, min_area):
 @njit(cache=True, nogil=True)
 def crop_stats(image, labels):
     """``(luma_sum, max_id)`` of one crop: ``Σ 299·R + 587·G + 114·B`` (exact) and the largest label."""
-    s = np.int64(0)
+    s0 = np.int64(0)
+    s1 = np.int64(0)
+    s2 = np.int64(0)
     m = np.int64(0)
     h, w = labels.shape
     for y in range(h):
         for x in range(w):
-            s += 299 * np.int64(image[y, x, 0]) + 587 * np.int64(image[y, x, 1]) + 114 * np.int64(image[y, x, 2])
+            s0 += image[y, x, 0]
+            s1 += image[y, x, 1]
+            s2 += image[y, x, 2]
             v = np.int64(labels[y, x])
             if v > m:
                 m = v
-    return s, m
+    return 299 * s0 + 587 * s1 + 114 * s2, m
 
 
 # ---------------------------------------------------------------------- helpers

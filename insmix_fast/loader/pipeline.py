@@ -83,18 +83,14 @@ class _Feed:
             raise StopIteration
         keys = self.tasks[self._i]
         self._i += 1
-        b = self.program.prepare(keys)
-        images = list(b["images"])
-        labels = b["labels"].astype(np.int32, copy=False)
-        coin = [np.array(c) for c in b["coin"]]
-        keys = list(b["keys"])
+        b = self.program.prepare(keys)  # dense N×… arrays: DALI copies each batch in one piece
+        images = b["images"]
+        labels = np.ascontiguousarray(b["labels"], np.int32)
         if self.program.augment is None:
-            return images, [lab[..., None] for lab in labels], keys, coin
-        params, taps = list(b["params"]), list(b["taps"])
+            return images, labels[..., None], b["keys"], b["coin"]
         if self.ops == "kernels":
-            return images, list(labels), params, taps, keys, coin
-        return (images, [lab[..., None] for lab in labels], params, keys, coin) + _operator_args(
-            b["params"], self.margin)
+            return images, labels, b["params"], b["taps"], b["keys"], b["coin"]
+        return (images, labels[..., None], b["params"], b["keys"], b["coin"]) + _operator_args(b["params"], self.margin)
 
 
 def _operator_args(params: np.ndarray, margin: int):
@@ -111,7 +107,7 @@ def _operator_args(params: np.ndarray, margin: int):
     r = params[:, P_BLUR_R]
     sigma = np.where(r > 0, params[:, P_SIGMA] / float(1 << TAP_BITS), 1.0).astype(np.float32)
     window = (2 * np.maximum(r, 1) + 1).astype(np.int32)
-    return list(mats), list(cols), list(offs), list(sigma), list(window), [np.array(v) for v in r > 0]
+    return mats, cols, offs, sigma, window, r > 0
 
 
 class _Stages:
@@ -152,19 +148,21 @@ class _Stages:
 
     # --- InsMix (and, after DALI's warp, the label clean-up)
     def insmix(self, images, labels, keys, coin, params=None):
+        """Images, labels and — when a blender follows — paste and original masks."""
         keys = np.stack([_host(k) for k in keys])
         if self.device == "gpu":
-            return self._insmix_gpu(images, labels, keys, params)
-        im = np.stack(images)
-        lb = np.stack(labels)
-        if lb.ndim == 4:
-            lb = lb[..., 0]
-        lb = np.ascontiguousarray(lb, dtype=np.int32)
-        if params is not None:
-            for k, prm in enumerate(params):
-                area_filter(lb[k], prm[P_MAXID], prm[P_R], prm[P_MIN_AREA])
-        im, lb, paste, orig = self.program.insmix_batch(im, lb, keys)
-        return list(im), list(lb), list(paste), list(orig)
+            out = self._insmix_gpu(images, labels, keys, params)
+        else:
+            im = np.stack(images)
+            lb = np.stack(labels)
+            if lb.ndim == 4:
+                lb = lb[..., 0]
+            lb = np.ascontiguousarray(lb, dtype=np.int32)
+            if params is not None:
+                for k, prm in enumerate(params):
+                    area_filter(lb[k], prm[P_MAXID], prm[P_R], prm[P_MIN_AREA])
+            out = tuple(list(a) for a in self.program.insmix_batch(im, lb, keys))  # DALI takes per-sample lists
+        return out if self.blender is not None else out[:2]
 
     def _insmix_gpu(self, images, labels, keys, params):  # pragma: no cover - needs a GPU and DALI's CUDA build
         import torch
@@ -188,6 +186,7 @@ class _Stages:
         with torch.cuda.stream(ts):
             im, lb, paste, orig = self.program.insmix_device(im, lb, keys, stream=stream)
         return _to_cupy(list(im)), _to_cupy(list(lb)), _to_cupy(list(paste)), _to_cupy(list(orig))
+
 
     # --- smooth-GAN blend
     def blend(self, images, paste, original):
@@ -264,19 +263,18 @@ def insmix_graph(feed: _Feed, stages: _Stages, *, device: str, ops: str, crop: i
         images = fn.cast(fn.coord_transform(warped, M=cols, T=offs), dtype=types.UINT8)  # rounds, saturates
         if do_blur:
             images = fn.gaussian_blur(images, sigma=sigma, window_size=window)
-    if params is None:
-        images, labels, paste, original = fn.python_function(images, labels, keys, coin, function=stages.insmix,
-                                                             num_outputs=4, batch_processing=True, device=device)
-    else:
-        images, labels, paste, original = fn.python_function(images, labels, keys, coin, params,
-                                                             function=stages.insmix, num_outputs=4,
-                                                             batch_processing=True, device=device)
+    inputs = (images, labels, keys, coin) if params is None else (images, labels, keys, coin, params)
+    outs = fn.python_function(*inputs, function=stages.insmix, num_outputs=4 if blend else 2,
+                              batch_processing=True, device=device)
+    images, labels = outs[0], outs[1]
     if blend:
-        images = fn.python_function(images, paste, original, function=stages.blend, num_outputs=1,
+        images = fn.python_function(images, outs[2], outs[3], function=stages.blend, num_outputs=1,
                                     batch_processing=True, device=device)
-    images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
-                                      mean=[255.0 * m for m in mean], std=[255.0 * s for s in std], device=device)
-    labels = fn.cast(labels, dtype=types.INT64, device=device)
+    if device == "gpu":  # on the CPU the loader normalises DALI's buffers itself, in one pass
+        images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
+                                          mean=[255.0 * m for m in mean], std=[255.0 * s for s in std],
+                                          device=device)
+        labels = fn.cast(labels, dtype=types.INT64, device=device)
     return images, labels
 
 
@@ -346,7 +344,7 @@ class DaliBackend:
                 except StopIteration:
                     finished = True
                     return
-                yield self._to_torch(out[0]), self._to_torch(out[1])
+                yield self._outputs(out)
         finally:
             if not finished:  # abandoned midway: stop feeding, drain what DALI already prefetched
                 self.feed.stop = True
@@ -367,6 +365,18 @@ class DaliBackend:
             feed_ndarray(t, out, cuda_stream=torch.cuda.current_stream(self.device))
             return out
         return torch.from_numpy(np.array(tl.as_tensor()))
+
+    def _outputs(self, out):
+        """Torch tensors of one pipeline run: CPU — normalised (one Numba pass) straight from DALI's buffers."""
+        import torch
+
+        if self.dali_device == "gpu":  # pragma: no cover - needs a GPU and DALI's CUDA build
+            return self._to_torch(out[0]), self._to_torch(out[1])
+        images = torch.from_numpy(np.asarray(out[0].as_tensor()))  # views, valid until the next run
+        labels = torch.from_numpy(np.asarray(out[1].as_tensor()))
+        if labels.dim() == 4:
+            labels = labels[..., 0]
+        return self.program.normalise(images), self.program.labels_out(labels.contiguous())
 
     def close(self) -> None:
         self._pipe = None

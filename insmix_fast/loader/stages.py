@@ -78,7 +78,13 @@ class SampleProgram:
         self.std = tuple(float(s) for s in std)
         self._source_epoch = None
         self._seeds: dict[int, tuple[int, int, int]] = {}
+        self._norm: dict = {}
         self.id_factor = augment.id_factor((self.crop, self.crop)) if augment is not None else 1
+
+    def __getstate__(self):  # device tensors stay in the process that made them
+        state = dict(self.__dict__)
+        state["_norm"] = {}
+        return state
 
     # ------------------------------------------------------------------ keys
     def seeds(self, epoch: int) -> tuple[int, int, int]:
@@ -217,15 +223,20 @@ class SampleProgram:
         """InsMix on the selected samples; returns images, labels, paste_mask, original_mask
         (numpy on the CPU; whatever ``insmix_batch(device=...)`` returns otherwise)."""
         sel = self.insmix_mask(keys)
-        paste = np.zeros(labels.shape, bool)
-        if sel.any():
+        if sel.all():  # the usual case: no gather / scatter copies
             s = self.seeds(self._epoch_of(keys))[2]
-            r = insmix_batch(images[sel], labels[sel], self.bank, self.config, seed=s, indices=keys[sel, 1],
-                             device=device)
-            images, labels = images.copy(), labels.copy()
-            images[sel] = _to_numpy(r.images)
-            labels[sel] = _to_numpy(r.labels)
-            paste[sel] = _to_numpy(r.paste_masks)
+            r = insmix_batch(images, labels, self.bank, self.config, seed=s, indices=keys[:, 1], device=device)
+            images, labels, paste = _to_numpy(r.images), _to_numpy(r.labels), _to_numpy(r.paste_masks)
+        else:
+            paste = np.zeros(labels.shape, bool)
+            if sel.any():
+                s = self.seeds(self._epoch_of(keys))[2]
+                r = insmix_batch(images[sel], labels[sel], self.bank, self.config, seed=s, indices=keys[sel, 1],
+                                 device=device)
+                images, labels = images.copy(), labels.copy()
+                images[sel] = _to_numpy(r.images)
+                labels[sel] = _to_numpy(r.labels)
+                paste[sel] = _to_numpy(r.paste_masks)
         original = (labels > 0) & ~paste
         return images, labels, paste, original
 
@@ -259,15 +270,18 @@ class SampleProgram:
         return images, labels, paste, original
 
     # ------------------------------------------------------------------ worker entry
-    def cpu_batch(self, keys: np.ndarray, insmix: bool = True) -> dict:
-        """Read, crop, augment and (if ``insmix``) InsMix one batch on the CPU."""
+    def cpu_batch(self, keys: np.ndarray, insmix: bool = True, masks: bool = True) -> dict:
+        """Read, crop, augment and (if ``insmix``) InsMix one batch on the CPU. ``masks``: also
+        return the paste mask (the blender needs it). Labels come back as int16 when every id fits
+        (less to copy between processes)."""
         batch = self.prepare(keys)
         images, labels = self.augment_host(batch)
+        paste = None
         if insmix:
-            images, labels, paste, original = self.insmix_batch(images, labels, keys)
-        else:
-            paste = original = None
-        return {"images": images, "labels": labels, "paste": paste, "original": original, "keys": keys,
+            images, labels, paste, _ = self.insmix_batch(images, labels, keys)
+        if labels.size and int(labels.max()) <= np.iinfo(np.int16).max:
+            labels = labels.astype(np.int16)
+        return {"images": images, "labels": labels, "paste": paste if masks else None, "keys": keys,
                 "coin": batch["coin"]}
 
     # ------------------------------------------------------------------ tensors
@@ -281,14 +295,16 @@ class SampleProgram:
             out = torch.empty((images.shape[0], 3, images.shape[1], images.shape[2]), dtype=torch.float32)
             _normalise_kernel(images.numpy(), np.array(mean, np.float32), np.array(inv, np.float32), out.numpy())
             return out
-        m = torch.tensor(mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
-        k = torch.tensor(inv, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+        if dev not in self._norm:  # made once per device: no host→device copy per batch
+            self._norm[dev] = (torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1).to(dev),
+                               torch.tensor(inv, dtype=torch.float32).view(1, 3, 1, 1).to(dev))
+        m, k = self._norm[dev]
         return (images.permute(0, 3, 1, 2).float() - m).mul_(k).contiguous()
 
     @staticmethod
     def labels_out(labels: torch.Tensor) -> torch.Tensor:
         """Labels as the loader hands them out: int64 (one Numba pass on the CPU)."""
-        if labels.device.type == "cpu" and labels.dtype == torch.int32:
+        if labels.device.type == "cpu" and labels.dtype in (torch.int16, torch.int32):
             out = torch.empty(labels.shape, dtype=torch.int64)
             _widen_kernel(labels.numpy().reshape(-1), out.numpy().reshape(-1))
             return out

@@ -46,9 +46,10 @@ class _TaskSampler(Sampler):
 class _TaskDataset(Dataset):
     """One batch per item: ``"read"`` (crops + parameters) or ``"full"`` (augmented, InsMix on the CPU)."""
 
-    def __init__(self, program: SampleProgram, mode: str):
+    def __init__(self, program: SampleProgram, mode: str, masks: bool):
         self.program = program
         self.mode = mode
+        self.masks = masks
 
     def __len__(self) -> int:  # tasks are arrays, not integers; the sampler drives the loop
         return 0
@@ -57,7 +58,7 @@ class _TaskDataset(Dataset):
         if self.mode == "read":
             out = self.program.prepare(keys)
         else:
-            out = self.program.cpu_batch(keys, insmix=True)
+            out = self.program.cpu_batch(keys, insmix=True, masks=self.masks)
         return {k: (torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v)
                 for k, v in out.items()}
 
@@ -111,7 +112,8 @@ class TorchBackend:
         if num_workers > 0:
             kw = dict(prefetch_factor=max(1, prefetch), persistent_workers=True, worker_init_fn=_worker_init,
                       multiprocessing_context=worker_context(mp_context))
-        self.dataloader = DataLoader(_TaskDataset(program, "read" if self.on_device else "full"), batch_size=None,
+        dataset = _TaskDataset(program, "read" if self.on_device else "full", masks=blender is not None)
+        self.dataloader = DataLoader(dataset, batch_size=None,
                                      sampler=self.sampler, num_workers=num_workers, collate_fn=_identity,
                                      pin_memory=self.cuda, **kw)
         self.stream = torch.cuda.Stream(device=device) if self.cuda else None
@@ -135,7 +137,7 @@ class TorchBackend:
             images = batch["images"].to(dev, non_blocking=True)
             labels = batch["labels"].to(dev, non_blocking=True)
             paste = batch["paste"].to(dev, non_blocking=True) if batch.get("paste") is not None else None
-            original = batch["original"].to(dev, non_blocking=True) if batch.get("original") is not None else None
+            original = (labels > 0) & ~paste if paste is not None else None
         coin = batch["coin"].numpy()
         if self.blender is not None and paste is not None and coin.any():
             images = self._blend(images, paste, original, coin)
