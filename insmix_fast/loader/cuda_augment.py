@@ -22,9 +22,9 @@ from numba import cuda
 from ..augment import (P_A00, P_A01, P_A10, P_A11, P_BLUR_R, P_C, P_FRAC, P_MAXID, P_MIN_AREA, P_R, P_T0, P_T1,
                        P_TC)
 from .. import augment as _aug
-from ..kernels.cuda_device import SIMULATOR, device_function
+from ..kernels.cuda_device import SIMULATOR, device_function, unravel_pixel
 
-__all__ = ["launch_augment", "launch_canvas", "numba_stream", "as_device", "THREADS"]
+__all__ = ["launch_augment", "launch_area_filter", "launch_canvas", "numba_stream", "as_device", "THREADS"]
 
 THREADS = 32 if SIMULATOR else 256
 
@@ -37,20 +37,12 @@ reflect101 = device_function(_aug.reflect101)
 canvas_source = device_function(_aug.canvas_source)
 
 
-@cuda.jit(device=True)
-def _unravel(p, h, w):
-    b = p // (h * w)
-    q = p - b * h * w
-    y = q // w
-    return b, y, q - y * w
-
-
 @cuda.jit
 def _warp_kernel(images, labels, params, out_images, out_labels, counts, clean):
     n, h, w = out_labels.shape
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for p in range(start, n * h * w, stride):
-        b, y, x = _unravel(p, h, w)
+        b, y, x = unravel_pixel(p, h, w)
         prm = params[b]
         f = prm[P_FRAC]
         iy, ix, cy, cx, ya, yb, xa, xb, w00, w01, w10, w11 = warp_geometry(
@@ -69,50 +61,47 @@ def _warp_kernel(images, labels, params, out_images, out_labels, counts, clean):
         out_images[b, y, x, 2] = colour_channel(v0, v1, v2, prm[P_C + 6], prm[P_C + 7], prm[P_C + 8], base, shift)
 
 
-@cuda.jit
-def _blur_h_kernel(images, params, taps, tmp):
-    n, h, w = tmp.shape[0], tmp.shape[1], tmp.shape[2]
-    start, stride = cuda.grid(1), cuda.gridsize(1)
-    for p in range(start, n * h * w, stride):
-        b, y, x = _unravel(p, h, w)
-        r = params[b, P_BLUR_R]
-        if r == 0:
-            continue
-        a0 = np.int64(0)
-        a1 = np.int64(0)
-        a2 = np.int64(0)
-        for t in range(2 * r + 1):
+@cuda.jit(device=True)
+def _blur_sums(src, b, y, x, r, taps, horizontal):
+    """The three channel sums of one blur pass at ``(y, x)``: along the row or along the column."""
+    h, w = src.shape[1], src.shape[2]
+    a0 = np.int64(0)
+    a1 = np.int64(0)
+    a2 = np.int64(0)
+    for t in range(2 * r + 1):
+        yy = y
+        xx = x
+        if horizontal:
             xx = reflect101(x + t - r, w)
-            k = taps[b, t]
-            a0 += k * images[b, y, xx, 0]
-            a1 += k * images[b, y, xx, 1]
-            a2 += k * images[b, y, xx, 2]
-        tmp[b, y, x, 0] = a0
-        tmp[b, y, x, 1] = a1
-        tmp[b, y, x, 2] = a2
+        else:
+            yy = reflect101(y + t - r, h)
+        k = taps[b, t]
+        a0 += k * src[b, yy, xx, 0]
+        a1 += k * src[b, yy, xx, 1]
+        a2 += k * src[b, yy, xx, 2]
+    return a0, a1, a2
 
 
 @cuda.jit
-def _blur_v_kernel(tmp, params, taps, images):
-    n, h, w = tmp.shape[0], tmp.shape[1], tmp.shape[2]
+def _blur_kernel(src, params, taps, dst, horizontal):
+    """One pass of the separable blur over the samples that draw one: horizontal into the int32
+    scratch, vertical back to uint8 (rounded half up)."""
+    n, h, w = dst.shape[0], dst.shape[1], dst.shape[2]
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for p in range(start, n * h * w, stride):
-        b, y, x = _unravel(p, h, w)
+        b, y, x = unravel_pixel(p, h, w)
         r = params[b, P_BLUR_R]
         if r == 0:
             continue
-        a0 = np.int64(0)
-        a1 = np.int64(0)
-        a2 = np.int64(0)
-        for t in range(2 * r + 1):
-            yy = reflect101(y + t - r, h)
-            k = taps[b, t]
-            a0 += k * tmp[b, yy, x, 0]
-            a1 += k * tmp[b, yy, x, 1]
-            a2 += k * tmp[b, yy, x, 2]
-        images[b, y, x, 0] = blur_round(a0)
-        images[b, y, x, 1] = blur_round(a1)
-        images[b, y, x, 2] = blur_round(a2)
+        a0, a1, a2 = _blur_sums(src, b, y, x, r, taps, horizontal)
+        if horizontal:
+            dst[b, y, x, 0] = a0
+            dst[b, y, x, 1] = a1
+            dst[b, y, x, 2] = a2
+        else:
+            dst[b, y, x, 0] = blur_round(a0)
+            dst[b, y, x, 1] = blur_round(a1)
+            dst[b, y, x, 2] = blur_round(a2)
 
 
 @cuda.jit
@@ -120,7 +109,7 @@ def _count_kernel(labels, counts):
     n, h, w = labels.shape
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for p in range(start, n * h * w, stride):
-        b, y, x = _unravel(p, h, w)
+        b, y, x = unravel_pixel(p, h, w)
         v = labels[b, y, x]
         if v > 0:
             cuda.atomic.add(counts, (b, v), 1)
@@ -131,7 +120,7 @@ def _area_kernel(labels, params, counts):
     n, h, w = labels.shape
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for p in range(start, n * h * w, stride):
-        b, y, x = _unravel(p, h, w)
+        b, y, x = unravel_pixel(p, h, w)
         v = labels[b, y, x]
         if v > 0 and counts[b, v] < params[b, P_MIN_AREA]:
             labels[b, y, x] = 0
@@ -143,7 +132,7 @@ def _canvas_kernel(images, labels, params, margin, out_images, out_labels):
     h, w = labels.shape[1], labels.shape[2]
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for p in range(start, n * hh * ww, stride):
-        b, yy, xx = _unravel(p, hh, ww)
+        b, yy, xx = unravel_pixel(p, hh, ww)
         sy, sx, cy, cx = canvas_source(yy, xx, margin, h, w)
         out_labels[b, yy, xx] = coded_label(np.int64(labels[b, sy, sx]), cy, cx, params[b, P_MAXID], params[b, P_R])
         out_images[b, yy, xx, 0] = images[b, sy, sx, 0]
@@ -189,8 +178,8 @@ def launch_augment(images, labels, params, taps, out_images, out_labels, counts,
     grid = _blocks(total)
     _warp_kernel[grid, THREADS, stream](images, labels, params, out_images, out_labels, counts, clean)
     if blur:
-        _blur_h_kernel[grid, THREADS, stream](out_images, params, taps, tmp)
-        _blur_v_kernel[grid, THREADS, stream](tmp, params, taps, out_images)
+        _blur_kernel[grid, THREADS, stream](out_images, params, taps, tmp, True)
+        _blur_kernel[grid, THREADS, stream](tmp, params, taps, out_images, False)
     if clean:
         _area_kernel[grid, THREADS, stream](out_labels, params, counts)
 

@@ -108,6 +108,9 @@ class InsMixLoader:
             ``coord_transform``, ``gaussian_blur``) or ``"auto"`` (kernels on the CPU,
             operators on the GPU).
 
+    After construction ``loader.backend`` is ``"torch"`` or ``"dali"`` and ``loader.augment_on``
+    one of ``"workers"``, ``"device"``, ``"dali:kernels"``, ``"dali:operators"``.
+
     Epochs: iterating yields the rest of the current epoch; when an epoch is exhausted the
     loader moves on to the next one (so ``set_epoch`` is optional). ``set_epoch(e)``
     jumps to the start of epoch ``e``. ``state_dict()`` / ``load_state_dict()`` save
@@ -284,4 +287,5 @@ class InsMixLoader:
 
     def __repr__(self) -> str:
         return (f"InsMixLoader(n={self.n}, batch_size={self.batch_size}, crop={self.crop}, device={self.device}, "
-                f"backend={self.backend!r}, epoch={self.epoch}, rank={self.rank}/{self.world_size})")
+                f"backend={self.backend!r}, augment_on={self.augment_on!r}, epoch={self.epoch}, "
+                f"rank={self.rank}/{self.world_size})")

@@ -29,6 +29,8 @@ Both give the same labels; the images agree within a few grey levels (``docs/loa
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 
 from ..augment import (COLOUR_BITS, P_A00, P_A01, P_A10, P_A11, P_BLUR_R, P_C, P_FRAC, P_MAXID, P_MIN_AREA, P_R,
@@ -65,13 +67,18 @@ def _dali_augment(out_img, out_lab, out_prm, out_taps, img, lab, prm, taps):
 
 
 class _Feed:
-    """External source: iterates over the current pass's key batches; yields per-sample lists."""
+    """External source: iterates over the current pass's key batches; yields dense batches.
 
-    def __init__(self, program: SampleProgram, ops: str, margin: int):
-        self.program, self.ops, self.margin = program, ops, margin
+    ``host`` (GPU graph): the host-side values of each fed batch (keys, InsMix coin, parameter
+    rows) are queued here for the GPU stages, which pop them in order — DALI runs iterations in
+    order — instead of reading them back from the device."""
+
+    def __init__(self, program: SampleProgram, ops: str, margin: int, gpu: bool):
+        self.program, self.ops, self.margin, self.gpu = program, ops, margin, gpu
         self.tasks: list[np.ndarray] = []
         self.stop = False
         self._i = 0
+        self.host = collections.deque()
 
     def __iter__(self):
         self._i = 0
@@ -86,11 +93,14 @@ class _Feed:
         b = self.program.prepare(keys)  # dense N×… arrays: DALI copies each batch in one piece
         images = b["images"]
         labels = np.ascontiguousarray(b["labels"], np.int32)
+        host = () if self.gpu else (b["keys"], b["coin"])
+        if self.gpu:
+            self.host.append((b["keys"], b.get("params")))
         if self.program.augment is None:
-            return images, labels[..., None], b["keys"], b["coin"]
+            return (images, labels[..., None]) + host
         if self.ops == "kernels":
-            return images, labels, b["params"], b["taps"], b["keys"], b["coin"]
-        return (images, labels[..., None], b["params"], b["keys"], b["coin"]) + _operator_args(b["params"], self.margin)
+            return (images, labels, b["params"], b["taps"]) + host
+        return (images, labels[..., None], b["params"]) + host + _operator_args(b["params"], self.margin)
 
 
 def _operator_args(params: np.ndarray, margin: int):
@@ -113,13 +123,14 @@ def _operator_args(params: np.ndarray, margin: int):
 class _Stages:
     """Batch callbacks of the graph (lists of per-sample arrays in, lists out)."""
 
-    def __init__(self, program: SampleProgram, blender, device: str, ops: str, margin: int):
+    def __init__(self, program: SampleProgram, blender, device: str, ops: str, margin: int, feed: "_Feed"):
         self.program, self.blender, self.device, self.ops, self.margin = program, blender, device, ops, margin
+        self.feed = feed
 
     # --- reflect-padded canvas ("operators")
     def canvas(self, images, labels, params):
         if self.device == "gpu":
-            return self._canvas_gpu(images, labels, params)
+            return self._canvas_gpu(images, labels, params)  # params: the rows, moved to the GPU by DALI
         m = self.margin
         out_i, out_l = [], []
         for img, lab, prm in zip(images, labels, params):
@@ -147,12 +158,14 @@ class _Stages:
         return _to_cupy(list(ci)), _to_cupy(list(cl.unsqueeze(-1)))
 
     # --- InsMix (and, after DALI's warp, the label clean-up)
-    def insmix(self, images, labels, keys, coin, params=None):
-        """Images, labels and — when a blender follows — paste and original masks."""
-        keys = np.stack([_host(k) for k in keys])
+    def insmix(self, images, labels, keys=None, coin=None, params=None):
+        """Images, labels and — when a blender follows — paste and original masks. The GPU graph
+        passes only images and labels; keys and parameter rows come from the feed's host queue."""
         if self.device == "gpu":
-            out = self._insmix_gpu(images, labels, keys, params)
+            keys, host_params = self.feed.host.popleft()
+            out = self._insmix_gpu(images, labels, keys, host_params)
         else:
+            keys = np.stack([np.asarray(k) for k in keys])
             im = np.stack(images)
             lb = np.stack(labels)
             if lb.ndim == 4:
@@ -170,20 +183,19 @@ class _Stages:
         from . import cuda_augment as ca
 
         stream = _dali_stream()
-        im = _stack_torch(images)
-        lb = _stack_torch(labels)
-        if lb.dim() == 4:
-            lb = lb[..., 0]
-        lb = lb.to(torch.int32).contiguous()
-        if params is not None:
-            pr = _stack_torch(params)
-            host = np.stack([_host(p) for p in params])
-            width = int(host[:, P_MAXID].max()) * self.program.id_factor + 1
-            counts = torch.zeros((lb.shape[0], width), dtype=torch.int32, device=lb.device)
-            ca.launch_area_filter(ca.as_device(lb), ca.as_device(pr), ca.as_device(counts),
-                                  stream=ca.numba_stream(stream))
         ts = torch.cuda.ExternalStream(stream)
         with torch.cuda.stream(ts):
+            im = _stack_torch(images)
+            lb = _stack_torch(labels)
+            if lb.dim() == 4:
+                lb = lb[..., 0]
+            lb = lb.to(torch.int32).contiguous()
+            if params is not None and self.ops == "operators":  # DALI warped the labels: clear the slivers
+                width = int(params[:, P_MAXID].max()) * self.program.id_factor + 1
+                counts = torch.zeros((lb.shape[0], width), dtype=torch.int32, device=lb.device)
+                pr = torch.from_numpy(params).pin_memory().to(lb.device, non_blocking=True)
+                ca.launch_area_filter(ca.as_device(lb), ca.as_device(pr), ca.as_device(counts),
+                                      stream=ca.numba_stream(stream))
             im, lb, paste, orig = self.program.insmix_device(im, lb, keys, stream=stream)
         return _to_cupy(list(im)), _to_cupy(list(lb)), _to_cupy(list(paste)), _to_cupy(list(orig))
 
@@ -203,10 +215,6 @@ class _Stages:
         if bool(pm.any()):
             im = self.blender.blend(im, pm, om)
         return list(im.numpy())
-
-
-def _host(x) -> np.ndarray:
-    return x.get() if hasattr(x, "get") else np.asarray(x)
 
 
 def _dali_stream() -> int:  # pragma: no cover - GPU only
@@ -233,37 +241,47 @@ def insmix_graph(feed: _Feed, stages: _Stages, *, device: str, ops: str, crop: i
     ``ops`` ``"kernels"`` (CPU only) or ``"operators"``."""
     from nvidia.dali import fn, types
 
+    gpu = device == "gpu"
+
+    def source(names):
+        outs = fn.external_source(source=feed, num_outputs=len(names), batch=True, cycle="raise",
+                                  layout=[{"img": "HWC", "lab": "HWC", "lab2": "HW"}.get(n) for n in names])
+        return dict(zip(names, outs))
+
     params = None
     if not augment:
-        images, labels, keys, coin = fn.external_source(source=feed, num_outputs=4, batch=True,
-                                                        layout=["HWC", "HWC", None, None], cycle="raise")
-        if device == "gpu":
+        d = source(["img", "lab"] + (["keys", "coin"] if not gpu else []))
+        images, labels = d["img"], d["lab"]
+        if gpu:
             images, labels = images.gpu(), labels.gpu()
     elif ops == "kernels":
         from nvidia.dali.plugin.numba import fn as numba_fn
 
-        images, labels, params_in, taps, keys, coin = fn.external_source(
-            source=feed, num_outputs=6, batch=True, layout=["HWC", "HW", None, None, None, None], cycle="raise")
+        d = source(["img", "lab2", "params", "taps"] + (["keys", "coin"] if not gpu else []))
         images, labels, _, _ = numba_fn.numba_function(
-            images, labels, params_in, taps, run_fn=_dali_augment,
+            d["img"], d["lab2"], d["params"], d["taps"], run_fn=_dali_augment,
             out_types=[types.UINT8, types.INT32, types.INT64, types.INT64],
             in_types=[types.UINT8, types.INT32, types.INT64, types.INT64],
             outs_ndim=[3, 2, 1, 1], ins_ndim=[3, 2, 1, 1])
     else:
-        (images, labels, params, keys, coin, mats, cols, offs, sigma, window,
-         do_blur) = fn.external_source(source=feed, num_outputs=11, batch=True,
-                                       layout=["HWC", "HWC"] + [None] * 9, cycle="raise")
-        if device == "gpu":
+        d = source(["img", "lab", "params"] + (["keys", "coin"] if not gpu else [])
+                   + ["mats", "cols", "offs", "sigma", "window", "blur"])
+        images, labels, params = d["img"], d["lab"], d["params"]
+        if gpu:
             images, labels, params = images.gpu(), labels.gpu(), params.gpu()
         canvas_i, canvas_l = fn.python_function(images, labels, params, function=stages.canvas, num_outputs=2,
                                                 batch_processing=True, device=device, output_layouts=["HWC", "HWC"])
-        warped = fn.warp_affine(canvas_i, matrix=mats, size=[crop, crop], interp_type=types.INTERP_LINEAR,
+        warped = fn.warp_affine(canvas_i, matrix=d["mats"], size=[crop, crop], interp_type=types.INTERP_LINEAR,
                                 dtype=types.FLOAT)
-        labels = fn.warp_affine(canvas_l, matrix=mats, size=[crop, crop], interp_type=types.INTERP_NN)
-        images = fn.cast(fn.coord_transform(warped, M=cols, T=offs), dtype=types.UINT8)  # rounds, saturates
-        if do_blur:
-            images = fn.gaussian_blur(images, sigma=sigma, window_size=window)
-    inputs = (images, labels, keys, coin) if params is None else (images, labels, keys, coin, params)
+        labels = fn.warp_affine(canvas_l, matrix=d["mats"], size=[crop, crop], interp_type=types.INTERP_NN)
+        images = fn.cast(fn.coord_transform(warped, M=d["cols"], T=d["offs"]), dtype=types.UINT8)  # rounds
+        if d["blur"]:
+            images = fn.gaussian_blur(images, sigma=d["sigma"], window_size=d["window"])
+    keys, coin = d.get("keys"), d.get("coin")  # CPU graph only; the GPU stages read the feed's queue
+    if device == "gpu":  # host values reach the GPU stages through the feed's queue, not the device
+        inputs = (images, labels)
+    else:
+        inputs = (images, labels, keys, coin) if params is None else (images, labels, keys, coin, params)
     outs = fn.python_function(*inputs, function=stages.insmix, num_outputs=4 if blend else 2,
                               batch_processing=True, device=device)
     images, labels = outs[0], outs[1]
@@ -305,7 +323,7 @@ class DaliBackend:
             raise ConfigError(f"the augmentation's smallest scale ({aug.scale[0]}) needs a reflect canvas of "
                               f"{program.crop + 2 * self.margin}² pixels per crop for DALI's warp; raise "
                               f"scale[0] or use dali_ops='kernels' / backend='torch'")
-        self.feed = _Feed(program, ops, self.margin)
+        self.feed = _Feed(program, ops, self.margin, gpu=self.dali_device == "gpu")
         self._pipe = None
         self._needs_reset = False
 
@@ -314,7 +332,7 @@ class DaliBackend:
 
         from .stages import stage_seed
 
-        stages = _Stages(self.program, self.blender, self.dali_device, self.ops, self.margin)
+        stages = _Stages(self.program, self.blender, self.dali_device, self.ops, self.margin, self.feed)
         build = pipeline_def(insmix_graph, enable_conditionals=True)
         device_id = (self.device.index or 0) if self.dali_device == "gpu" else None
         dali_seed = stage_seed(self.program.seed, 0, 0x44414C49 + self.rank) & 0x7FFFFFFF  # explicit, unused
@@ -331,6 +349,7 @@ class DaliBackend:
             return
         self.program.set_source_epoch(int(tasks[0][0, 0]))
         self.feed.tasks = list(tasks)
+        self.feed.host.clear()
         if self._pipe is None:
             self._pipe = self._build()
         elif self._needs_reset:
