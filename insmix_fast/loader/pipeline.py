@@ -66,6 +66,24 @@ def _dali_augment(out_img, out_lab, out_prm, out_taps, img, lab, prm, taps):
     out_taps[:] = taps
 
 
+_AUGMENT_OP = None
+
+
+def _augment_op():
+    """DALI's ``numba_function`` operator running :func:`_dali_augment`, made once per process
+    (compiling its C callback takes seconds; the operator object can serve every pipeline)."""
+    global _AUGMENT_OP
+    if _AUGMENT_OP is None:
+        from nvidia.dali import types
+        from nvidia.dali.plugin.numba import NumbaFunction
+
+        _AUGMENT_OP = NumbaFunction(run_fn=_dali_augment,
+                                    out_types=[types.UINT8, types.INT32, types.INT64, types.INT64],
+                                    in_types=[types.UINT8, types.INT32, types.INT64, types.INT64],
+                                    outs_ndim=[3, 2, 1, 1], ins_ndim=[3, 2, 1, 1])
+    return _AUGMENT_OP
+
+
 class _Feed:
     """External source: iterates over the current pass's key batches; yields dense batches.
 
@@ -255,14 +273,8 @@ def insmix_graph(feed: _Feed, stages: _Stages, *, device: str, ops: str, crop: i
         if gpu:
             images, labels = images.gpu(), labels.gpu()
     elif ops == "kernels":
-        from nvidia.dali.plugin.numba import fn as numba_fn
-
         d = source(["img", "lab2", "params", "taps"] + (["keys", "coin"] if not gpu else []))
-        images, labels, _, _ = numba_fn.numba_function(
-            d["img"], d["lab2"], d["params"], d["taps"], run_fn=_dali_augment,
-            out_types=[types.UINT8, types.INT32, types.INT64, types.INT64],
-            in_types=[types.UINT8, types.INT32, types.INT64, types.INT64],
-            outs_ndim=[3, 2, 1, 1], ins_ndim=[3, 2, 1, 1])
+        images, labels, _, _ = _augment_op()(d["img"], d["lab2"], d["params"], d["taps"])
     else:
         d = source(["img", "lab", "params"] + (["keys", "coin"] if not gpu else [])
                    + ["mats", "cols", "offs", "sigma", "window", "blur"])
