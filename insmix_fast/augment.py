@@ -45,8 +45,8 @@ Everything is integer arithmetic, so the CPU kernels and their CUDA build give
 identical output. DALI's float operators give the same labels and images within a
 few grey levels (see ``docs/loader.md``).
 
-Randomness: ``Generator(Philox(key=(seed, index)))`` as in
-:mod:`insmix_fast.baselines` — same seed and index, same output.
+Randomness: 13 doubles from ``Generator(Philox(key=(seed, index)))`` (as in
+:mod:`insmix_fast.baselines`) per sample — same seed and index, same output.
 
 Example::
 
@@ -72,8 +72,7 @@ __all__ = ["TraditionalAugment", "AugmentDraw", "traditional_augment", "augment_
            "N_PARAMS", "COLOUR_BITS", "TAP_BITS", "LUMA_WEIGHTS", "P_A00", "P_A01", "P_A10", "P_A11", "P_T0",
            "P_T1", "P_FRAC", "P_C", "P_TC", "P_MAXID", "P_R", "P_MIN_AREA", "P_BLUR_R", "P_SIGMA"]
 
-_S_GEOM = 11
-_S_COLOR = 12
+_S_GEOM = 11  # the Philox counter block of the augmentation's draws
 
 #: Fractional bits of the colour matrix entries.
 COLOUR_BITS = 12
@@ -557,7 +556,7 @@ class TraditionalAugment:
     def draw(self, shape, seed: int, index: int = 0) -> AugmentDraw:
         """The per-sample decisions for ``(seed, index)`` on an ``H×W`` crop."""
         H, W = int(shape[0]), int(shape[1])
-        g = make_rng(seed, index, _S_GEOM).random(7)  # the doubles uniform() would draw one by one
+        g = make_rng(seed, index, _S_GEOM).random(13).tolist()  # 7 for the geometry, 6 for colour and blur
         apply = g[0] < self.p_geometric
         s = self.scale[0] + (self.scale[1] - self.scale[0]) * g[1]
         ang = -self.rotate + 2.0 * self.rotate * g[2]
@@ -573,7 +572,7 @@ class TraditionalAugment:
             matrix = _inverse_matrix(H, W, s, ang, tx, ty, fh, fv, f)
         else:
             matrix = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-        c = make_rng(seed, index, _S_COLOR).random(6)
+        c = g[7:]
         b = 1 - self.brightness + 2.0 * self.brightness * c[0]
         con = 1 - self.contrast + 2.0 * self.contrast * c[1]
         sat = 1 - self.saturation + 2.0 * self.saturation * c[2]

@@ -132,39 +132,44 @@ class SampleProgram:
         x0 = int(rng.integers(0, w - c + 1))
         return image[y0:y0 + c, x0:x0 + c], labels[y0:y0 + c, x0:x0 + c]
 
-    def read_batch(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The batch's crops: N×c×c×3 uint8 and N×c×c int32."""
+    def read_batch(self, keys: np.ndarray, stats: bool = False):
+        """The batch's crops: N×c×c×3 uint8 and N×c×c int32 (and, with ``stats``, each crop's
+        luminance sum and largest id, :func:`~insmix_fast.augment.crop_stats`)."""
         epoch = self._epoch_of(keys)
         self.set_source_epoch(epoch)
         n, c = len(keys), self.crop
         images = np.empty((n, c, c, 3), np.uint8)
         labels = np.empty((n, c, c), np.int32)
+        luma = np.empty(n, np.int64)
+        top = np.empty(n, np.int64)
         for k, (_, p, i) in enumerate(keys):
-            images[k], labels[k] = self.read(epoch, int(p), int(i))
-        return images, labels
+            images[k], labels[k] = self.read(epoch, int(p), int(i))  # strided copies at memcpy speed
+            if stats:
+                luma[k], top[k] = crop_stats(images[k], labels[k])  # contiguous: a vectorised pass
+        return (images, labels, luma, top) if stats else (images, labels)
 
     def prepare(self, keys: np.ndarray) -> dict:
         """Everything the device needs for one batch, as numpy arrays: ``images`` (N×c×c×3 uint8),
         ``labels`` (int16 when every id fits, else int32), ``keys``, ``coin`` (who gets InsMix) and,
         with augmentation, ``params`` (N×N_PARAMS int64) and ``taps`` (N×T int64)."""
-        images, labels = self.read_batch(keys)
+        images, labels, luma, tops = self.read_batch(keys, stats=True)
         out = {"images": images, "keys": np.ascontiguousarray(keys, np.int64), "coin": self.insmix_mask(keys)}
         if self.augment is not None:
-            out["params"], out["taps"] = self._params(images, labels, keys)
+            out["params"], out["taps"] = self._params(labels, luma, tops, keys)
             top = int(out["params"][:, P_MAXID].max()) if len(keys) else 0
         else:
-            top = int(labels.max()) if labels.size else 0
+            top = int(tops.max()) if len(keys) else 0
         out["labels"] = labels.astype(np.int16) if top <= np.iinfo(np.int16).max else labels
         return out
 
-    def _params(self, images: np.ndarray, labels: np.ndarray, keys: np.ndarray):
+    def _params(self, labels: np.ndarray, lumas: np.ndarray, tops: np.ndarray, keys: np.ndarray):
         aug = self.augment
         seed = self.seeds(self._epoch_of(keys))[1]
         n, c = len(keys), self.crop
         rows = np.empty((n, N_PARAMS), np.int64)
         taps = np.zeros((n, 2 * aug.max_blur_radius() + 1), np.int64)
         for k in range(n):
-            luma, top = crop_stats(images[k], labels[k])
+            luma, top = int(lumas[k]), int(tops[k])
             if top * self.id_factor + _PASTE_HEADROOM > ID_LIMIT:  # renumber 1..k (in place: labels is ours)
                 ids, inv = np.unique(labels[k], return_inverse=True)
                 labels[k] = inv.reshape(c, c) + (0 if ids[0] == 0 else 1)
@@ -291,10 +296,10 @@ class SampleProgram:
         dev = images.device
         mean = [255.0 * m for m in self.mean]
         inv = [1.0 / (255.0 * s) for s in self.std]
-        if dev.type == "cpu":
-            out = torch.empty((images.shape[0], 3, images.shape[1], images.shape[2]), dtype=torch.float32)
-            _normalise_kernel(images.numpy(), np.array(mean, np.float32), np.array(inv, np.float32), out.numpy())
-            return out
+        if dev.type == "cpu":  # numpy's allocation: large arrays get transparent huge pages (torch's do not)
+            out = np.empty((images.shape[0], 3, images.shape[1], images.shape[2]), np.float32)
+            _normalise_kernel(images.numpy(), np.array(mean, np.float32), np.array(inv, np.float32), out)
+            return torch.from_numpy(out)
         if dev not in self._norm:  # made once per device: no host→device copy per batch
             self._norm[dev] = (torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1).to(dev),
                                torch.tensor(inv, dtype=torch.float32).view(1, 3, 1, 1).to(dev))
@@ -305,9 +310,9 @@ class SampleProgram:
     def labels_out(labels: torch.Tensor) -> torch.Tensor:
         """Labels as the loader hands them out: int64 (one Numba pass on the CPU)."""
         if labels.device.type == "cpu" and labels.dtype in (torch.int16, torch.int32):
-            out = torch.empty(labels.shape, dtype=torch.int64)
-            _widen_kernel(labels.numpy().reshape(-1), out.numpy().reshape(-1))
-            return out
+            out = np.empty(tuple(labels.shape), np.int64)
+            _widen_kernel(labels.numpy().reshape(-1), out.reshape(-1))
+            return torch.from_numpy(out)
         return labels.long()
 
 
