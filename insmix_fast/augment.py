@@ -498,11 +498,6 @@ class TraditionalAugment:
     def __repr__(self) -> str:
         return f"TraditionalAugment({', '.join(f'{k}={v!r}' for k, v in self._settings().items())})"
 
-    def __eq__(self, other) -> bool:
-        return isinstance(other, TraditionalAugment) and self._settings() == other._settings()
-
-    __hash__ = None
-
     # ------------------------------------------------------------------ bounds
     def _bounds(self, shape) -> tuple[int, int]:
         """``(frac_bits, cell_range)`` of an ``H×W`` crop (cached per shape)."""
