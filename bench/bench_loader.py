@@ -220,17 +220,23 @@ class LoaderContender:
 
 
 def cpu_contenders(tiles, bank, names=None):
+    import importlib.util
+
     from insmix_fast.loader import dali_available
 
     src = Cycled(tiles, EPOCH)
-    made = {
-        "albumentations": lambda: PlainContender("albumentations", src),
-        "albumentations (fork)": lambda: PlainContender("albumentations (fork)", src, context="fork"),
-        "albumentations+insmix": lambda: PlainContender("albumentations+insmix", src, bank),
+    made = {}
+    if importlib.util.find_spec("albumentations") is not None:  # pip install albumentations (bench only)
+        made.update({
+            "albumentations": lambda: PlainContender("albumentations", src),
+            "albumentations (fork)": lambda: PlainContender("albumentations (fork)", src, context="fork"),
+            "albumentations+insmix": lambda: PlainContender("albumentations+insmix", src, bank),
+        })
+    made.update({
         "TraditionalAugment": lambda: PlainContender("TraditionalAugment", src),
         "torch": lambda: LoaderContender("torch", src, bank, backend="torch", mp_context=MP_CONTEXT),
         "torch+insmix": lambda: LoaderContender("torch+insmix", src, bank, backend="torch", mp_context=MP_CONTEXT),
-    }
+    })
     if dali_available():
         made.update({
             "dali": lambda: LoaderContender("dali", src, bank, backend="dali"),
