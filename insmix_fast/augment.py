@@ -67,8 +67,8 @@ from .errors import InputError
 from .validation import check_batch, check_bool, check_int, check_number, check_pair, check_sample, check_seed
 
 __all__ = ["TraditionalAugment", "AugmentDraw", "traditional_augment", "augment_batch_kernel", "augment_sample",
-           "crop_stats", "reflect_canvas", "area_filter", "gaussian_taps", "reflect101", "reflection_cell",
-           "warp_geometry", "coded_label", "colour_channel", "colour_constants", "blur_round", "canvas_source",
+           "crop_stats", "reflect_canvas", "area_filter", "gaussian_taps", "colour_matrix", "reflect101",
+           "reflection_cell", "warp_geometry", "coded_label", "colour_channel", "colour_constants", "blur_round", "canvas_source",
            "N_PARAMS", "COLOUR_BITS", "TAP_BITS", "LUMA_WEIGHTS", "P_A00", "P_A01", "P_A10", "P_A11", "P_T0",
            "P_T1", "P_FRAC", "P_C", "P_TC", "P_MAXID", "P_R", "P_MIN_AREA", "P_BLUR_R", "P_SIGMA"]
 
@@ -423,7 +423,7 @@ def crop_stats(image, labels):
 
 
 # ---------------------------------------------------------------------- helpers
-def _colour_matrix(gain: float, s: float, hue: float) -> np.ndarray:
+def colour_matrix(gain: float, s: float, hue: float) -> np.ndarray:
     """``gain·(P + s·(cos θ·(I−P) + sin θ·[n]×))``, θ = 2π·hue, quantised to ``2**-COLOUR_BITS``: chroma
     scaled by ``s`` and rotated about the grey axis ``n`` (``P`` projects on it; rows sum to ``gain``)."""
     th = 2.0 * math.pi * hue
@@ -574,12 +574,13 @@ class TraditionalAugment:
         hue = -self.hue + 2.0 * self.hue * c[3]
         do_blur = c[4] < self.blur_p
         sigma = self.blur_sigma[0] + (self.blur_sigma[1] - self.blur_sigma[0]) * c[5]
-        colour = _colour_matrix(b * con, sat, hue)
+        colour = colour_matrix(b * con, sat, hue)
         return AugmentDraw(matrix, f, colour, float(b * (1.0 - con)), float(sigma) if do_blur else 0.0, geometric)
 
     def params(self, draw: AugmentDraw, luma_sum: int, max_id: int, shape):
         """The kernel row (``int64[N_PARAMS]``) and blur taps (``int64[2·max_blur_radius+1]``) of a draw,
-        for an ``H×W`` crop (``shape``) with luminance sum ``luma_sum`` (:func:`crop_stats`) and largest id ``max_id``."""
+        for an ``H×W`` crop (``shape``) with luminance sum ``luma_sum`` (:func:`crop_stats`) and largest
+        id ``max_id``."""
         f = draw.frac_bits
         row = np.zeros(N_PARAMS, np.int64)
         a = np.rint(draw.matrix[:, :2] * 2.0 ** (f - 1)).astype(np.int64)

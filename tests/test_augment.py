@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from insmix_fast.augment import (P_MAXID, TAP_BITS, TraditionalAugment, _colour_matrix, area_filter, crop_stats,
+from insmix_fast.augment import (P_MAXID, TAP_BITS, TraditionalAugment, colour_matrix, area_filter, crop_stats,
                                  gaussian_taps, reflect101, reflect_canvas, reflection_cell, traditional_augment)
 from insmix_fast.errors import ConfigError, InputError
 
@@ -139,10 +139,10 @@ def test_image_warp_is_close_to_opencv():
 
 def test_colour_map_scales_chroma_about_the_grey_axis():
     q = 1 << 12
-    np.testing.assert_allclose(_colour_matrix(1.0, 1.0, 0.0), np.eye(3), atol=1 / q)
-    np.testing.assert_allclose(_colour_matrix(0.8, 0.0, 0.3), np.full((3, 3), 0.8 / 3), atol=1 / q)  # s = 0: grey
+    np.testing.assert_allclose(colour_matrix(1.0, 1.0, 0.0), np.eye(3), atol=1 / q)
+    np.testing.assert_allclose(colour_matrix(0.8, 0.0, 0.3), np.full((3, 3), 0.8 / 3), atol=1 / q)  # s = 0: grey
     for gain, s, h in ((1.2, 0.7, 0.03), (0.9, 1.3, -0.04)):
-        m = _colour_matrix(gain, s, h)
+        m = colour_matrix(gain, s, h)
         np.testing.assert_allclose(m.sum(1), gain, atol=3 / q)  # grey stays grey, scaled by the gain
         assert np.all(np.rint(m * q) == m * q)  # quantised
 

@@ -21,20 +21,26 @@ from numba import cuda
 
 from ..augment import (P_A00, P_A01, P_A10, P_A11, P_BLUR_R, P_C, P_FRAC, P_MAXID, P_MIN_AREA, P_R, P_T0, P_T1,
                        P_TC)
-from .. import augment as _aug
+from ..augment import blur_round as _cpu_blur_round
+from ..augment import canvas_source as _cpu_canvas_source
+from ..augment import coded_label as _cpu_coded_label
+from ..augment import colour_channel as _cpu_colour_channel
+from ..augment import colour_constants as _cpu_colour_constants
+from ..augment import reflect101 as _cpu_reflect101
+from ..augment import warp_geometry as _cpu_warp_geometry
 from ..kernels.cuda_device import SIMULATOR, device_function, unravel_pixel
 
 __all__ = ["launch_augment", "launch_area_filter", "launch_canvas", "numba_stream", "as_device", "THREADS"]
 
 THREADS = 32 if SIMULATOR else 256
 
-warp_geometry = device_function(_aug.warp_geometry)
-coded_label = device_function(_aug.coded_label)
-colour_channel = device_function(_aug.colour_channel)
-colour_constants = device_function(_aug.colour_constants)
-blur_round = device_function(_aug.blur_round)
-reflect101 = device_function(_aug.reflect101)
-canvas_source = device_function(_aug.canvas_source)
+warp_geometry = device_function(_cpu_warp_geometry)
+coded_label = device_function(_cpu_coded_label)
+colour_channel = device_function(_cpu_colour_channel)
+colour_constants = device_function(_cpu_colour_constants)
+blur_round = device_function(_cpu_blur_round)
+reflect101 = device_function(_cpu_reflect101)
+canvas_source = device_function(_cpu_canvas_source)
 
 
 @cuda.jit
