@@ -52,6 +52,13 @@ def loss_fn(logits, target, boundary_weight=2.0):
     return ce + dice
 
 
+def save_checkpoint(path: str, state: dict) -> None:
+    """Write atomically: a temporary file in the same folder, then os.replace."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="synthetic", help="'synthetic' (default), a MoNuSeg folder or images/+labels/")
@@ -62,6 +69,10 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--backend", default="auto", choices=["auto", "dali", "torch"])
+    ap.add_argument("--augment-on", default="auto", choices=["auto", "workers", "device"],
+                    help="torch backend: augment in the workers or on --device (default: device on CUDA)")
+    ap.add_argument("--dali-ops", default="auto", choices=["auto", "kernels", "operators"],
+                    help="DALI backend: the package's kernels or DALI's operators (default: kernels on CPU)")
     ap.add_argument("--blender", default=None, help="exported smooth-GAN blender (.pt/.pt2)")
     ap.add_argument("--no-insmix", action="store_true", help="traditional augmentation only")
     ap.add_argument("--insmix-p", type=float, default=1.0, help="probability that a sample gets InsMix")
@@ -90,7 +101,8 @@ def main(argv=None):
     loader = InsMixLoader(source, batch_size=args.batch_size, crop=args.crop, device=args.device,
                           backend=args.backend, blender=args.blender,
                           insmix=False if args.no_insmix else args.insmix_p, seed=args.seed,
-                          num_workers=args.workers, drop_last=True)
+                          num_workers=args.workers, drop_last=True, augment_on=args.augment_on,
+                          dali_ops=args.dali_ops)
     model = ResUNet34(width=args.width).to(args.device)
     if distributed:
         model = torch.nn.parallel.DistributedDataParallel(model)
@@ -108,9 +120,11 @@ def main(argv=None):
 
     t0, wait, t_step = time.perf_counter(), 0.0, time.perf_counter()
     running = None
+    sync = torch.cuda.synchronize if str(args.device).startswith("cuda") else (lambda: None)
     with loader:
         while step < args.steps:
             for images, labels in loader:
+                sync()  # so that "loader wait" is the time the step really waited for its batch
                 wait += time.perf_counter() - t_step
                 model.train()
                 loss = loss_fn(model(images), targets(labels))
@@ -118,14 +132,16 @@ def main(argv=None):
                 loss.backward()
                 opt.step()
                 step += 1
-                running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
                 if rank == 0 and (step % args.log_every == 0 or step == args.steps):
+                    value = loss.item()  # the only host sync of a step, and only when logging
+                    running = value if running is None else 0.8 * running + 0.2 * value
                     el = time.perf_counter() - t0
-                    print(f"step {step:5d}  epoch {loader.epoch}  loss {loss.item():.4f}  (avg {running:.4f})  "
+                    print(f"step {step:5d}  epoch {loader.epoch}  loss {value:.4f}  (avg {running:.4f})  "
                           f"{step * args.batch_size / el:.1f} crops/s  loader wait {100 * wait / el:.0f}%", flush=True)
                 if args.checkpoint and rank == 0 and step % args.save_every == 0:
-                    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                "loader": loader.state_dict(), "step": step}, args.checkpoint)
+                    save_checkpoint(args.checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                                      "loader": loader.state_dict(), "step": step})
+                sync()
                 t_step = time.perf_counter()
                 if step >= args.steps:
                     break

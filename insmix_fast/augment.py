@@ -1,17 +1,52 @@
 """Traditional augmentations of the paper's training recipe (random scale, shift,
-rotation, flip, colour jitter, Gaussian blur), for an image and its instance map.
+rotation, flips, colour jitter, Gaussian blur) for an image and its instance map.
 
-All geometry is one affine warp (``cv2.warpAffine``): bilinear for the image,
-nearest for the labels, the same matrix for both, ``BORDER_REFLECT_101`` for
-both (so nuclei reflected in from the border are labelled too; a reflected copy
-of an instance is a separate piece and gets its own id).  Afterwards the label
-map is cleaned (:func:`insmix_fast.data.clean_labels`, no hole filling): pieces
-of an instance that the warp split get new ids, and pieces smaller than
-``min_area`` pixels become background.  Colour jitter and blur touch the image
-only.
+Plan / apply split
+==================
+:meth:`TraditionalAugment.draw` turns ``(seed, index)`` into a typed per-sample
+:class:`AugmentDraw` (the warp matrix, the colour matrix, the blur); nothing else is
+random. :meth:`TraditionalAugment.params` packs a draw with two statistics of the
+crop (its luminance sum and its largest id) into one ``int64`` row of
+:data:`N_PARAMS` numbers plus a row of blur taps — what every implementation
+consumes: the Numba kernels here (CPU), the same kernels compiled for CUDA
+(:mod:`insmix_fast.loader.cuda_augment`), and the DALI operator graph
+(:mod:`insmix_fast.loader.pipeline`).
 
-Randomness: ``Generator(Philox(key=(seed, index)))`` as in
-:mod:`insmix_fast.baselines` — same seed and index, same output.
+Arithmetic (why all devices give the same labels and pixels)
+============================================================
+* **Geometry** — one affine warp, flips folded in. The destination→source matrix
+  (pixel centres at ``+0.5``, DALI's ``warp_affine`` convention) is quantised to
+  multiples of ``2**-k`` (``k`` from the crop size and the parameter ranges, about
+  10), so the source coordinate of every output pixel is an exact binary fraction,
+  computed in ``int64`` here and exact in float32 in DALI. Labels take the source
+  pixel ``floor(src)`` (nearest); the image is bilinear at ``src − ½`` with integer
+  weights; both reflect at the crop border (``BORDER_REFLECT_101``).
+* **Reflected nuclei** — a source pixel outside the crop lies in a *reflection
+  cell* ``(cy, cx)`` (``(0, 0)`` is the crop itself, ``(0, 1)`` its mirror image to
+  the right, …). An instance ``v`` seen in cell ``(cy, cx) ≠ (0, 0)`` gets the id
+  ``v + M·code(cy, cx)`` (``M`` = the crop's largest id, ``code`` in ``1 … K−1``,
+  ``K = (2R+1)²`` cells within the parameter ranges, 9 for the defaults), so a
+  mirrored copy is a separate instance and ids never collide. Then every id with
+  fewer than ``min_area`` pixels in the output becomes background (nuclei that the
+  output window cuts to a sliver). Ids are not renumbered otherwise; an instance
+  that the window cuts into two pieces keeps one id.
+* **Colour** — one affine colour map ``y = C·x + T`` per sample: brightness ``b``,
+  contrast ``c`` about the crop's mean luminance (Rec. 601 weights), saturation
+  ``s`` and hue ``h`` as a scaling and a rotation of the chroma about the grey
+  axis: ``C = b·c·(P + s·(cos θ·(I−P) + sin θ·[n]×))``, ``T = b·(1−c)·luma``
+  (``P`` the projection on the grey axis ``n``, ``θ = 2π·h``). ``C`` is quantised
+  to ``2**-12``; it is applied to the bilinear value before the one rounding
+  (half up) to uint8.
+* **Blur** — with probability ``blur_p`` a separable Gaussian, ``2·ceil(3σ)+1``
+  taps quantised to ``2**-16`` (summing to exactly 1), reflect-101 border,
+  rounded half up.
+
+Everything is integer arithmetic, so the CPU kernels and their CUDA build give
+identical output. DALI's float operators give the same labels and images within a
+few grey levels (see ``docs/loader.md``).
+
+Randomness: 13 doubles from ``Generator(Philox(key=(seed, index)))`` (as in
+:mod:`insmix_fast.baselines`) per sample — same seed and index, same output.
 
 Example::
 
@@ -22,22 +57,397 @@ Example::
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-import cv2
 import numpy as np
+from numba import njit
 
-from .baselines import _check_pos, _check_range, _clean, make_rng
-from .errors import ConfigError
-from .validation import check_batch, check_sample, check_seed
+from .baselines import make_rng
+from .errors import InputError
+from .validation import check_batch, check_bool, check_int, check_number, check_pair, check_sample, check_seed
 
-__all__ = ["TraditionalAugment", "traditional_augment"]
+__all__ = ["TraditionalAugment", "AugmentDraw", "traditional_augment", "augment_batch_kernel", "augment_sample",
+           "crop_stats", "reflect_canvas", "area_filter", "gaussian_taps", "colour_matrix", "reflect101",
+           "reflection_cell", "warp_geometry", "coded_label", "colour_channel", "colour_constants", "blur_round", "canvas_source",
+           "N_PARAMS", "COLOUR_BITS", "TAP_BITS", "LUMA_WEIGHTS", "P_A00", "P_A01", "P_A10", "P_A11", "P_T0",
+           "P_T1", "P_FRAC", "P_C", "P_TC", "P_MAXID", "P_R", "P_MIN_AREA", "P_BLUR_R", "P_SIGMA"]
 
-_S_GEOM = 11
-_S_COLOR = 12
+_S_GEOM = 11  # the Philox counter block of the augmentation's draws
+
+#: Fractional bits of the colour matrix entries.
+COLOUR_BITS = 12
+#: Fractional bits of the blur taps.
+TAP_BITS = 16
+#: Luminance weights ×1000 (Rec. 601): ``luma = (299·R + 587·G + 114·B) / 1000``.
+LUMA_WEIGHTS = (299, 587, 114)
+
+# ---------------------------------------------------------------------- the parameter row
+P_A00, P_A01, P_A10, P_A11, P_T0, P_T1, P_FRAC = range(7)  # warp: src·2^F = A·(2p+1) + T
+P_C = 7                                                      # 9 colour entries (row-major), units 2^-COLOUR_BITS
+P_TC = 16                                                    # colour offset, units 2^-COLOUR_BITS
+P_MAXID, P_R, P_MIN_AREA, P_BLUR_R = 17, 18, 19, 20          # crop's largest id, cell range, min area, blur radius
+P_SIGMA = 21                                                 # blur sigma, units 2^-TAP_BITS (DALI's blur)
+#: Numbers per sample in the ``int64`` parameter row.
+N_PARAMS = 22
+
+
+@dataclass(frozen=True)
+class AugmentDraw:
+    """What :meth:`TraditionalAugment.draw` decided for one sample (a plan, comparable).
+
+    Attributes:
+        matrix: 2×3 destination→source matrix, pixel centres at ``+0.5`` (DALI's
+            ``warp_affine`` convention), already quantised: ``matrix[:, :2]`` are
+            multiples of ``2**-frac_bits``·2, ``matrix[:, 2]`` of ``2**-frac_bits``.
+        frac_bits: ``F``; source coordinates are exact multiples of ``2**-F``.
+        colour: 3×3 colour matrix ``C`` (quantised to ``2**-COLOUR_BITS``).
+        offset_gain: ``b·(1−c)``: the colour offset is this times the crop's mean luminance.
+        blur_sigma: Gaussian sigma in pixels; 0 = no blur.
+        geometric: False when the warp is the identity (``p_geometric`` coin, no flips).
+    """
+
+    matrix: np.ndarray
+    frac_bits: int
+    colour: np.ndarray
+    offset_gain: float
+    blur_sigma: float
+    geometric: bool
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, AugmentDraw) and np.array_equal(self.matrix, other.matrix)
+                and self.frac_bits == other.frac_bits and np.array_equal(self.colour, other.colour)
+                and self.offset_gain == other.offset_gain and self.blur_sigma == other.blur_sigma
+                and self.geometric == other.geometric)
+
+    __hash__ = None
+
+
+# ---------------------------------------------------------------------- per-pixel functions (CPU and CUDA)
+@njit(cache=True, nogil=True)
+def reflect101(i, n):
+    """Index ``i`` (any integer) mirrored into ``[0, n)`` without repeating the edge (``BORDER_REFLECT_101``)."""
+    if i >= 0 and i < n:
+        return i
+    if n == 1:
+        return 0
+    p = 2 * n - 2
+    if i < 0:
+        i = -i
+    if i >= p:
+        i = i % p
+    if i >= n:
+        i = p - i
+    return i
+
+
+@njit(cache=True, nogil=True)
+def reflection_cell(i, n):
+    """Which mirror copy of ``[0, n)`` index ``i`` falls in: 0 inside, ±1 the first reflections, …"""
+    if n <= 1 or (i >= 0 and i < n):
+        return 0
+    if i >= n:
+        return (i - 1) // (n - 1)
+    return -((-i - 1) // (n - 1)) - 1
+
+
+@njit(cache=True, nogil=True)
+def _cell_code(cy, cx, r):
+    """0 for the crop itself, ``1 … (2r+1)²−1`` for the other cells (clamped to ``[-r, r]``)."""
+    if cy == 0 and cx == 0:
+        return 0
+    cy = min(max(cy, -r), r)
+    cx = min(max(cx, -r), r)
+    side = 2 * r + 1
+    idx = (cy + r) * side + (cx + r)
+    centre = r * side + r
+    return idx + 1 if idx < centre else idx
+
+
+@njit(cache=True, nogil=True)
+def warp_geometry(y, x, a00, a01, a10, a11, t0, t1, f, h, w):
+    """Where output pixel ``(y, x)`` samples an ``h×w`` crop, for the matrix row of :data:`N_PARAMS`.
+
+    Returns ``(iy, ix, cy, cx, ya, yb, xa, xb, w00, w01, w10, w11)``: the label's source pixel
+    ``(iy, ix)`` (``floor(src)``, reflected into the crop) and its reflection cell ``(cy, cx)``;
+    the four bilinear neighbours (rows ``ya, yb``, columns ``xa, xb``, reflected) and their
+    weights in units of ``2**-2f``. Scalars only, so that CPU loops and CUDA threads share it."""
+    px = 2 * x + 1
+    py = 2 * y + 1
+    sx = a00 * px + a01 * py + t0
+    sy = a10 * px + a11 * py + t1
+    ix = sx >> f
+    iy = sy >> f
+    cy = 0
+    cx = 0
+    if ix < 0 or ix >= w or iy < 0 or iy >= h:
+        cy = reflection_cell(iy, h)
+        cx = reflection_cell(ix, w)
+        ix = reflect101(ix, w)
+        iy = reflect101(iy, h)
+    one = np.int64(1) << f
+    ux = sx - (one >> 1)
+    uy = sy - (one >> 1)
+    x0 = ux >> f
+    y0 = uy >> f
+    fx = ux - (x0 << f)
+    fy = uy - (y0 << f)
+    if x0 >= 0 and x0 + 1 < w and y0 >= 0 and y0 + 1 < h:
+        xa = x0
+        xb = x0 + 1
+        ya = y0
+        yb = y0 + 1
+    else:
+        xa = reflect101(x0, w)
+        xb = reflect101(x0 + 1, w)
+        ya = reflect101(y0, h)
+        yb = reflect101(y0 + 1, h)
+    return iy, ix, cy, cx, ya, yb, xa, xb, (one - fy) * (one - fx), (one - fy) * fx, fy * (one - fx), fy * fx
+
+
+@njit(cache=True, nogil=True)
+def coded_label(v, cy, cx, maxid, r):
+    """Label ``v`` seen in reflection cell ``(cy, cx)``: ``v + maxid·code`` outside the crop, 0 stays 0."""
+    if v > 0 and (cy != 0 or cx != 0):
+        return v + maxid * _cell_code(cy, cx, r)
+    return v
+
+
+@njit(cache=True, nogil=True)
+def colour_channel(v0, v1, v2, c0, c1, c2, base, shift):
+    """One output channel of the colour map: ``(c·v + base) >> shift`` clamped to uint8 (``base``
+    holds the offset and the half for rounding; see :func:`colour_constants`)."""
+    q = (c0 * v0 + c1 * v1 + c2 * v2 + base) >> shift
+    return min(max(q, 0), 255)
+
+
+@njit(cache=True, nogil=True)
+def colour_constants(tc, f):
+    """``(base, shift)`` of :func:`colour_channel` for the offset ``tc`` and coordinate bits ``f``."""
+    shift = 2 * f + COLOUR_BITS
+    return (tc << (2 * f)) + (np.int64(1) << (shift - 1)), shift
+
+
+@njit(cache=True, nogil=True)
+def blur_round(acc):
+    """Vertical blur accumulator (units ``2**-2·TAP_BITS``) → uint8, rounded half up."""
+    q = (acc + (np.int64(1) << (2 * TAP_BITS - 1))) >> (2 * TAP_BITS)
+    return min(max(q, 0), 255)
+
+
+@njit(cache=True, nogil=True)
+def canvas_source(yy, xx, m, h, w):
+    """Pixel ``(yy, xx)`` of the crop reflect-padded by ``m``: ``(sy, sx, cy, cx)`` = the crop pixel it
+    shows and its reflection cell (the DALI operator graph warps such a canvas)."""
+    y = yy - m
+    x = xx - m
+    return reflect101(y, h), reflect101(x, w), reflection_cell(y, h), reflection_cell(x, w)
+
+
+# ---------------------------------------------------------------------- CPU kernels
+@njit(cache=True, nogil=True)
+def _area_filter(lab, table, min_area):
+    """Ids with fewer than ``min_area`` pixels become background (``table`` is scratch, zeroed here)."""
+    table[:] = 0
+    h, w = lab.shape
+    for y in range(h):
+        for x in range(w):
+            v = lab[y, x]
+            if v > 0:
+                table[v] += 1
+    for y in range(h):
+        for x in range(w):
+            v = lab[y, x]
+            if v > 0 and table[v] < min_area:
+                lab[y, x] = 0
+
+
+@njit(cache=True, nogil=True)
+def augment_sample(img, lab, prm, taps, out_img, out_lab, blur, clean):
+    """One sample on the CPU: warp + colour, the blur (if ``blur`` and its radius > 0), the
+    area filter (``clean``). Releases the GIL; allocates only the blur's scratch."""
+    h, w = lab.shape
+    a00, a01, a10, a11 = prm[P_A00], prm[P_A01], prm[P_A10], prm[P_A11]
+    t0, t1, f, maxid, r = prm[P_T0], prm[P_T1], prm[P_FRAC], prm[P_MAXID], prm[P_R]
+    c00, c01, c02, c10, c11, c12 = prm[P_C], prm[P_C + 1], prm[P_C + 2], prm[P_C + 3], prm[P_C + 4], prm[P_C + 5]
+    c20, c21, c22 = prm[P_C + 6], prm[P_C + 7], prm[P_C + 8]
+    base, shift = colour_constants(prm[P_TC], f)
+    # warp_geometry, hand-inlined for the CPU (incremental coordinates, an interior fast path);
+    # the CUDA kernels call warp_geometry itself and tests/test_loader_cuda_sim.py checks both agree
+    one = np.int64(1) << f
+    half = one >> 1
+    frac = one - 1
+    for y in range(h):
+        sxr = a01 * (2 * y + 1) + t0 + a00
+        syr = a11 * (2 * y + 1) + t1 + a10
+        for x in range(w):
+            sx = sxr + a00 * (2 * x)
+            sy = syr + a10 * (2 * x)
+            ux = sx - half
+            uy = sy - half
+            x0 = ux >> f
+            y0 = uy >> f
+            fx = ux & frac
+            fy = uy & frac
+            if x0 >= 0 and x0 + 1 < w and y0 >= 0 and y0 + 1 < h:  # then floor(src) is inside too
+                out_lab[y, x] = lab[sy >> f, sx >> f]
+                xa = x0
+                xb = x0 + 1
+                ya = y0
+                yb = y0 + 1
+            else:
+                ix = sx >> f
+                iy = sy >> f
+                cy = 0
+                cx = 0
+                if ix < 0 or ix >= w or iy < 0 or iy >= h:
+                    cy = reflection_cell(iy, h)
+                    cx = reflection_cell(ix, w)
+                    ix = reflect101(ix, w)
+                    iy = reflect101(iy, h)
+                out_lab[y, x] = coded_label(np.int64(lab[iy, ix]), cy, cx, maxid, r)
+                xa = reflect101(x0, w)
+                xb = reflect101(x0 + 1, w)
+                ya = reflect101(y0, h)
+                yb = reflect101(y0 + 1, h)
+            gx = one - fx
+            gy = one - fy
+            w00 = gy * gx
+            w01 = gy * fx
+            w10 = fy * gx
+            w11 = fy * fx
+            v0 = w00 * img[ya, xa, 0] + w01 * img[ya, xb, 0] + w10 * img[yb, xa, 0] + w11 * img[yb, xb, 0]
+            v1 = w00 * img[ya, xa, 1] + w01 * img[ya, xb, 1] + w10 * img[yb, xa, 1] + w11 * img[yb, xb, 1]
+            v2 = w00 * img[ya, xa, 2] + w01 * img[ya, xb, 2] + w10 * img[yb, xa, 2] + w11 * img[yb, xb, 2]
+            out_img[y, x, 0] = colour_channel(v0, v1, v2, c00, c01, c02, base, shift)
+            out_img[y, x, 1] = colour_channel(v0, v1, v2, c10, c11, c12, base, shift)
+            out_img[y, x, 2] = colour_channel(v0, v1, v2, c20, c21, c22, base, shift)
+    br = prm[P_BLUR_R]
+    if blur and br > 0:
+        _blur(out_img, taps, br, np.empty((h, w, 3), np.int32))
+    if clean:
+        area_filter(out_lab, maxid, r, prm[P_MIN_AREA])
+
+
+@njit(cache=True, nogil=True)
+def _blur(img, taps, r, tmp):
+    """Separable Gaussian in place (reflect-101 border), integer taps. The same integer sums as the
+    CUDA kernels, ordered for vectorisation: rows as flat ``3·W`` arrays, taps in the outer loop.
+    ``tmp`` (H×W×3 int32) holds the horizontal pass (at most ``255·2**16``)."""
+    h, w = img.shape[0], img.shape[1]
+    n = 2 * r + 1
+    m = 3 * w
+    src = img.reshape(h, m)
+    hor = tmp.reshape(h, m)
+    span = max(w - 2 * r, 0)  # columns r … w−r−1 read no reflected pixel
+    length = 3 * span
+    acc = np.empty(m, np.int32)
+    for y in range(h):
+        row = src[y]
+        inner = acc[3 * r:3 * r + length]
+        inner[:] = 0
+        for t in range(n):  # slices with non-negative offsets keep the loop vectorisable
+            k = np.int32(taps[t])
+            seg = row[3 * t:3 * t + length]
+            for i in range(length):
+                inner[i] += k * seg[i]
+        for x in range(w):
+            if x >= r and x < r + span:
+                continue
+            for c in range(3):
+                a = np.int32(0)
+                for t in range(n):
+                    a += np.int32(taps[t]) * row[3 * reflect101(x + t - r, w) + c]
+                acc[3 * x + c] = a
+        hor[y, :] = acc
+    out = img.reshape(h, m)
+    vacc = np.empty(m, np.int64)
+    for y in range(h):
+        vacc[:] = 0
+        for t in range(n):
+            k = taps[t]
+            yy = y + t - r
+            if yy < 0 or yy >= h:
+                yy = reflect101(yy, h)
+            row = hor[yy]
+            for j in range(m):
+                vacc[j] += k * row[j]
+        for j in range(m):
+            out[y, j] = blur_round(vacc[j])
+
+
+@njit(cache=True, nogil=True)
+def augment_batch_kernel(images, labels, params, taps, out_images, out_labels):
+    """:func:`augment_sample` over an N×H×W×3 batch (one thread; callers parallelise)."""
+    for b in range(images.shape[0]):
+        augment_sample(images[b], labels[b], params[b], taps[b], out_images[b], out_labels[b], True, True)
+
+
+@njit(cache=True, nogil=True)
+def reflect_canvas(img, lab, maxid, r, m, out_img, out_lab):
+    """The crop reflect-padded by ``m`` pixels (``out_*`` are (H+2m)×(W+2m)); labels of the
+    mirrored copies coded as in the warp (:func:`coded_label`)."""
+    h, w = lab.shape
+    for yy in range(out_lab.shape[0]):
+        for xx in range(out_lab.shape[1]):
+            sy, sx, cy, cx = canvas_source(yy, xx, m, h, w)
+            out_lab[yy, xx] = coded_label(np.int64(lab[sy, sx]), cy, cx, maxid, r)
+            out_img[yy, xx, 0] = img[sy, sx, 0]
+            out_img[yy, xx, 1] = img[sy, sx, 1]
+            out_img[yy, xx, 2] = img[sy, sx, 2]
+
+
+@njit(cache=True, nogil=True)
+def area_filter(lab, maxid, r, min_area):
+    """Ids with fewer than ``min_area`` pixels in ``lab`` (ids below ``maxid·(2r+1)² + 1``) become 0."""
+    side = 2 * r + 1
+    _area_filter(lab, np.zeros(maxid * side * side + 1, np.int64), min_area)
+
+
+@njit(cache=True, nogil=True)
+def crop_stats(image, labels):
+    """``(luma_sum, max_id)`` of one crop: ``Σ 299·R + 587·G + 114·B`` (exact) and the largest label."""
+    s0 = np.int64(0)
+    s1 = np.int64(0)
+    s2 = np.int64(0)
+    m = np.int64(0)
+    h, w = labels.shape
+    for y in range(h):
+        for x in range(w):
+            s0 += image[y, x, 0]
+            s1 += image[y, x, 1]
+            s2 += image[y, x, 2]
+            v = np.int64(labels[y, x])
+            if v > m:
+                m = v
+    return 299 * s0 + 587 * s1 + 114 * s2, m
+
+
+# ---------------------------------------------------------------------- helpers
+def colour_matrix(gain: float, s: float, hue: float) -> np.ndarray:
+    """``gain·(P + s·(cos θ·(I−P) + sin θ·[n]×))``, θ = 2π·hue, quantised to ``2**-COLOUR_BITS``: chroma
+    scaled by ``s`` and rotated about the grey axis ``n`` (``P`` projects on it; rows sum to ``gain``)."""
+    th = 2.0 * math.pi * hue
+    co, si = s * math.cos(th), s * math.sin(th) / math.sqrt(3.0)
+    d = 1.0 / 3.0 + co * 2.0 / 3.0
+    o = 1.0 / 3.0 - co / 3.0
+    q = float(1 << COLOUR_BITS)
+    m = [[d, o - si, o + si], [o + si, d, o - si], [o - si, o + si, d]]
+    return np.array([[round(gain * v * q) / q for v in row] for row in m])
+
+
+def gaussian_taps(sigma: float) -> np.ndarray:
+    """``2·ceil(3σ)+1`` Gaussian taps as int64 multiples of ``2**-TAP_BITS`` summing to exactly ``2**TAP_BITS``."""
+    r = int(math.ceil(3.0 * sigma))
+    t = np.arange(-r, r + 1, dtype=np.float64)
+    g = np.exp(-(t * t) / (2.0 * sigma * sigma))
+    q = np.rint(g / g.sum() * (1 << TAP_BITS)).astype(np.int64)
+    q[r] += (1 << TAP_BITS) - int(q.sum())
+    return q
 
 
 class TraditionalAugment:
-    """Random scale, shift, rotation, flips, colour jitter and blur.
+    """Random scale, shift, rotation, flips, colour jitter and blur (see the module docstring
+    for the exact arithmetic).
 
     Args:
         scale: isotropic zoom factor range, drawn uniformly ((0.8, 1.2)).
@@ -51,7 +461,7 @@ class TraditionalAugment:
         blur_sigma: sigma range of the blur in pixels ((0.1, 1.5)).
         p_geometric: probability that the affine warp is applied at all (1.0;
             flips are drawn independently).
-        min_area: label fragments smaller than this become background (8).
+        min_area: instances with fewer pixels after the warp become background (8).
     """
 
     def __init__(
@@ -69,107 +479,228 @@ class TraditionalAugment:
         p_geometric: float = 1.0,
         min_area: int = 8,
     ):
-        self.scale = _check_range("scale", scale, 1e-2, 100.0)
-        self.shift = _check_pos("shift", shift, 0.0, 1.0, lo_open=False)
-        self.rotate = _check_pos("rotate", rotate, 0.0, 360.0, lo_open=False)
-        if not isinstance(flip, bool):
-            raise ConfigError(f"flip must be a bool, got {flip!r}")
-        self.flip = flip
-        self.brightness = _check_pos("brightness", brightness, 0.0, 1.0, lo_open=False)
-        self.contrast = _check_pos("contrast", contrast, 0.0, 1.0, lo_open=False)
-        self.saturation = _check_pos("saturation", saturation, 0.0, 1.0, lo_open=False)
-        self.hue = _check_pos("hue", hue, 0.0, 0.5, lo_open=False)
-        self.blur_p = _check_pos("blur_p", blur_p, 0.0, 1.0, lo_open=False)
-        self.blur_sigma = _check_range("blur_sigma", blur_sigma, 1e-3, 100.0)
-        self.p_geometric = _check_pos("p_geometric", p_geometric, 0.0, 1.0, lo_open=False)
-        if isinstance(min_area, bool) or not isinstance(min_area, (int, np.integer)) or min_area < 1:
-            raise ConfigError(f"min_area must be an integer ≥ 1, got {min_area!r}")
-        self.min_area = int(min_area)
+        self.scale = check_pair("scale", scale, 1e-2, 100.0)
+        self.shift = check_number("shift", shift, 0.0, 1.0)
+        self.rotate = check_number("rotate", rotate, 0.0, 360.0)
+        self.flip = check_bool("flip", flip)
+        self.brightness = check_number("brightness", brightness, 0.0, 1.0)
+        self.contrast = check_number("contrast", contrast, 0.0, 1.0)
+        self.saturation = check_number("saturation", saturation, 0.0, 1.0)
+        self.hue = check_number("hue", hue, 0.0, 0.5)
+        self.blur_p = check_number("blur_p", blur_p, 0.0, 1.0)
+        self.blur_sigma = check_pair("blur_sigma", blur_sigma, 1e-3, 100.0)
+        self.p_geometric = check_number("p_geometric", p_geometric, 0.0, 1.0)
+        self.min_area = check_int("min_area", min_area, 1)
+
+    def _settings(self) -> dict:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
     def __repr__(self) -> str:
-        return f"TraditionalAugment({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+        return f"TraditionalAugment({', '.join(f'{k}={v!r}' for k, v in self._settings().items())})"
 
-    # ------------------------------------------------------------------ parts
+    # ------------------------------------------------------------------ bounds
+    def _bounds(self, shape) -> tuple[int, int]:
+        """``(frac_bits, cell_range)`` of an ``H×W`` crop (cached per shape)."""
+        key = (int(shape[0]), int(shape[1]))
+        cache = self.__dict__.setdefault("_bounds_cache", {})
+        if key not in cache:
+            cache[key] = (self.frac_bits(key), self.cell_range(key))
+        return cache[key]
 
-    def affine_matrix(self, shape, seed: int, index: int = 0) -> np.ndarray:
-        """The 2×3 matrix (output ← input, cv2 convention) drawn for (seed, index)."""
+    def _reach(self, side: int) -> float:
+        """Largest distance (pixels, along one axis) from the centre of a ``side``×``side`` crop that a
+        source coordinate can reach: corners and shift, rotated, divided by the smallest scale."""
+        if self.rotate >= 45.0:
+            g = math.sqrt(2.0)
+        else:
+            g = math.cos(math.radians(self.rotate)) + math.sin(math.radians(self.rotate))
+        return (side / 2.0 + self.shift * side) * g / self.scale[0] + 2.0
+
+    def cell_range(self, shape) -> int:
+        """``R``: every source pixel of a warp of an ``H×W`` crop lies within ``R`` reflections of it."""
+        r = 1
+        side = max(int(shape[0]), int(shape[1]))
+        for n in (int(shape[0]), int(shape[1])):
+            reach = self._reach(side)
+            lo, hi = math.floor(n / 2.0 - reach), math.ceil(n / 2.0 + reach)
+            r = max(r, abs(int(reflection_cell(lo, n))), abs(int(reflection_cell(hi, n))))
+        return r
+
+    def margin(self, shape) -> int:
+        """Reflect padding (pixels, each side) that holds every source pixel of a warp of an ``H×W`` crop
+        (the DALI operator graph warps such a padded canvas)."""
+        side = max(int(shape[0]), int(shape[1]))
+        return max(0, int(math.ceil(self._reach(side) - min(int(shape[0]), int(shape[1])) / 2.0)) + 2)
+
+    def frac_bits(self, shape) -> int:
+        """``F``: source coordinates are multiples of ``2**-F``; small enough that float32 computes them
+        exactly on the padded canvas (24-bit significand), at most 17."""
+        side = max(int(shape[0]), int(shape[1]))
+        bound = 2.0 * math.sqrt(2.0) * side / self.scale[0] + 2.0 * (side + self.margin(shape)) + 4.0
+        e = int(math.ceil(math.log2(bound)))
+        return int(min(17, max(5, 22 - e)))
+
+    def max_blur_radius(self) -> int:
+        return int(math.ceil(3.0 * self.blur_sigma[1])) if self.blur_p > 0 else 0
+
+    def id_factor(self, shape) -> int:
+        """``K``: after the warp, ids of a crop whose largest id is ``M`` are below ``M·K + 1``."""
+        return (2 * self.cell_range(shape) + 1) ** 2
+
+    # ------------------------------------------------------------------ plan
+    def draw(self, shape, seed: int, index: int = 0) -> AugmentDraw:
+        """The per-sample decisions for ``(seed, index)`` on an ``H×W`` crop."""
         H, W = int(shape[0]), int(shape[1])
-        rng = make_rng(seed, index, _S_GEOM)
-        apply = rng.random() < self.p_geometric
-        s = float(rng.uniform(*self.scale))
-        ang = float(rng.uniform(-self.rotate, self.rotate))
-        ty = float(rng.uniform(-self.shift, self.shift)) * H
-        tx = float(rng.uniform(-self.shift, self.shift)) * W
-        fh = self.flip and rng.random() < 0.5
-        fv = self.flip and rng.random() < 0.5
+        g = make_rng(seed, index, _S_GEOM).random(13).tolist()  # 7 for the geometry, 6 for colour and blur
+        apply = g[0] < self.p_geometric
+        s = self.scale[0] + (self.scale[1] - self.scale[0]) * g[1]
+        ang = -self.rotate + 2.0 * self.rotate * g[2]
+        ty = (-self.shift + 2.0 * self.shift * g[3]) * H
+        tx = (-self.shift + 2.0 * self.shift * g[4]) * W
+        fh = self.flip and g[5] < 0.5
+        fv = self.flip and g[6] < 0.5
         if not apply:
             s, ang, ty, tx = 1.0, 0.0, 0.0, 0.0
-        cx, cy = (W - 1) / 2.0, (H - 1) / 2.0
-        rot = cv2.getRotationMatrix2D((cx, cy), ang, s)  # 2×3
-        A = np.vstack([rot, [0.0, 0.0, 1.0]])
-        F = np.eye(3)
-        if fh:
-            F = np.array([[-1.0, 0, W - 1], [0, 1, 0], [0, 0, 1]]) @ F
-        if fv:
-            F = np.array([[1.0, 0, 0], [0, -1, H - 1], [0, 0, 1]]) @ F
-        T = np.array([[1.0, 0, tx], [0, 1, ty], [0, 0, 1]])
-        return (T @ A @ F)[:2]
+        f = self._bounds((H, W))[0]
+        geometric = bool(apply or fh or fv)
+        if geometric:
+            matrix = _inverse_matrix(H, W, s, ang, tx, ty, fh, fv, f)
+        else:
+            matrix = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        c = g[7:]
+        b = 1 - self.brightness + 2.0 * self.brightness * c[0]
+        con = 1 - self.contrast + 2.0 * self.contrast * c[1]
+        sat = 1 - self.saturation + 2.0 * self.saturation * c[2]
+        hue = -self.hue + 2.0 * self.hue * c[3]
+        do_blur = c[4] < self.blur_p
+        sigma = self.blur_sigma[0] + (self.blur_sigma[1] - self.blur_sigma[0]) * c[5]
+        colour = colour_matrix(b * con, sat, hue)
+        return AugmentDraw(matrix, f, colour, float(b * (1.0 - con)), float(sigma) if do_blur else 0.0, geometric)
 
-    def geometric(self, image, labels, seed: int, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Apply only the affine part (same matrix to image and labels)."""
-        H, W = labels.shape
-        M = self.affine_matrix(labels.shape, seed, index)
-        if np.allclose(M, [[1, 0, 0], [0, 1, 0]]):
-            return image.copy(), labels.copy()
-        img = cv2.warpAffine(image, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-        lab = cv2.warpAffine(labels, M, (W, H), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
-        return img, lab.astype(np.int32, copy=False)
+    def params(self, draw: AugmentDraw, luma_sum: int, max_id: int, shape):
+        """The kernel row (``int64[N_PARAMS]``) and blur taps (``int64[2·max_blur_radius+1]``) of a draw,
+        for an ``H×W`` crop (``shape``) with luminance sum ``luma_sum`` (:func:`crop_stats`) and largest
+        id ``max_id``."""
+        f = draw.frac_bits
+        row = np.zeros(N_PARAMS, np.int64)
+        a = np.rint(draw.matrix[:, :2] * 2.0 ** (f - 1)).astype(np.int64)
+        t = np.rint(draw.matrix[:, 2] * 2.0 ** f).astype(np.int64)
+        row[P_A00], row[P_A01], row[P_A10], row[P_A11] = a[0, 0], a[0, 1], a[1, 0], a[1, 1]
+        row[P_T0], row[P_T1], row[P_FRAC] = t[0], t[1], f
+        row[P_C:P_C + 9] = np.rint(draw.colour * (1 << COLOUR_BITS)).astype(np.int64).ravel()
+        luma = float(luma_sum) / (1000.0 * float(int(shape[0]) * int(shape[1])))
+        row[P_TC] = int(round(draw.offset_gain * luma * (1 << COLOUR_BITS)))
+        row[P_MAXID] = int(max_id)
+        row[P_R] = self._bounds(shape)[1]
+        row[P_MIN_AREA] = self.min_area
+        taps = np.zeros(2 * self.max_blur_radius() + 1, np.int64)
+        if draw.blur_sigma > 0:
+            q = gaussian_taps(draw.blur_sigma)
+            row[P_BLUR_R] = len(q) // 2
+            row[P_SIGMA] = int(round(draw.blur_sigma * (1 << TAP_BITS)))
+            taps[:len(q)] = q
+        return row, taps
 
-    def photometric(self, image, seed: int, index: int = 0) -> np.ndarray:
-        """Colour jitter (brightness, contrast, saturation, hue — in this fixed
-        order), then, with probability ``blur_p``, a Gaussian blur."""
-        rng = make_rng(seed, index, _S_COLOR)
-        b = float(rng.uniform(1 - self.brightness, 1 + self.brightness))
-        c = float(rng.uniform(1 - self.contrast, 1 + self.contrast))
-        s = float(rng.uniform(1 - self.saturation, 1 + self.saturation))
-        h = float(rng.uniform(-self.hue, self.hue))
-        do_blur = rng.random() < self.blur_p
-        sigma = float(rng.uniform(*self.blur_sigma))
-        x = image.astype(np.float32)
-        x *= b
-        mean = float((x @ np.array([0.299, 0.587, 0.114], np.float32)).mean())
-        x = (x - mean) * c + mean
-        np.clip(x, 0, 255, out=x)
-        if s != 1.0 or h != 0.0:
-            hsv = cv2.cvtColor(x / 255.0, cv2.COLOR_RGB2HSV)  # H in [0, 360)
-            hsv[..., 0] = np.mod(hsv[..., 0] + h * 360.0, 360.0)
-            hsv[..., 1] = np.clip(hsv[..., 1] * s, 0.0, 1.0)
-            x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * 255.0
-        out = np.clip(np.rint(x), 0, 255).astype(np.uint8)
-        if do_blur:
-            k = int(2 * math.ceil(3 * sigma) + 1)
-            out = cv2.GaussianBlur(out, (k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
-        return out
+    def prepare(self, images, labels, seed: int, indices) -> tuple[np.ndarray, np.ndarray, list[AugmentDraw]]:
+        """Parameter rows (N×N_PARAMS) and taps (N×T) of a checked N×H×W×3 / N×H×W batch."""
+        n, h, w = labels.shape
+        k = self.id_factor((h, w))
+        rows = np.empty((n, N_PARAMS), np.int64)
+        taps = np.zeros((n, 2 * self.max_blur_radius() + 1), np.int64)
+        draws = []
+        for j in range(n):
+            d = self.draw((h, w), seed, int(indices[j]))
+            luma, mx = crop_stats(images[j], labels[j])
+            if mx * k >= 2**31:
+                raise InputError(f"labels of sample {j} have ids up to {mx}: too large for the reflection "
+                                 f"coding (× {k}); relabel the instances 1..K first")
+            rows[j], taps[j] = self.params(d, luma, mx, (h, w))
+            draws.append(d)
+        return rows, taps, draws
 
-    # ------------------------------------------------------------------ calls
+    # ------------------------------------------------------------------ compatibility views
+    def affine_matrix(self, shape, seed: int, index: int = 0) -> np.ndarray:
+        """The 2×3 forward matrix (output ← input, OpenCV's convention, pixel centres at integers)
+        of the warp actually applied (its quantised inverse, inverted)."""
+        d = self.draw(shape, seed, index)
+        inv = np.vstack([d.matrix, [0.0, 0.0, 1.0]])
+        fwd = np.linalg.inv(np.array([[1.0, 0, -0.5], [0, 1, -0.5], [0, 0, 1]]) @ inv
+                            @ np.array([[1.0, 0, 0.5], [0, 1, 0.5], [0, 0, 1]]))
+        return fwd[:2]
 
-    def __call__(self, image, labels, seed: int = 0, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Augment one sample; returns ``(image uint8 H×W×3, labels int32 H×W)``."""
+    def _run(self, image, labels, seed, index, warp: bool, photometric: bool, clean: bool):
         image, labels = check_sample(image, labels)
         seed = check_seed(seed)
-        img, lab = self.geometric(image, labels, seed, index)
-        img = self.photometric(img, seed, index)
-        return img, _clean(lab, self.min_area)
+        images, labs = image[None], labels[None]
+        rows, taps, _ = self.prepare(images, labs, seed, [index])
+        if not warp:  # identity geometry
+            f = rows[0, P_FRAC]
+            rows[0, [P_A00, P_A11]] = 1 << (f - 1)
+            rows[0, [P_A01, P_A10, P_T0, P_T1]] = 0
+        if not photometric:
+            rows[0, P_C:P_C + 9] = np.eye(3, dtype=np.int64).ravel() << COLOUR_BITS
+            rows[0, P_TC] = 0
+        out_i, out_l = np.empty_like(images), np.empty_like(labs)
+        augment_sample(images[0], labs[0], rows[0], taps[0], out_i[0], out_l[0], photometric, clean)
+        return out_i[0], out_l[0]
+
+    def geometric(self, image, labels, seed: int, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Apply only the warp (same matrix to image and labels; reflected copies recoded, no area filter)."""
+        return self._run(image, labels, seed, index, True, False, False)
+
+    def photometric(self, image, seed: int, index: int = 0) -> np.ndarray:
+        """Colour jitter then, with probability ``blur_p``, the Gaussian blur (image only)."""
+        image = np.asarray(image)
+        dummy = np.zeros(image.shape[:2], np.int32) if image.ndim == 3 else image
+        return self._run(image, dummy, seed, index, False, True, False)[0]
+
+    # ------------------------------------------------------------------ calls
+    def __call__(self, image, labels, seed: int = 0, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Augment one sample; returns ``(image uint8 H×W×3, labels int32 H×W)``."""
+        return self._run(image, labels, seed, index, True, True, True)
 
     def batch(self, images, labels, seed: int = 0, indices=None) -> tuple[np.ndarray, np.ndarray]:
-        """Augment an N×H×W×3 batch; sample i uses index ``indices[i]`` (default i)."""
+        """Augment an N×H×W×3 batch; sample i uses index ``indices[i]`` (default i).
+        Runs in one Numba kernel that releases the GIL (threads may call it in parallel)."""
         images, labels = check_batch(images, labels)
+        seed = check_seed(seed)
         n = images.shape[0]
-        idx = range(n) if indices is None else [int(i) for i in indices]
+        idx = np.arange(n) if indices is None else [int(i) for i in indices]
+        if len(idx) != n:
+            raise InputError(f"indices must have one entry per sample ({n}), got {len(idx)}")
+        rows, taps, _ = self.prepare(images, labels, seed, idx)
         out_i, out_l = np.empty_like(images), np.empty_like(labels)
-        for k, i in enumerate(idx):
-            out_i[k], out_l[k] = self(images[k], labels[k], seed=seed, index=i)
+        augment_batch_kernel(images, labels, rows, taps, out_i, out_l)
         return out_i, out_l
+
+
+def _inverse_matrix(H: int, W: int, s: float, ang: float, tx: float, ty: float, fh: bool, fv: bool,
+                    f: int) -> np.ndarray:
+    """The quantised 2×3 destination→source matrix (pixel centres at +0.5) of the forward warp
+    ``shift ∘ (rotation+scale about the centre) ∘ flips`` (OpenCV's ``getRotationMatrix2D`` angle sign)."""
+    cx, cy = (W - 1) / 2.0, (H - 1) / 2.0
+    a = math.radians(ang)
+    # inverse of the rotation/scale part [[al, be], [-be, al]] is [[al, -be], [be, al]] / s²
+    al, be = math.cos(a) / s, math.sin(a) / s
+    # source (centre-integer coords) of output q: F⁻¹(R⁻¹(q − t − c) + c); flips are their own inverse
+    # with output q = p − 0.5 and source + 0.5 at the end (half-pixel convention)
+    m = [[al, -be], [be, al]]
+    ox = -(tx + cx + 0.5)
+    oy = -(ty + cy + 0.5)
+    r0 = m[0][0] * ox + m[0][1] * oy + cx
+    r1 = m[1][0] * ox + m[1][1] * oy + cy
+    rows = [[m[0][0], m[0][1], r0], [m[1][0], m[1][1], r1]]
+    if fh:  # x_src = W − 1 − x
+        rows[0] = [-v for v in rows[0]]
+        rows[0][2] += W - 1
+    if fv:
+        rows[1] = [-v for v in rows[1]]
+        rows[1][2] += H - 1
+    rows[0][2] += 0.5
+    rows[1][2] += 0.5
+    qa, qt = float(1 << (f - 1)), float(1 << f)
+    return np.array([[round(rows[i][0] * qa) / qa, round(rows[i][1] * qa) / qa, round(rows[i][2] * qt) / qt]
+                     for i in range(2)])
 
 
 def traditional_augment(image, labels, seed: int = 0, index: int = 0, **params) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,11 @@
 """Training-time data loading with InsMix (``InsMixLoader``).
 
 * :mod:`.loader` — :class:`InsMixLoader`, the user-facing object;
-* :mod:`.pipeline` — the NVIDIA DALI graph (CPU and GPU, one function);
-* :mod:`.torch_backend` — the plain PyTorch ``DataLoader`` path (and DALI-free GPU path);
-* :mod:`.stages` — the per-sample program and its keyed randomness;
+* :mod:`.pipeline` — the NVIDIA DALI graph (CPU and GPU, one function, built once per loader);
+* :mod:`.torch_backend` — the PyTorch ``DataLoader`` path (workers read; CPU or GPU finishes);
+* :mod:`.stages` — the per-sample program (host part, augmentation, InsMix) and its keyed randomness;
+* :mod:`.cuda_augment` — the augmentation kernels of :mod:`insmix_fast.augment` built for CUDA
+  (imported only on the CUDA path);
 * :mod:`.state` — epoch plan, sharding across ranks, resumable position.
 
 See ``docs/loader.md``.

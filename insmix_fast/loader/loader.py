@@ -11,10 +11,11 @@ import torch
 from ..augment import TraditionalAugment
 from ..bank import InstanceBank
 from ..config import InsMixConfig
+from ..devices import torch_device
 from ..errors import ConfigError, InputError, InputTypeError
 from ..sharding import dist_info
-from ..validation import check_seed
-from .pipeline import DaliBackend, dali_available, dali_version
+from ..validation import check_bool, check_choice, check_int, check_seed
+from .pipeline import DALI_OPS, DaliBackend, dali_available, dali_version
 from .stages import IMAGENET_MEAN, IMAGENET_STD, SampleProgram
 from .state import EpochPlan, LoaderState, epoch_plan, n_batches
 from .torch_backend import TorchBackend
@@ -40,13 +41,6 @@ def open_source(source):
     if n > 2**32:
         raise InputError(f"source has {n} samples; at most 2**32 are supported (sample keys are 32-bit)")
     return source
-
-
-def _int(name, v, lo, hi=None):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo or (hi is not None and v > hi):
-        rng = f"≥ {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ConfigError(f"{name} must be an integer {rng}, got {v!r}")
-    return int(v)
 
 
 def _augment(augment):
@@ -105,6 +99,17 @@ class InsMixLoader:
         mean, std: normalisation per RGB channel, for pixels in [0, 1] (ImageNet's).
         mp_context: start method of the torch workers (default: ``fork`` unless Numba's
             OpenMP pool already runs in this process, then ``spawn``).
+        augment_on: torch backend: ``"workers"`` (read, crop, augment and InsMix in the
+            worker processes), ``"device"`` (workers only read and crop; augmentation, InsMix,
+            blend and normalisation run on ``device``) or ``"auto"`` (``"device"`` on CUDA,
+            ``"workers"`` on the CPU).
+        dali_ops: DALI backend: how the graph augments — ``"kernels"`` (the package's Numba
+            kernels on DALI's threads; CPU only), ``"operators"`` (DALI's ``warp_affine``,
+            ``coord_transform``, ``gaussian_blur``) or ``"auto"`` (kernels on the CPU,
+            operators on the GPU).
+
+    After construction ``loader.backend`` is ``"torch"`` or ``"dali"`` and ``loader.augment_on``
+    one of ``"workers"``, ``"device"``, ``"dali:kernels"``, ``"dali:operators"``.
 
     Epochs: iterating yields the rest of the current epoch; when an epoch is exhausted the
     loader moves on to the next one (so ``set_epoch`` is optional). ``set_epoch(e)``
@@ -117,21 +122,21 @@ class InsMixLoader:
                  config: InsMixConfig | None = None, insmix=True, augment=True, seed: int = 0,
                  shuffle: bool = True, drop_last: bool = False, prefetch: int = 2, num_workers: int = 0,
                  rank: int | None = None, world_size: int | None = None,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD, mp_context: str | None = None, progress: bool | None = None):
-        self.batch_size = _int("batch_size", batch_size, 1)
-        self.crop = _int("crop", crop, 8)
-        self.prefetch = _int("prefetch", prefetch, 0)
-        self.num_workers = _int("num_workers", num_workers, 0)
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, mp_context: str | None = None, progress: bool | None = None,
+                 augment_on: str = "auto", dali_ops: str = "auto"):
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.crop = check_int("crop", crop, 8)
+        self.prefetch = check_int("prefetch", prefetch, 0)
+        self.num_workers = check_int("num_workers", num_workers, 0)
         self.seed = check_seed(seed)
-        for name, v in (("shuffle", shuffle), ("drop_last", drop_last)):
-            if not isinstance(v, bool):
-                raise ConfigError(f"{name} must be a bool, got {v!r}")
-        self.shuffle, self.drop_last = shuffle, drop_last
+        self.shuffle = check_bool("shuffle", shuffle)
+        self.drop_last = check_bool("drop_last", drop_last)
         info = dist_info(rank, world_size)
         self.rank, self.world_size = info.rank, info.world_size
-        self.device = self._device(device)
-        if backend not in ("auto", "dali", "torch"):
-            raise ConfigError(f"backend must be 'auto', 'dali' or 'torch', got {backend!r}")
+        self.device = torch_device(device)
+        check_choice("backend", backend, ("auto", "dali", "torch"))
+        check_choice("augment_on", augment_on, ("auto", "workers", "device"))
+        check_choice("dali_ops", dali_ops, DALI_OPS)
         if config is not None and not isinstance(config, InsMixConfig):
             raise ConfigError(f"config must be an InsMixConfig or None, got {type(config).__name__}")
         if isinstance(insmix, bool):
@@ -173,31 +178,21 @@ class InsMixLoader:
         if self.backend == "dali":
             self._impl = DaliBackend(self.program, device=self.device, blender=self.blender,
                                      num_workers=self.num_workers, prefetch=self.prefetch,
-                                     batch_size=self.batch_size, rank=self.rank)
+                                     batch_size=self.batch_size, rank=self.rank, ops=dali_ops)
+            self.augment_on = f"dali:{self._impl.ops}"
         else:
+            if augment_on == "auto":
+                augment_on = "device" if self.device.type == "cuda" else "workers"
+            self.augment_on = augment_on
             self._impl = TorchBackend(self.program, device=self.device, blender=self.blender,
-                                      num_workers=self.num_workers, prefetch=self.prefetch, mp_context=mp_context)
+                                      num_workers=self.num_workers, prefetch=self.prefetch, mp_context=mp_context,
+                                      augment_on=augment_on)
         self._state = LoaderState(seed=self.seed, n=self.n, batch_size=self.batch_size, world_size=self.world_size,
                                   rank=self.rank, shuffle=self.shuffle, drop_last=self.drop_last)
         self._closed = False
         self._gen = None
 
     # ------------------------------------------------------------------ setup
-    @staticmethod
-    def _device(device) -> torch.device:
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, TypeError) as e:
-            raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}") from e
-        if dev.type not in ("cpu", "cuda"):
-            raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
-        if dev.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ConfigError("device='cuda' but no CUDA GPU is available to torch; use device='cpu'")
-            if dev.index is None:
-                dev = torch.device("cuda", torch.cuda.current_device())
-        return dev
-
     def _pick_backend(self, backend: str) -> str:
         have = dali_available()
         if backend == "dali" and not have:
@@ -221,12 +216,12 @@ class InsMixLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Go to the start of ``epoch`` (its shuffle and its augmentation keys)."""
-        self._state.epoch = _int("epoch", epoch, 0)
+        self._state.epoch = check_int("epoch", epoch, 0)
         self._state.batch = 0
 
     def plan(self, epoch: int | None = None) -> EpochPlan:
         """This rank's batches (positions, source indices) of ``epoch`` (default: current)."""
-        e = self.epoch if epoch is None else _int("epoch", epoch, 0)
+        e = self.epoch if epoch is None else check_int("epoch", epoch, 0)
         return epoch_plan(self.n, batch_size=self.batch_size, seed=self.seed, epoch=e, rank=self.rank,
                           world_size=self.world_size, shuffle=self.shuffle, drop_last=self.drop_last)
 
@@ -292,4 +287,5 @@ class InsMixLoader:
 
     def __repr__(self) -> str:
         return (f"InsMixLoader(n={self.n}, batch_size={self.batch_size}, crop={self.crop}, device={self.device}, "
-                f"backend={self.backend!r}, epoch={self.epoch}, rank={self.rank}/{self.world_size})")
+                f"backend={self.backend!r}, augment_on={self.augment_on!r}, epoch={self.epoch}, "
+                f"rank={self.rank}/{self.world_size})")

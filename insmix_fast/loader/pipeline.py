@@ -2,27 +2,46 @@
 
 ::
 
-    keys ─ external_source (read + random crop, CPU) ─ images, labels
-         ─ python_function: traditional augmentation (scale, shift, rotation, flip,
-           colour jitter, blur; labels nearest)           [CPU]
-         ─ .gpu() when device == "gpu"
-         ─ python_function: InsMix kernels                  [device]
-         ─ python_function: smooth-GAN blend (if any)      [device]
+    keys ─ external_source: read + crop, the augmentation's parameter rows (host)
+         ─ [GPU] .gpu()
+         ─ traditional augmentation, one of
+             "kernels":   numba_function — the Numba kernels of insmix_fast.augment, per sample
+                          on DALI's thread pool (they release the GIL)            [CPU]
+             "operators": reflect-padded canvas (our kernel) → fn.warp_affine (bilinear image,
+                          nearest int32 labels) → fn.coord_transform (colour) →
+                          fn.gaussian_blur (only the samples that draw a blur)  [CPU or GPU]
+         ─ python_function: area filter (operators) + InsMix kernels (Numba on the CPU, which
+           release the GIL; numba.cuda on DALI's stream on the GPU)
+         ─ python_function: smooth-GAN blend (if any)
          ─ crop_mirror_normalize → float NCHW; cast labels → int64
-         ─ DALIGenericIterator → torch tensors on the device
 
-Every random choice comes from keys ``(epoch, position, index)`` that the external
-source feeds with each sample (:mod:`.stages`); the pipeline's own seed is set
-explicitly from ``(seed, epoch, rank)`` and nothing in the graph draws from it.
+The pipeline is built once per loader; each pass over the data resets it (a pass that is
+abandoned midway is drained first: at most ``prefetch`` batches). Every random choice comes
+from the keys ``(epoch, position, index)`` (:mod:`.stages`); DALI's own RNG is not used (its
+seed is still set explicitly).
+
+Why two augmentation variants: DALI's CPU operators are reference-quality C++ (measured on the
+development machine, one thread, 256² RGB: ``warp_affine`` 3.1 ms, ``coord_transform`` 2.9 ms,
+``gaussian_blur`` 3.3 ms a crop, against 1.3 ms for warp + colour + label clean-up in our
+kernel), so on the CPU the graph runs our kernels; on the GPU it runs DALI's CUDA operators.
+Both give the same labels; the images agree within a few grey levels (``docs/loader.md``).
 """
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 
+from ..augment import (COLOUR_BITS, P_A00, P_A01, P_A10, P_A11, P_BLUR_R, P_C, P_FRAC, P_MAXID, P_MIN_AREA, P_R,
+                       P_SIGMA, P_T0, P_T1, P_TC, TAP_BITS, area_filter, augment_sample, reflect_canvas)
+from ..errors import ConfigError
 from .stages import SampleProgram
 
-__all__ = ["dali_available", "dali_version", "insmix_graph", "DaliBackend"]
+__all__ = ["dali_available", "dali_version", "insmix_graph", "DaliBackend", "DALI_OPS"]
+
+#: Values of ``dali_ops``: how the DALI graph runs the traditional augmentation.
+DALI_OPS = ("auto", "kernels", "operators")
 
 
 def dali_available() -> bool:
@@ -40,145 +59,355 @@ def dali_version() -> str:
     return nvidia.dali.__version__
 
 
-class _Feed:
-    """External source: an iterable over the epoch's key batches; yields the cropped samples."""
+def _dali_augment(out_img, out_lab, out_prm, out_taps, img, lab, prm, taps):
+    """``numba_function`` body (compiled by DALI, run per sample on its threads)."""
+    augment_sample(img, lab, prm, taps, out_img, out_lab, True, True)
+    out_prm[:] = prm
+    out_taps[:] = taps
 
-    def __init__(self, program: SampleProgram, tasks: list[np.ndarray]):
-        self.program, self.tasks = program, tasks
+
+_AUGMENT_OP = None
+
+
+def _augment_op():
+    """DALI's ``numba_function`` operator running :func:`_dali_augment`, made once per process
+    (compiling its C callback takes seconds; the operator object can serve every pipeline)."""
+    global _AUGMENT_OP
+    if _AUGMENT_OP is None:
+        from nvidia.dali import types
+        from nvidia.dali.plugin.numba import NumbaFunction
+
+        _AUGMENT_OP = NumbaFunction(run_fn=_dali_augment,
+                                    out_types=[types.UINT8, types.INT32, types.INT64, types.INT64],
+                                    in_types=[types.UINT8, types.INT32, types.INT64, types.INT64],
+                                    outs_ndim=[3, 2, 1, 1], ins_ndim=[3, 2, 1, 1])
+    return _AUGMENT_OP
+
+
+class _Feed:
+    """External source: iterates over the current pass's key batches; yields dense batches.
+
+    ``host`` (GPU graph): the host-side values of each fed batch (keys, InsMix coin, parameter
+    rows) are queued here for the GPU stages, which pop them in order — DALI runs iterations in
+    order — instead of reading them back from the device."""
+
+    def __init__(self, program: SampleProgram, ops: str, margin: int, gpu: bool):
+        self.program, self.ops, self.margin, self.gpu = program, ops, margin, gpu
+        self.tasks: list[np.ndarray] = []
+        self.stop = False
+        self._i = 0
+        self.host = collections.deque()
 
     def __iter__(self):
         self._i = 0
+        self.stop = False
         return self
 
     def __next__(self):
-        if self._i >= len(self.tasks):
+        if self.stop or self._i >= len(self.tasks):
             raise StopIteration
         keys = self.tasks[self._i]
         self._i += 1
-        images, labels = self.program.read_batch(keys)
-        return list(images), list(labels), list(keys)
+        b = self.program.prepare(keys)  # dense N×… arrays: DALI copies each batch in one piece
+        images = b["images"]
+        labels = np.ascontiguousarray(b["labels"], np.int32)
+        host = () if self.gpu else (b["keys"], b["coin"])
+        if self.gpu:
+            self.host.append((b["keys"], b.get("params")))
+        if self.program.augment is None:
+            return (images, labels[..., None]) + host
+        if self.ops == "kernels":
+            return (images, labels, b["params"], b["taps"]) + host
+        return (images, labels[..., None], b["params"]) + host + _operator_args(b["params"], self.margin)
+
+
+def _operator_args(params: np.ndarray, margin: int):
+    """Per-sample arguments of DALI's operators, from the parameter rows: the warp matrix on the
+    padded canvas, the colour matrix and offset, the blur's sigma / window / flag."""
+    f = params[:, P_FRAC].astype(np.float64)
+    a = params[:, [P_A00, P_A01, P_A10, P_A11]] / 2.0 ** (f[:, None] - 1)
+    t = params[:, [P_T0, P_T1]] / 2.0 ** f[:, None] + margin
+    mats = np.ascontiguousarray(np.concatenate([a[:, :2], t[:, :1], a[:, 2:], t[:, 1:]], axis=1).reshape(-1, 2, 3),
+                                np.float32)
+    cols = np.ascontiguousarray((params[:, P_C:P_C + 9] / float(1 << COLOUR_BITS)).reshape(-1, 3, 3), np.float32)
+    offs = np.ascontiguousarray(np.repeat(params[:, P_TC:P_TC + 1] / float(1 << COLOUR_BITS), 3, axis=1),
+                                np.float32)
+    r = params[:, P_BLUR_R]
+    sigma = np.where(r > 0, params[:, P_SIGMA] / float(1 << TAP_BITS), 1.0).astype(np.float32)
+    window = (2 * np.maximum(r, 1) + 1).astype(np.int32)
+    return mats, cols, offs, sigma, window, r > 0
 
 
 class _Stages:
-    """Batch-processing callbacks of the graph (lists of per-sample arrays in, lists out)."""
+    """Batch callbacks of the graph (lists of per-sample arrays in, lists out)."""
 
-    def __init__(self, program: SampleProgram, blender, device: str):
-        self.program, self.blender, self.device = program, blender, device
+    def __init__(self, program: SampleProgram, blender, device: str, ops: str, margin: int, feed: "_Feed"):
+        self.program, self.blender, self.device, self.ops, self.margin = program, blender, device, ops, margin
+        self.feed = feed
 
-    def augment(self, images, labels, keys):
-        im, lb = self.program.augment_batch(np.stack(images), np.stack(labels), np.stack(keys))
-        return list(im), list(lb)
+    # --- reflect-padded canvas ("operators")
+    def canvas(self, images, labels, params):
+        if self.device == "gpu":
+            return self._canvas_gpu(images, labels, params)  # params: the rows, moved to the GPU by DALI
+        m = self.margin
+        out_i, out_l = [], []
+        for img, lab, prm in zip(images, labels, params):
+            h, w = lab.shape[:2]
+            ci = np.empty((h + 2 * m, w + 2 * m, 3), np.uint8)
+            cl = np.empty((h + 2 * m, w + 2 * m), np.int32)
+            reflect_canvas(img, lab[..., 0], prm[P_MAXID], prm[P_R], m, ci, cl)
+            out_i.append(ci)
+            out_l.append(cl[..., None])
+        return out_i, out_l
 
-    def insmix(self, images, labels, keys):
-        keys = np.stack([_host(k) for k in keys])
-        if self.device == "gpu":  # CuPy in, CuPy out; the batch stays on the device
-            import torch
+    def _canvas_gpu(self, images, labels, params):  # pragma: no cover - needs a GPU and DALI's CUDA build
+        import torch
 
-            dev = torch.device("cuda", torch.cuda.current_device())
-            im, lb, paste, orig = self.program.insmix_device(torch.stack([torch.as_tensor(x, device=dev) for x in images]),
-                                                             torch.stack([torch.as_tensor(x, device=dev) for x in labels]),
-                                                             keys)
-            return _out(im, "gpu"), _out(lb, "gpu"), _out(paste, "gpu"), _out(orig, "gpu")
-        im, lb, paste, orig = self.program.insmix_batch(np.stack(images), np.stack(labels), keys)
-        return _out(im, "cpu"), _out(lb, "cpu"), _out(paste, "cpu"), _out(orig, "cpu")
+        from . import cuda_augment as ca
 
+        im, lb, pr = _stack_torch(images), _stack_torch(labels)[..., 0], _stack_torch(params)
+        n, h, w = lb.shape
+        m = self.margin
+        ci = torch.empty((n, h + 2 * m, w + 2 * m, 3), dtype=torch.uint8, device=im.device)
+        cl = torch.empty((n, h + 2 * m, w + 2 * m), dtype=torch.int32, device=im.device)
+        ns = ca.numba_stream(_dali_stream())
+        ca.launch_canvas(ca.as_device(im), ca.as_device(lb), ca.as_device(pr), m, ca.as_device(ci), ca.as_device(cl),
+                         stream=ns)
+        return _to_cupy(list(ci)), _to_cupy(list(cl.unsqueeze(-1)))
+
+    # --- InsMix (and, after DALI's warp, the label clean-up)
+    def insmix(self, images, labels, keys=None, coin=None, params=None):
+        """Images, labels and — when a blender follows — paste and original masks. The GPU graph
+        passes only images and labels; keys and parameter rows come from the feed's host queue."""
+        if self.device == "gpu":
+            keys, host_params = self.feed.host.popleft()
+            out = self._insmix_gpu(images, labels, keys, host_params)
+        else:
+            keys = np.stack([np.asarray(k) for k in keys])
+            im = np.stack(images)
+            lb = np.stack(labels)
+            if lb.ndim == 4:
+                lb = lb[..., 0]
+            lb = np.ascontiguousarray(lb, dtype=np.int32)
+            if params is not None:
+                for k, prm in enumerate(params):
+                    area_filter(lb[k], prm[P_MAXID], prm[P_R], prm[P_MIN_AREA])
+            out = tuple(list(a) for a in self.program.insmix_batch(im, lb, keys))  # DALI takes per-sample lists
+        return out if self.blender is not None else out[:2]
+
+    def _insmix_gpu(self, images, labels, keys, params):  # pragma: no cover - needs a GPU and DALI's CUDA build
+        import torch
+
+        from . import cuda_augment as ca
+
+        stream = _dali_stream()
+        ts = torch.cuda.ExternalStream(stream)
+        with torch.cuda.stream(ts):
+            im = _stack_torch(images)
+            lb = _stack_torch(labels)
+            if lb.dim() == 4:
+                lb = lb[..., 0]
+            lb = lb.to(torch.int32).contiguous()
+            if params is not None and self.ops == "operators":  # DALI warped the labels: clear the slivers
+                width = int(params[:, P_MAXID].max()) * self.program.id_factor + 1
+                counts = torch.zeros((lb.shape[0], width), dtype=torch.int32, device=lb.device)
+                pr = torch.from_numpy(params).pin_memory().to(lb.device, non_blocking=True)
+                ca.launch_area_filter(ca.as_device(lb), ca.as_device(pr), ca.as_device(counts),
+                                      stream=ca.numba_stream(stream))
+            im, lb, paste, orig = self.program.insmix_device(im, lb, keys, stream=stream)
+        return _to_cupy(list(im)), _to_cupy(list(lb)), _to_cupy(list(paste)), _to_cupy(list(orig))
+
+
+    # --- smooth-GAN blend
     def blend(self, images, paste, original):
         import torch
 
-        dev = torch.device("cuda") if self.device == "gpu" else torch.device("cpu")
-        im = torch.stack([torch.as_tensor(x, device=dev) for x in images])
-        pm = torch.stack([torch.as_tensor(x, device=dev) for x in paste])
-        om = torch.stack([torch.as_tensor(x, device=dev) for x in original])
+        if self.device == "gpu":  # pragma: no cover - needs a GPU
+            ts = torch.cuda.ExternalStream(_dali_stream())
+            with torch.cuda.stream(ts):
+                out = self.blender.blend(_stack_torch(images), _stack_torch(paste), _stack_torch(original))
+            return _to_cupy(list(out))
+        im = torch.from_numpy(np.stack(images))
+        pm = torch.from_numpy(np.stack(paste))
+        om = torch.from_numpy(np.stack(original))
         if bool(pm.any()):
             im = self.blender.blend(im, pm, om)
-        if self.device == "gpu":
-            import cupy
-
-            return [cupy.asarray(x) for x in im]
         return list(im.numpy())
 
 
-def _host(x) -> np.ndarray:
-    return x.get() if hasattr(x, "get") else np.asarray(x)
+def _dali_stream() -> int:  # pragma: no cover - GPU only
+    from nvidia.dali.ops._operators.python_function import PythonFunction
+
+    return int(PythonFunction.current_stream().ptr)
 
 
-def _out(x, device: str):
-    if device == "gpu":
-        import cupy
+def _stack_torch(arrays):  # pragma: no cover - GPU only
+    import torch
 
-        return [cupy.asarray(a) for a in x]
-    return list(np.ascontiguousarray(x))
+    return torch.stack([torch.from_dlpack(a) for a in arrays])
 
 
-def insmix_graph(feed, stages: _Stages, *, device: str, mean, std, blend: bool):
-    """The DALI graph (called inside ``pipeline_def``); ``device`` is ``"cpu"`` or ``"gpu"``."""
+def _to_cupy(tensors):  # pragma: no cover - GPU only
+    import cupy
+
+    return [cupy.from_dlpack(t) for t in tensors]
+
+
+def insmix_graph(feed: _Feed, stages: _Stages, *, device: str, ops: str, crop: int, mean, std, blend: bool,
+                 augment: bool):
+    """The DALI graph (called inside ``pipeline_def``); ``device`` is ``"cpu"`` or ``"gpu"``,
+    ``ops`` ``"kernels"`` (CPU only) or ``"operators"``."""
     from nvidia.dali import fn, types
 
-    images, labels, keys = fn.external_source(source=feed, num_outputs=3, batch=True,
-                                              layout=["HWC", "HW", None], cycle=False)
-    images, labels = fn.python_function(images, labels, keys, function=stages.augment, num_outputs=2,
-                                        batch_processing=True)
-    if device == "gpu":
-        images, labels, keys = images.gpu(), labels.gpu(), keys.gpu()
-    images, labels, paste, original = fn.python_function(images, labels, keys, function=stages.insmix,
-                                                         num_outputs=4, batch_processing=True, device=device)
+    gpu = device == "gpu"
+
+    def source(names):
+        outs = fn.external_source(source=feed, num_outputs=len(names), batch=True, cycle="raise",
+                                  layout=[{"img": "HWC", "lab": "HWC", "lab2": "HW"}.get(n) for n in names])
+        return dict(zip(names, outs))
+
+    params = None
+    if not augment:
+        d = source(["img", "lab"] + (["keys", "coin"] if not gpu else []))
+        images, labels = d["img"], d["lab"]
+        if gpu:
+            images, labels = images.gpu(), labels.gpu()
+    elif ops == "kernels":
+        d = source(["img", "lab2", "params", "taps"] + (["keys", "coin"] if not gpu else []))
+        images, labels, _, _ = _augment_op()(d["img"], d["lab2"], d["params"], d["taps"])
+    else:
+        d = source(["img", "lab", "params"] + (["keys", "coin"] if not gpu else [])
+                   + ["mats", "cols", "offs", "sigma", "window", "blur"])
+        images, labels, params = d["img"], d["lab"], d["params"]
+        if gpu:
+            images, labels, params = images.gpu(), labels.gpu(), params.gpu()
+        canvas_i, canvas_l = fn.python_function(images, labels, params, function=stages.canvas, num_outputs=2,
+                                                batch_processing=True, device=device, output_layouts=["HWC", "HWC"])
+        warped = fn.warp_affine(canvas_i, matrix=d["mats"], size=[crop, crop], interp_type=types.INTERP_LINEAR,
+                                dtype=types.FLOAT)
+        labels = fn.warp_affine(canvas_l, matrix=d["mats"], size=[crop, crop], interp_type=types.INTERP_NN)
+        images = fn.cast(fn.coord_transform(warped, M=d["cols"], T=d["offs"]), dtype=types.UINT8)  # rounds
+        if d["blur"]:
+            images = fn.gaussian_blur(images, sigma=d["sigma"], window_size=d["window"])
+    keys, coin = d.get("keys"), d.get("coin")  # CPU graph only; the GPU stages read the feed's queue
+    if device == "gpu":  # host values reach the GPU stages through the feed's queue, not the device
+        inputs = (images, labels)
+    else:
+        inputs = (images, labels, keys, coin) if params is None else (images, labels, keys, coin, params)
+    outs = fn.python_function(*inputs, function=stages.insmix, num_outputs=4 if blend else 2,
+                              batch_processing=True, device=device)
+    images, labels = outs[0], outs[1]
     if blend:
-        images = fn.python_function(images, paste, original, function=stages.blend, num_outputs=1,
+        images = fn.python_function(images, outs[2], outs[3], function=stages.blend, num_outputs=1,
                                     batch_processing=True, device=device)
-    images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
-                                      mean=[255.0 * m for m in mean], std=[255.0 * s for s in std], device=device)
-    labels = fn.cast(labels, dtype=types.INT64, device=device)
+    if device == "gpu":  # on the CPU the loader normalises DALI's buffers itself, in one pass
+        images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
+                                          mean=[255.0 * m for m in mean], std=[255.0 * s for s in std],
+                                          device=device)
+        labels = fn.cast(labels, dtype=types.INT64, device=device)
     return images, labels
 
 
 class DaliBackend:
-    """Builds one DALI pipeline per pass over the data (cheap) and iterates it with
-    ``DALIGenericIterator``."""
+    """One DALI pipeline per loader, reset for every pass over the data."""
 
     name = "dali"
 
     def __init__(self, program: SampleProgram, *, device, blender, num_workers: int, prefetch: int,
-                 batch_size: int, rank: int):
+                 batch_size: int, rank: int, ops: str = "auto"):
         self.program = program
         self.device = device
         self.dali_device = "gpu" if device.type == "cuda" else "cpu"
+        if ops == "auto":
+            ops = "operators" if self.dali_device == "gpu" else "kernels"
+        if ops == "kernels" and self.dali_device == "gpu":
+            raise ConfigError("dali_ops='kernels' runs on the CPU only; on CUDA the DALI graph uses DALI's "
+                              "operators (dali_ops='auto' or 'operators'), or use backend='torch'")
+        self.ops = ops
         self.blender = blender
         self.num_threads = max(1, int(num_workers))
         self.prefetch = max(1, int(prefetch))
         self.batch_size = int(batch_size)
         self.rank = int(rank)
-        self._iter = None
+        aug = program.augment
+        self.margin = aug.margin((program.crop, program.crop)) if aug is not None else 0
+        if ops == "operators" and aug is not None and self.margin > 4 * program.crop:
+            raise ConfigError(f"the augmentation's smallest scale ({aug.scale[0]}) needs a reflect canvas of "
+                              f"{program.crop + 2 * self.margin}² pixels per crop for DALI's warp; raise "
+                              f"scale[0] or use dali_ops='kernels' / backend='torch'")
+        self.feed = _Feed(program, ops, self.margin, gpu=self.dali_device == "gpu")
+        self._pipe = None
+        self._needs_reset = False
 
-    def _pipeline(self, tasks, epoch: int):
+    def _build(self):
         from nvidia.dali import pipeline_def
 
         from .stages import stage_seed
 
-        stages = _Stages(self.program, self.blender, self.dali_device)
-        build = pipeline_def(insmix_graph)
+        stages = _Stages(self.program, self.blender, self.dali_device, self.ops, self.margin, self.feed)
+        build = pipeline_def(insmix_graph, enable_conditionals=True)
         device_id = (self.device.index or 0) if self.dali_device == "gpu" else None
-        dali_seed = stage_seed(self.program.seed, epoch, 0x44414C49 + self.rank) & 0x7FFFFFFF  # explicit, unused
-        return build(_Feed(self.program, tasks), stages, device=self.dali_device, mean=self.program.mean,
-                     std=self.program.std, blend=self.blender is not None,
-                     batch_size=self.batch_size, num_threads=self.num_threads, device_id=device_id,
-                     seed=dali_seed, prefetch_queue_depth=self.prefetch)
+        dali_seed = stage_seed(self.program.seed, 0, 0x44414C49 + self.rank) & 0x7FFFFFFF  # explicit, unused
+        pipe = build(self.feed, stages, device=self.dali_device, ops=self.ops, crop=self.program.crop,
+                     mean=self.program.mean, std=self.program.std, blend=self.blender is not None,
+                     augment=self.program.augment is not None, batch_size=self.batch_size,
+                     num_threads=self.num_threads, device_id=device_id, seed=dali_seed,
+                     prefetch_queue_depth=self.prefetch)
+        pipe.build()
+        return pipe
 
     def run(self, tasks: list[np.ndarray]):
         if not tasks:
             return
-        from nvidia.dali.plugin.pytorch import DALIGenericIterator
-
-        epoch = int(tasks[0][0, 0])
-        pipe = self._pipeline(tasks, epoch)
-        pipe.build()
-        self._iter = DALIGenericIterator(pipe, ["images", "labels"], auto_reset=False)
+        self.program.set_source_epoch(int(tasks[0][0, 0]))
+        self.feed.tasks = list(tasks)
+        self.feed.host.clear()
+        if self._pipe is None:
+            self._pipe = self._build()
+        elif self._needs_reset:
+            self._pipe.reset()
+        self._needs_reset = True
+        finished = False
         try:
-            for out in self._iter:
-                d = out[0]
-                yield d["images"].to(self.device), d["labels"].to(self.device)
+            while True:
+                try:
+                    out = self._pipe.run()
+                except StopIteration:
+                    finished = True
+                    return
+                yield self._outputs(out)
         finally:
-            self._iter = None
-            del pipe
+            if not finished:  # abandoned midway: stop feeding, drain what DALI already prefetched
+                self.feed.stop = True
+                try:
+                    while True:
+                        self._pipe.run()
+                except StopIteration:
+                    pass
+
+    def _to_torch(self, tl):
+        import torch
+
+        if self.dali_device == "gpu":  # pragma: no cover - needs a GPU and DALI's CUDA build
+            from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
+
+            t = tl.as_tensor()
+            out = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device=self.device)
+            feed_ndarray(t, out, cuda_stream=torch.cuda.current_stream(self.device))
+            return out
+        return torch.from_numpy(np.array(tl.as_tensor()))
+
+    def _outputs(self, out):
+        """Torch tensors of one pipeline run: CPU — normalised (one Numba pass) straight from DALI's buffers."""
+        import torch
+
+        if self.dali_device == "gpu":  # pragma: no cover - needs a GPU and DALI's CUDA build
+            return self._to_torch(out[0]), self._to_torch(out[1])
+        images = torch.from_numpy(np.asarray(out[0].as_tensor()))  # views, valid until the next run
+        labels = torch.from_numpy(np.asarray(out[1].as_tensor()))
+        if labels.dim() == 4:
+            labels = labels[..., 0]
+        return self.program.normalise(images), self.program.labels_out(labels.contiguous())
 
     def close(self) -> None:
-        self._iter = None
+        self._pipe = None

@@ -1,29 +1,36 @@
 """The per-sample program every backend runs, stage by stage.
 
-``read/crop → traditional augmentation → InsMix → smooth-GAN blend → normalise``
+``read + crop → traditional augmentation → InsMix → smooth-GAN blend → normalise``
 
-Each stage is a plain function of arrays and *keys*. A key row is
-``(epoch, position, source index)`` (int64): the position is the sample's global
-slot in the epoch (see :mod:`.state`). Random draws use counter-based Philox:
+A *key row* is ``(epoch, position, source index)`` (int64): the position is the
+sample's global slot in the epoch (see :mod:`.state`). Random draws use counter-based
+Philox:
 
 * per epoch, one 64-bit seed per stage — ``stage_seed(seed, epoch, stage)`` is
   Philox4x32-10 (:func:`insmix_fast.kernels.rng.philox4x32_impl`) keyed by ``seed``
   with the counter ``(epoch, stage)``;
 * per sample, that seed with ``index = position`` — the crop offset and the InsMix
   coin by ``make_rng(seed_stage, position)``, the traditional augmentation by
-  :class:`~insmix_fast.augment.TraditionalAugment` and InsMix itself by
+  :meth:`~insmix_fast.augment.TraditionalAugment.draw` and InsMix itself by
   :func:`insmix_fast.insmix_batch` with ``indices = positions``.
 
-Nothing here reads a clock or DALI's internal RNG, so the DALI and the PyTorch
-backends, any worker count and any rank produce the same samples.
+The host side of a batch (:meth:`SampleProgram.prepare`) is what a reader does: read,
+crop, two statistics per crop (luminance sum, largest id) and the augmentation's
+parameter rows. The augmentation itself then runs wherever the backend wants it: the
+Numba kernels on the CPU (:meth:`SampleProgram.augment_host`), the same kernels built
+for CUDA (:mod:`.cuda_augment`), or DALI's operators (:mod:`.pipeline`).
+
+Nothing here reads a clock or DALI's internal RNG, so any backend, worker count and
+rank draws the same samples.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from numba import njit
 
-from ..augment import TraditionalAugment
+from ..augment import N_PARAMS, P_BLUR_R, P_MAXID, TraditionalAugment, augment_batch_kernel, crop_stats
 from ..baselines import make_rng
 from ..core import insmix_batch
 from ..errors import InputError
@@ -31,7 +38,7 @@ from ..kernels.rng import philox4x32_impl
 from ..validation import check_sample
 
 __all__ = ["SampleProgram", "stage_seed", "IMAGENET_MEAN", "IMAGENET_STD",
-           "STAGE_CROP", "STAGE_AUGMENT", "STAGE_INSMIX"]
+           "STAGE_CROP", "STAGE_AUGMENT", "STAGE_INSMIX", "ID_LIMIT"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,6 +47,11 @@ STAGE_CROP = 0x43524F50     # "CROP"
 STAGE_AUGMENT = 0x41554745  # "AUGE"
 STAGE_INSMIX = 0x494E534D   # "INSM"
 _COIN_STREAM = 7            # the per-sample "apply InsMix?" coin inside the InsMix stage seed
+
+#: Ids of an augmented crop stay below this (the GPU InsMix kernels' dense id tables); a crop
+#: whose ids would not is renumbered 1..k first (in increasing id order).
+ID_LIMIT = 1 << 16
+_PASTE_HEADROOM = 1024
 
 
 def stage_seed(seed: int, epoch: int, stage: int) -> int:
@@ -66,6 +78,13 @@ class SampleProgram:
         self.std = tuple(float(s) for s in std)
         self._source_epoch = None
         self._seeds: dict[int, tuple[int, int, int]] = {}
+        self._norm: dict = {}
+        self.id_factor = augment.id_factor((self.crop, self.crop)) if augment is not None else 1
+
+    def __getstate__(self):  # device tensors stay in the process that made them
+        state = dict(self.__dict__)
+        state["_norm"] = {}
+        return state
 
     # ------------------------------------------------------------------ keys
     def seeds(self, epoch: int) -> tuple[int, int, int]:
@@ -93,7 +112,7 @@ class SampleProgram:
             self.source.set_epoch(epoch)
         self._source_epoch = epoch
 
-    # ------------------------------------------------------------------ stages
+    # ------------------------------------------------------------------ read + crop (the host's part)
     def read(self, epoch: int, position: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Source sample ``index``, cut to a ``crop``×``crop`` window at a keyed offset."""
         try:
@@ -113,21 +132,89 @@ class SampleProgram:
         x0 = int(rng.integers(0, w - c + 1))
         return image[y0:y0 + c, x0:x0 + c], labels[y0:y0 + c, x0:x0 + c]
 
-    def read_batch(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def read_batch(self, keys: np.ndarray, stats: bool = False):
+        """The batch's crops: N×c×c×3 uint8 and N×c×c int32 (and, with ``stats``, each crop's
+        luminance sum and largest id, :func:`~insmix_fast.augment.crop_stats`)."""
         epoch = self._epoch_of(keys)
         self.set_source_epoch(epoch)
         n, c = len(keys), self.crop
         images = np.empty((n, c, c, 3), np.uint8)
         labels = np.empty((n, c, c), np.int32)
+        luma = np.empty(n, np.int64)
+        top = np.empty(n, np.int64)
         for k, (_, p, i) in enumerate(keys):
-            images[k], labels[k] = self.read(epoch, int(p), int(i))
-        return images, labels
+            images[k], labels[k] = self.read(epoch, int(p), int(i))  # strided copies at memcpy speed
+            if stats:
+                luma[k], top[k] = crop_stats(images[k], labels[k])  # contiguous: a vectorised pass
+        return (images, labels, luma, top) if stats else (images, labels)
 
-    def augment_batch(self, images: np.ndarray, labels: np.ndarray, keys: np.ndarray):
+    def prepare(self, keys: np.ndarray) -> dict:
+        """Everything the device needs for one batch, as numpy arrays: ``images`` (N×c×c×3 uint8),
+        ``labels`` (int16 when every id fits, else int32), ``keys``, ``coin`` (who gets InsMix) and,
+        with augmentation, ``params`` (N×N_PARAMS int64) and ``taps`` (N×T int64)."""
+        images, labels, luma, tops = self.read_batch(keys, stats=True)
+        out = {"images": images, "keys": np.ascontiguousarray(keys, np.int64), "coin": self.insmix_mask(keys)}
+        if self.augment is not None:
+            out["params"], out["taps"] = self._params(labels, luma, tops, keys)
+            top = int(out["params"][:, P_MAXID].max()) if len(keys) else 0
+        else:
+            top = int(tops.max()) if len(keys) else 0
+        out["labels"] = labels.astype(np.int16) if top <= np.iinfo(np.int16).max else labels
+        return out
+
+    def _params(self, labels: np.ndarray, lumas: np.ndarray, tops: np.ndarray, keys: np.ndarray):
+        aug = self.augment
+        seed = self.seeds(self._epoch_of(keys))[1]
+        n, c = len(keys), self.crop
+        rows = np.empty((n, N_PARAMS), np.int64)
+        taps = np.zeros((n, 2 * aug.max_blur_radius() + 1), np.int64)
+        for k in range(n):
+            luma, top = int(lumas[k]), int(tops[k])
+            if top * self.id_factor + _PASTE_HEADROOM > ID_LIMIT:  # renumber 1..k (in place: labels is ours)
+                ids, inv = np.unique(labels[k], return_inverse=True)
+                labels[k] = inv.reshape(c, c) + (0 if ids[0] == 0 else 1)
+                top = int(labels[k].max())
+            rows[k], taps[k] = aug.params(aug.draw((c, c), seed, int(keys[k, 1])), luma, top, (c, c))
+        return rows, taps
+
+    # ------------------------------------------------------------------ augmentation
+    def augment_host(self, batch: dict) -> tuple[np.ndarray, np.ndarray]:
+        """The traditional augmentation on the CPU (Numba kernels): uint8 images, int32 labels."""
+        images, labels = batch["images"], batch["labels"]
         if self.augment is None:
-            return images, labels
-        return self.augment.batch(images, labels, seed=self.seeds(self._epoch_of(keys))[1], indices=keys[:, 1])
+            return images, labels.astype(np.int32, copy=False)
+        out_i = np.empty_like(images)
+        out_l = np.empty(labels.shape, np.int32)
+        augment_batch_kernel(images, labels, batch["params"], batch["taps"], out_i, out_l)
+        return out_i, out_l
 
+    def augment_device(self, batch: dict, device: torch.device, stream=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The traditional augmentation where the tensors of ``batch`` live: the CUDA build of the
+        kernels on ``stream`` (no synchronisation), or the CPU kernels for CPU tensors."""
+        images, labels = batch["images"], batch["labels"]
+        if self.augment is None:
+            return images, labels.to(torch.int32)
+        if device.type != "cuda":
+            out = self.augment_host({k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()})
+            return torch.from_numpy(out[0]), torch.from_numpy(out[1])
+        from . import cuda_augment as ca
+
+        params, taps = batch["params"], batch["taps"]  # host (small): read without a device sync
+        n, c = labels.shape[0], self.crop
+        width = int(params[:, P_MAXID].max().item()) * self.id_factor + 1 if n else 1
+        blur = bool((params[:, P_BLUR_R] > 0).any())
+        out_i = torch.empty_like(images)
+        out_l = torch.empty(labels.shape, dtype=torch.int32, device=device)
+        counts = torch.zeros((n, width), dtype=torch.int32, device=device)
+        tmp = torch.empty((n, c, c, 3) if blur else (1, 1, 1, 3), dtype=torch.int32, device=device)
+        dev_params = params.to(device, non_blocking=True)
+        dev_taps = taps.to(device, non_blocking=True)
+        ns = ca.numba_stream(stream if stream is not None else torch.cuda.current_stream(device))
+        arrays = [ca.as_device(t) for t in (images, labels, dev_params, dev_taps, out_i, out_l, counts, tmp)]
+        ca.launch_augment(*arrays, blur=blur, clean=True, stream=ns)
+        return out_i, out_l
+
+    # ------------------------------------------------------------------ InsMix
     def insmix_mask(self, keys: np.ndarray) -> np.ndarray:
         """Which samples of the batch get InsMix (a keyed coin with probability ``insmix_p``)."""
         if self.bank is None or self.insmix_p <= 0.0:
@@ -141,56 +228,109 @@ class SampleProgram:
         """InsMix on the selected samples; returns images, labels, paste_mask, original_mask
         (numpy on the CPU; whatever ``insmix_batch(device=...)`` returns otherwise)."""
         sel = self.insmix_mask(keys)
-        paste = np.zeros(labels.shape, bool)
-        if sel.any():
+        if sel.all():  # the usual case: no gather / scatter copies
             s = self.seeds(self._epoch_of(keys))[2]
-            r = insmix_batch(images[sel], labels[sel], self.bank, self.config, seed=s, indices=keys[sel, 1],
-                             device=device)
-            images, labels = images.copy(), labels.copy()
-            images[sel] = _to_numpy(r.images)
-            labels[sel] = _to_numpy(r.labels)
-            paste[sel] = _to_numpy(r.paste_masks)
+            r = insmix_batch(images, labels, self.bank, self.config, seed=s, indices=keys[:, 1], device=device)
+            images, labels, paste = _to_numpy(r.images), _to_numpy(r.labels), _to_numpy(r.paste_masks)
+        else:
+            paste = np.zeros(labels.shape, bool)
+            if sel.any():
+                s = self.seeds(self._epoch_of(keys))[2]
+                r = insmix_batch(images[sel], labels[sel], self.bank, self.config, seed=s, indices=keys[sel, 1],
+                                 device=device)
+                images, labels = images.copy(), labels.copy()
+                images[sel] = _to_numpy(r.images)
+                labels[sel] = _to_numpy(r.labels)
+                paste[sel] = _to_numpy(r.paste_masks)
         original = (labels > 0) & ~paste
         return images, labels, paste, original
 
-    def insmix_device(self, images: torch.Tensor, labels: torch.Tensor, keys: np.ndarray):
-        """InsMix on a batch that lives on a CUDA device (torch tensors, N×H×W×3 uint8 and
-        N×H×W int32); ``insmix_batch(device=...)`` keeps it there. Returns torch tensors
-        images, labels, paste_mask, original_mask on the same device."""
+    def insmix_device(self, images: torch.Tensor, labels: torch.Tensor, keys: np.ndarray, stream=None):
+        """InsMix on a batch of torch tensors (N×H×W×3 uint8, N×H×W int) where they live; on CUDA
+        ``insmix_batch(device="cuda", stream=stream)`` keeps it there and does not synchronise.
+        Returns images, labels (int32), paste_mask, original_mask on the same device."""
         dev = images.device
         sel = self.insmix_mask(keys)
         paste = torch.zeros(labels.shape, dtype=torch.bool, device=dev)
         labels = labels.to(torch.int32)
         if sel.any():
             s = self.seeds(self._epoch_of(keys))[2]
-            idx = torch.from_numpy(np.flatnonzero(sel)).to(dev)
-            r = insmix_batch(images.index_select(0, idx).contiguous(), labels.index_select(0, idx).contiguous(),
-                             self.bank, self.config, seed=s, indices=keys[sel, 1], device=str(dev))
-            images, labels = images.clone(), labels.clone()
-            images[idx] = torch.as_tensor(r.images, device=dev)
-            labels[idx] = torch.as_tensor(r.labels, device=dev).to(torch.int32)
-            paste[idx] = torch.as_tensor(r.paste_masks, device=dev).bool()
+            whole = bool(sel.all())
+            idx = None if whole else torch.from_numpy(np.flatnonzero(sel)).to(dev)
+            im_in = images if whole else images.index_select(0, idx).contiguous()
+            lb_in = labels if whole else labels.index_select(0, idx).contiguous()
+            kw = {"device": str(dev)}
+            if dev.type == "cuda":
+                kw["stream"] = stream if stream is not None else torch.cuda.current_stream(dev)
+            r = insmix_batch(im_in, lb_in, self.bank, self.config, seed=s, indices=keys[sel, 1], **kw)
+            r_im = torch.as_tensor(r.images, device=dev)
+            r_lb = torch.as_tensor(r.labels, device=dev).to(torch.int32)
+            r_pm = torch.as_tensor(r.paste_masks, device=dev).bool()
+            if whole:
+                images, labels, paste = r_im, r_lb, r_pm
+            else:
+                images, labels = images.clone(), labels.clone()
+                images[idx], labels[idx], paste[idx] = r_im, r_lb, r_pm
         original = (labels > 0) & ~paste
         return images, labels, paste, original
 
-    def cpu_batch(self, keys: np.ndarray, insmix: bool = True) -> dict:
-        """Read, crop, augment and (if ``insmix``) InsMix one batch on the CPU."""
-        images, labels = self.read_batch(keys)
-        images, labels = self.augment_batch(images, labels, keys)
+    # ------------------------------------------------------------------ worker entry
+    def cpu_batch(self, keys: np.ndarray, insmix: bool = True, masks: bool = True) -> dict:
+        """Read, crop, augment and (if ``insmix``) InsMix one batch on the CPU. ``masks``: also
+        return the paste mask (the blender needs it). Labels come back as int16 when every id fits
+        (less to copy between processes)."""
+        batch = self.prepare(keys)
+        images, labels = self.augment_host(batch)
+        paste = None
         if insmix:
-            images, labels, paste, original = self.insmix_batch(images, labels, keys)
-        else:
-            paste = original = None
-        return {"images": images, "labels": labels, "paste": paste, "original": original, "keys": keys}
+            images, labels, paste, _ = self.insmix_batch(images, labels, keys)
+        if labels.size and int(labels.max()) <= np.iinfo(np.int16).max:
+            labels = labels.astype(np.int16)
+        return {"images": images, "labels": labels, "paste": paste if masks else None, "keys": keys,
+                "coin": batch["coin"]}
 
     # ------------------------------------------------------------------ tensors
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 N×H×W×3 → float32 N×3×H×W, ``(x − 255·mean) · 1/(255·std)`` per channel
-        (the arithmetic of DALI's ``crop_mirror_normalize``)."""
+        (the arithmetic of DALI's ``crop_mirror_normalize``). One Numba pass on the CPU."""
         dev = images.device
-        mean = torch.tensor([255.0 * m for m in self.mean], dtype=torch.float32, device=dev).view(1, 3, 1, 1)
-        inv = torch.tensor([1.0 / (255.0 * s) for s in self.std], dtype=torch.float32, device=dev).view(1, 3, 1, 1)
-        return (images.permute(0, 3, 1, 2).float() - mean).mul_(inv).contiguous()
+        mean = [255.0 * m for m in self.mean]
+        inv = [1.0 / (255.0 * s) for s in self.std]
+        if dev.type == "cpu":  # numpy's allocation: large arrays get transparent huge pages (torch's do not)
+            out = np.empty((images.shape[0], 3, images.shape[1], images.shape[2]), np.float32)
+            _normalise_kernel(images.numpy(), np.array(mean, np.float32), np.array(inv, np.float32), out)
+            return torch.from_numpy(out)
+        if dev not in self._norm:  # made once per device: no host→device copy per batch
+            self._norm[dev] = (torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1).to(dev),
+                               torch.tensor(inv, dtype=torch.float32).view(1, 3, 1, 1).to(dev))
+        m, k = self._norm[dev]
+        return (images.permute(0, 3, 1, 2).float() - m).mul_(k).contiguous()
+
+    @staticmethod
+    def labels_out(labels: torch.Tensor) -> torch.Tensor:
+        """Labels as the loader hands them out: int64 (one Numba pass on the CPU)."""
+        if labels.device.type == "cpu" and labels.dtype in (torch.int16, torch.int32):
+            out = np.empty(tuple(labels.shape), np.int64)
+            _widen_kernel(labels.numpy().reshape(-1), out.reshape(-1))
+            return torch.from_numpy(out)
+        return labels.long()
+
+
+@njit(cache=True, nogil=True)
+def _normalise_kernel(images, mean, inv, out):
+    n, h, w = images.shape[0], images.shape[1], images.shape[2]
+    for b in range(n):
+        for c in range(3):
+            m, k = mean[c], inv[c]
+            for y in range(h):
+                for x in range(w):
+                    out[b, c, y, x] = (np.float32(images[b, y, x, c]) - m) * k
+
+
+@njit(cache=True, nogil=True)
+def _widen_kernel(src, dst):
+    for i in range(src.shape[0]):
+        dst[i] = src[i]
 
 
 def _to_numpy(x) -> np.ndarray:

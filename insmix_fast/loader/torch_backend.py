@@ -1,16 +1,22 @@
-"""PyTorch backend: a ``DataLoader`` over *batch tasks* plus an on-device finishing step.
+"""PyTorch backend: a ``DataLoader`` over *batch tasks* plus a finishing step on the device.
 
 * A task is the key array of one batch (``(epoch, position, source index)`` rows, see
   :mod:`.stages`); a :class:`_TaskSampler` hands the epoch's tasks to a ``DataLoader``
-  (``batch_size=None``) whose map-style :class:`_TaskDataset` runs the CPU stages of one
-  batch per call — read, crop, traditional augmentation and, on the CPU path, the Numba
-  InsMix kernels. The DataLoader returns tasks in order, so the samples do not depend
-  on ``num_workers``. Workers are persistent (started once per loader) and run Numba
-  single-threaded (parallelism comes from the workers).
-* Finishing runs in the main process on the target device: host→device copy from
-  pinned buffers, InsMix on the GPU (``device="cuda"``: ``insmix_batch(device="cuda")``),
-  the smooth-GAN blend, normalisation. On CUDA the next batch is finished on a side
-  stream while the current one is being consumed (one batch in flight).
+  (``batch_size=None``) whose map-style :class:`_TaskDataset` runs the host part of one
+  batch per call. The DataLoader returns tasks in order, so the samples do not depend on
+  ``num_workers``. Workers are persistent (started once per loader) and run Numba
+  single-threaded (parallelism comes from the workers; DataLoader already gives torch one
+  thread there). They do not call OpenCV: a forked child that touches OpenCV's thread pool
+  after the parent used it can deadlock.
+* ``augment_on="workers"`` (the CPU default): a worker reads, crops, augments (the Numba
+  kernels) and runs InsMix on its batch; the main process normalises.
+* ``augment_on="device"`` (the CUDA default): a worker only reads and crops (uint8 crops,
+  int16 labels when the ids fit, the augmentation's parameter rows) into pinned memory; the
+  main process copies the batch to the device and runs the augmentation (the same kernels
+  built for CUDA), InsMix, the smooth-GAN blend and the normalisation there — all on one
+  side stream, without a host synchronisation, while the previous batch is being consumed
+  on the current stream (one batch in flight). With ``device="cpu"`` the same path runs the
+  CPU kernels in the main process (how CI tests it).
 """
 
 from __future__ import annotations
@@ -39,15 +45,21 @@ class _TaskSampler(Sampler):
 
 
 class _TaskDataset(Dataset):
-    def __init__(self, program: SampleProgram, insmix_on_cpu: bool):
+    """One batch per item: ``"read"`` (crops + parameters) or ``"full"`` (augmented, InsMix on the CPU)."""
+
+    def __init__(self, program: SampleProgram, mode: str, masks: bool):
         self.program = program
-        self.insmix_on_cpu = insmix_on_cpu
+        self.mode = mode
+        self.masks = masks
 
     def __len__(self) -> int:  # tasks are arrays, not integers; the sampler drives the loop
         return 0
 
     def __getitem__(self, keys: np.ndarray) -> dict:
-        out = self.program.cpu_batch(keys, insmix=self.insmix_on_cpu)
+        if self.mode == "read":
+            out = self.program.prepare(keys)
+        else:
+            out = self.program.cpu_batch(keys, insmix=True, masks=self.masks)
         return {k: (torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v)
                 for k, v in out.items()}
 
@@ -91,17 +103,19 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, program: SampleProgram, *, device: torch.device, blender, num_workers: int,
-                 prefetch: int, mp_context: str | None = None):
+                 prefetch: int, mp_context: str | None = None, augment_on: str = "workers"):
         self.program = program
         self.device = device
         self.blender = blender
         self.cuda = device.type == "cuda"
+        self.on_device = augment_on == "device"
         self.sampler = _TaskSampler()
         kw = {}
         if num_workers > 0:
             kw = dict(prefetch_factor=max(1, prefetch), persistent_workers=True, worker_init_fn=_worker_init,
                       multiprocessing_context=worker_context(mp_context))
-        self.dataloader = DataLoader(_TaskDataset(program, insmix_on_cpu=not self.cuda), batch_size=None,
+        dataset = _TaskDataset(program, "read" if self.on_device else "full", masks=blender is not None)
+        self.dataloader = DataLoader(dataset, batch_size=None,
                                      sampler=self.sampler, num_workers=num_workers, collate_fn=_identity,
                                      pin_memory=self.cuda, **kw)
         self.stream = torch.cuda.Stream(device=device) if self.cuda else None
@@ -109,27 +123,44 @@ class TorchBackend:
 
     # ------------------------------------------------------------------ finishing
     def finish(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        dev = self.device
-        images = batch["images"].to(dev, non_blocking=True)
-        labels = batch["labels"].to(dev, non_blocking=True)
-        if self.cuda and self.program.bank is not None:
-            # the InsMix kernels (numba.cuda) do not run on torch's stream: order them explicitly
-            torch.cuda.current_stream(dev).synchronize()
-            images, labels, paste, original = self.program.insmix_device(images, labels, batch["keys"].numpy())
-            torch.cuda.synchronize(dev)
+        """Device part of one batch, on the current stream (the side stream on CUDA)."""
+        dev, prog = self.device, self.program
+        keys = batch["keys"].numpy()
+        if self.on_device:
+            dev_batch = dict(batch)
+            dev_batch["images"] = batch["images"].to(dev, non_blocking=True)
+            dev_batch["labels"] = batch["labels"].to(dev, non_blocking=True)
+            images, labels = prog.augment_device(dev_batch, dev, stream=self.stream)
+            if prog.bank is not None:
+                images, labels, paste, original = prog.insmix_device(images, labels, keys, stream=self.stream)
+            else:
+                paste = original = None
         else:
+            images = batch["images"].to(dev, non_blocking=True)
+            labels = batch["labels"].to(dev, non_blocking=True)
             paste = batch["paste"].to(dev, non_blocking=True) if batch.get("paste") is not None else None
-            original = batch["original"].to(dev, non_blocking=True) if batch.get("original") is not None else None
-        if self.blender is not None and paste is not None and bool(paste.any()):
-            images = self.blender.blend(images, paste, original)
-        return self.program.normalise(images), labels.long()
+            original = (labels > 0) & ~paste if paste is not None else None
+        coin = batch["coin"].numpy()
+        if self.blender is not None and paste is not None and coin.any():
+            images = self._blend(images, paste, original, coin)
+        return prog.normalise(images), prog.labels_out(labels)
+
+    def _blend(self, images, paste, original, coin: np.ndarray):
+        """The blender on the samples that got InsMix (chosen on the host: no device sync)."""
+        if coin.all():
+            return self.blender.blend(images, paste, original)
+        idx = torch.from_numpy(np.flatnonzero(coin)).to(images.device)
+        out = images.clone()
+        out[idx] = self.blender.blend(images.index_select(0, idx), paste.index_select(0, idx),
+                                      original.index_select(0, idx))
+        return out
 
     def _finish_async(self, batch: dict):
-        if self.stream is None:
-            return self.finish(batch)
         with torch.cuda.stream(self.stream):
-            out = self.finish(batch)
-        return out, torch.cuda.current_stream(self.device).wait_stream, self.stream
+            images, labels = self.finish(batch)
+            done = torch.cuda.Event()
+            done.record(self.stream)
+        return images, labels, done
 
     # ------------------------------------------------------------------ iteration
     def run(self, tasks: list[np.ndarray]):
@@ -143,7 +174,7 @@ class TorchBackend:
                 return
             pending = None
             for batch in self._it:
-                nxt = self._finish_async(batch)
+                nxt = self._finish_async(batch)  # queued on the side stream while the step runs
                 if pending is not None:
                     yield self._ready(pending)
                 pending = nxt
@@ -153,10 +184,11 @@ class TorchBackend:
             self._it = None
 
     def _ready(self, pending):
-        (images, labels), wait, stream = pending
-        wait(stream)
-        images.record_stream(torch.cuda.current_stream(self.device))
-        labels.record_stream(torch.cuda.current_stream(self.device))
+        images, labels, done = pending
+        current = torch.cuda.current_stream(self.device)
+        current.wait_event(done)
+        images.record_stream(current)
+        labels.record_stream(current)
         return images, labels
 
     def close(self) -> None:
