@@ -494,16 +494,3 @@ def copy_paste(image, labels, partner_image, partner_labels, seed: int = 0, inde
     """Functional :class:`CopyPaste`."""
     return CopyPaste(**params)(image, labels, partner_image, partner_labels, seed=seed, index=index)
 
-
-# TEMPORARY (issue 12): augment.py still imports these privates; it is rewritten on branch
-# ``loader`` to use insmix_fast.validation and data.labels.relabel_pieces. Deleted in the next commit.
-def _check_range(name, r, lo, hi):
-    return check_pair(name, r, lo, hi)
-
-
-def _check_pos(name, v, lo=0.0, hi=math.inf, lo_open=True):
-    return check_number(name, v, lo, hi, lo_open=lo_open)
-
-
-def _clean(labels, min_area):
-    return relabel_pieces(labels, min_area)
