@@ -4,9 +4,10 @@ then apply (paste + background shuffle). One call per tile, or one per batch."""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .instances import build_table_rows, new_scratch, tile_stats
+from .jit import njit
 from .paste import apply_pastes, copy_into, fill_false
 from .placement import place_pastes
 from .records import F_SHAPE, R_ORIGINAL, R_TEMPLATE, shape_gap
@@ -52,7 +53,8 @@ def plan_tile(work, bt, P, seed, sample, rec_i, rec_f, moves, max_id):
         pieces = np.full(cap_ids, -1, np.int64)
         for c in range(1, k + 1):
             cur_area[c] = area[c]
-            ibbox[c] = bbox[c]
+            for j in range(4):  # element-wise (a slice assignment compiles Numba's shape-error formatting)
+                ibbox[c, j] = bbox[c, j]
             ids_ext[c] = ids[c - 1]
         big = P.max_crop
         for c in range(1, k + 1):

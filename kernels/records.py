@@ -8,7 +8,7 @@ same record as a numpy structured dtype (``paste_records`` converts).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from .jit import njit
 
 #: Columns of ``rec_i`` (int64): bank template, original id, new id, bbox top-left (y, x), offset (dy, dx).
 R_TEMPLATE, R_ORIGINAL, R_LABEL, R_Y, R_X, R_DY, R_DX = 0, 1, 2, 3, 4, 5, 6

@@ -1,0 +1,64 @@
+"""The ``njit`` decorator of the kernels: Numba's, minus the wasted specialisations.
+
+Numba compiles an ``@njit`` function once per distinct argument-type tuple it is
+called with from other jitted code, and it types a constant argument as a
+*literal* (``Literal[int](0)``): ``tile_stats(labels, p, m, 0)`` and
+``tile_stats(labels, p, m, extra)`` become two compilations of the same body, and
+type inference even compiles throw-away specialisations for the literal a
+variable holds before its type is widened (``big = 1`` … ``new_scratch(big)``
+compiled for ``Literal[int](1)`` *and* ``int64``). With an empty cache each such
+copy costs 0.1–1 s, and every caller links (and LLVM re-optimises) them again.
+
+:func:`njit` here is ``numba.njit`` whose dispatchers see constants by their plain
+type (``int64``, ``float64``, ``bool``), so each kernel is compiled once per real
+argument-type tuple. The kernels never need a literal argument (no ``literally``,
+no literal-indexed tuples), and LLVM still propagates constants after inlining, so
+the generated code is the same. Callers from Python are unaffected (Python values
+are never typed as literals).
+
+Use it like ``numba.njit`` (``@njit(cache=True, nogil=True)``, ``inline=...``,
+``parallel=...``); ``NUMBA_DISABLE_JIT=1`` returns the plain Python function.
+"""
+
+from __future__ import annotations
+
+from numba.core import config, types
+from numba.core.registry import CPUDispatcher
+
+__all__ = ["njit", "KernelDispatcher"]
+
+
+class KernelDispatcher(CPUDispatcher):
+    """A CPU dispatcher that compiles for the non-literal types of its arguments."""
+
+    def get_call_template(self, args, kws):
+        args = tuple(_plain(a) for a in args)
+        kws = {k: _plain(v) for k, v in kws.items()}
+        return super().get_call_template(args, kws)
+
+
+def _plain(t):
+    """The type a kernel is compiled for: literals by their plain type, signed integer
+    scalars narrower than 64 bits as ``int64`` (Numba computes in int64 anyway)."""
+    t = types.unliteral(t)
+    if isinstance(t, types.Integer) and t.signed and t.bitwidth < 64:
+        return types.int64
+    return t
+
+
+def njit(func=None, *, cache: bool = False, locals=None, boundscheck=None, **options):
+    """``numba.njit`` building a :class:`KernelDispatcher` (see the module docstring)."""
+    options["nopython"] = True
+    options["boundscheck"] = boundscheck
+    # No C-callable wrapper: kernels are never passed as first-class function objects.
+    options.setdefault("no_cfunc_wrapper", True)
+
+    def wrap(f):
+        if config.DISABLE_JIT:
+            return f
+        disp = KernelDispatcher(py_func=f, locals=dict(locals or {}), targetoptions=options)
+        if cache:
+            disp.enable_caching()
+        return disp
+
+    return wrap if func is None else wrap(func)
