@@ -20,8 +20,8 @@ from .kernels.instances import DENSE_ID_LIMIT, build_table, tile_stats
 from .kernels.pipeline import apply_tile, insmix_batch_kernel, insmix_tile, plan_tile
 from .kernels.ssd import admissible_list
 from .kernels.tables import Params, Table, empty_table, largest_crop, make_params
-from .results import (PASTE_DTYPE, InsMixBatchResult, InsMixPlan, InsMixResult, paste_records, record_rows,
-                      record_tables)
+from .results import (PASTE_DTYPE, InsMixBatchResult, InsMixPlan, InsMixResult, PlanFingerprint, labels_fingerprint,
+                      labels_fingerprints, paste_records, record_rows, record_tables)
 from .validation import (check_batch, check_index, check_indices, check_int, check_labels, check_sample,
                          check_seed)
 
@@ -120,6 +120,35 @@ def _records(shape: tuple[int, int], patch: int, cap: int):
     return (*record_tables(cap), np.zeros((max(g, 1), 2), np.int64))
 
 
+# ---------------------------------------------------------------------- plan fingerprints (issue 15)
+def _bank_part(bank, config: InsMixConfig) -> tuple:
+    """(size, content hash) of the bank a plan takes templates from; (None, None) when it takes none."""
+    if config.foreground and config.template_source != "self" and isinstance(bank, InstanceBank):
+        return len(bank), bank.content_hash
+    return None, None
+
+
+def _fingerprint(labels: np.ndarray, bank, config: InsMixConfig) -> PlanFingerprint:
+    return PlanFingerprint(labels_fingerprint(labels), *_bank_part(bank, config))
+
+
+def _check_fingerprint(plan: InsMixPlan, labels: np.ndarray, bank) -> None:
+    """Refuse a plan made for another label map or another bank (both fingerprints named)."""
+    fp = getattr(plan, "fingerprint", None)  # None: plans built by hand or before fingerprints
+    if fp is None:
+        return
+    if fp.labels is not None:
+        got = labels_fingerprint(labels)
+        if got != fp.labels:
+            raise InputError(f"the plan was made for another label map (fingerprint {fp.labels:#018x}); these "
+                             f"labels have fingerprint {got:#018x}: apply a plan to the tile it was planned for")
+    if fp.bank_hash is not None and len(plan.pastes) and isinstance(bank, InstanceBank):
+        if (len(bank), bank.content_hash) != (fp.bank_size, fp.bank_hash):
+            mine = PlanFingerprint(None, len(bank), bank.content_hash)
+            raise InputError(f"the plan was made with another bank ({fp.describe_bank()}); this bank has "
+                             f"{mine.describe_bank()}: use the bank the plan was made with")
+
+
 # ---------------------------------------------------------------------- public API
 def plan_insmix(labels, bank: InstanceBank | None, config: InsMixConfig | None = None, *, seed: int = 0,
                 index: int = 0, image=None) -> InsMixPlan:
@@ -147,7 +176,8 @@ def plan_insmix(labels, bank: InstanceBank | None, config: InsMixConfig | None =
         cap = _n_instances(labels) + 1
     pastes = paste_records(rec_i, rec_f, n)
     dense.restore(work, pastes)
-    return InsMixPlan(pastes, moves[:k].copy(), config.patch, labels.shape, seed, index)
+    return InsMixPlan(pastes, moves[:k].copy(), config.patch, labels.shape, seed, index,
+                      _fingerprint(labels, bank, config))
 
 
 def apply_plan(image, labels, plan: InsMixPlan, bank: InstanceBank | None) -> InsMixResult:
@@ -165,6 +195,8 @@ def apply_plan(image, labels, plan: InsMixPlan, bank: InstanceBank | None) -> In
     if len(plan.pastes):
         if not isinstance(bank, InstanceBank):
             raise InputTypeError("apply_plan needs the InstanceBank the plan was made with")
+    _check_fingerprint(plan, labels, bank)
+    if len(plan.pastes):
         _check_pastes_fit(plan.pastes, bank, labels.shape)
         bt = bank.table
     else:
@@ -219,7 +251,8 @@ def insmix(image, labels, bank: InstanceBank | None, config: InsMixConfig | None
         cap = _n_instances(labels) + 1
     pastes = paste_records(rec_i, rec_f, n)
     dense.restore(out_labels, pastes)
-    plan = InsMixPlan(pastes, moves[:k].copy(), config.patch, labels.shape, seed, index)
+    plan = InsMixPlan(pastes, moves[:k].copy(), config.patch, labels.shape, seed, index,
+                      _fingerprint(labels, bank, config))
     return InsMixResult(out_image, out_labels, paste_mask, shuffled, plan.pastes, plan)
 
 
@@ -254,7 +287,7 @@ def insmix_batch(images, labels, bank: InstanceBank | None, config: InsMixConfig
                                  np.stack([r.paste_mask for r in results]),
                                  np.stack([r.shuffled_mask for r in results]),
                                  [r.pastes for r in results], [r.plan.moves for r in results], indices, seed,
-                                 config.patch)
+                                 config.patch, [r.plan.fingerprint for r in results])
     return _insmix_batch_cpu(images, labels, bank, config, seed, indices)
 
 
@@ -287,6 +320,8 @@ def _insmix_batch_cpu(images: np.ndarray, labels: np.ndarray, bank, config: InsM
         kernel_labels[sparse] = 0
     insmix_batch_kernel(images, kernel_labels, bt, P, np.uint64(seed), indices, rec_i, rec_f, moves,
                         out_images, out_labels, paste_masks, shuffled, counts, np.where(sparse, 0, max_ids))
+    bank_part = _bank_part(bank, config)
+    fingerprints = [PlanFingerprint(h, *bank_part) for h in labels_fingerprints(labels)]
     pastes, mv = [], []
     for b in range(n):
         if counts[b, 0] < 0 or sparse[b]:  # record buffer too small, or huge ids: redo this tile alone
@@ -297,7 +332,8 @@ def _insmix_batch_cpu(images: np.ndarray, labels: np.ndarray, bank, config: InsM
             continue
         pastes.append(paste_records(rec_i[b], rec_f[b], int(counts[b, 0])))
         mv.append(moves[b, :counts[b, 1]].copy())
-    return InsMixBatchResult(out_images, out_labels, paste_masks, shuffled, pastes, mv, indices, seed, config.patch)
+    return InsMixBatchResult(out_images, out_labels, paste_masks, shuffled, pastes, mv, indices, seed, config.patch,
+                             fingerprints)
 
 
 def admissible_templates(labels, bank: InstanceBank, config: InsMixConfig | None = None) -> dict[int, np.ndarray]:
