@@ -18,8 +18,13 @@ Run::
     python bench/bench_first_use.py --rounds 5 --tree /path/to/other/checkout --tree .
                                                               # trees alternated round by round (A/B)
 
+Each tree runs twice per round: with the background compile process of
+:mod:`insmix_fast.kernels.warmup` allowed (``bg``) and with ``INSMIX_FAST_PRECOMPILE=0``
+(``nobg``: everything compiled in the calling process); ``--modes`` picks.
+
 ``extra_info`` holds the per-phase medians. CPU seconds are the fairer figure on a shared
-machine (compilation is single-threaded; the wall time also counts waiting for a core).
+machine (compilation is single-threaded; the wall time also counts waiting for a core); the
+background process's CPU seconds are reported apart (it runs on another core when one is free).
 """
 
 from __future__ import annotations
@@ -57,29 +62,44 @@ mark(out, "bank", t)
 r = insmix(*data[8], bank, seed=0)
 mark(out, "insmix", t)
 assert len(r.pastes) > 0
+import os
+try:  # the background compile process, if this run started one: wait (untimed) to count its CPU
+    from insmix_fast.kernels import warmup
+    proc = warmup._spawned.get("proc")
+    out["background"] = proc is not None
+    if proc is not None:
+        proc.wait()
+except ImportError:
+    out["background"] = False
+times = os.times()
+out["children_cpu"] = times.children_user + times.children_system
 print("FIRST_USE " + json.dumps(out))
 """
 
 
-def run_once(tree: Path, cache_dir: str, threads: int | None = None) -> dict[str, tuple[float, float]]:
-    """One fresh process of the first-use path on ``tree`` with ``cache_dir``: {phase: (wall s, cpu s)}."""
+def run_once(tree: Path, cache_dir: str, background: bool = True) -> dict:
+    """One fresh process of the first-use path on ``tree`` with ``cache_dir``: {phase: (wall s, cpu s)},
+    plus ``background`` (a background compile process ran) and ``children_cpu`` (its CPU seconds).
+    ``background=False`` sets ``INSMIX_FAST_PRECOMPILE=0``."""
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, PYTHONPATH=str(tree))
-    if threads is not None:
-        env["NUMBA_NUM_THREADS"] = str(threads)
+    env["INSMIX_FAST_PRECOMPILE"] = "1" if background else "0"
     proc = subprocess.run([sys.executable, "-c", _CHILD], env=env, cwd=tempfile.gettempdir(),
                           capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"first-use run failed on {tree}:\n{proc.stderr[-4000:]}")
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("FIRST_USE "))
-    out = {k: tuple(v) for k, v in json.loads(line[len("FIRST_USE "):]).items()}
+    raw = json.loads(line[len("FIRST_USE "):])
+    out = {k: tuple(raw[k]) for k in PHASES}
     out["total"] = (sum(v[0] for v in out.values()), sum(v[1] for v in out.values()))
+    out["background"] = bool(raw.get("background", False))
+    out["children_cpu"] = float(raw.get("children_cpu", 0.0))
     return out
 
 
-def cold_and_warm(tree: Path) -> tuple[dict, dict]:
+def cold_and_warm(tree: Path, background: bool = True) -> tuple[dict, dict]:
     """A cold run (empty cache) and a warm run on the cache it filled."""
     with tempfile.TemporaryDirectory(prefix="numba-cache-") as d:
-        return run_once(tree, d), run_once(tree, d)
+        return run_once(tree, d, background), run_once(tree, d, background)
 
 
 def _medians(runs: list[dict]) -> dict[str, tuple[float, float]]:
@@ -93,6 +113,7 @@ def _info(runs: list[dict]) -> dict:
     info.update({f"{k}_cpu_s": round(v[1], 2) for k, v in med.items()})
     info["total_wall_range_s"] = [round(min(r["total"][0] for r in runs), 2),
                                   round(max(r["total"][0] for r in runs), 2)]
+    info["background_process_cpu_s"] = round(statistics.median(r["children_cpu"] for r in runs), 2)
     return info
 
 
@@ -103,13 +124,14 @@ def _load() -> str:
         return "n/a"
 
 
+@pytest.mark.parametrize("background", [True, False], ids=["background-compile", "no-background"])
 @pytest.mark.parametrize("cache", ["cold", "warm"])
-def test_first_use(benchmark, cache):
+def test_first_use(benchmark, cache, background):
     """Import + bank of 8 synthetic 256² tiles + first insmix, in a fresh process."""
     runs = []
 
     def one():
-        cold, warm = cold_and_warm(ROOT)
+        cold, warm = cold_and_warm(ROOT, background)
         runs.append(cold if cache == "cold" else warm)
         return runs[-1]
 
@@ -123,24 +145,29 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tree", action="append", type=Path,
                     help="checkout(s) to measure, alternated round by round (default: this one)")
+    ap.add_argument("--modes", default="bg,nobg",
+                    help="comma list: bg (background compile allowed), nobg (INSMIX_FAST_PRECOMPILE=0)")
     args = ap.parse_args(argv)
     trees = [t.resolve() for t in (args.tree or [ROOT])]
-    cold = {t: [] for t in trees}
-    warm = {t: [] for t in trees}
+    variants = [(t, m) for t in trees for m in args.modes.split(",")]
+    cold = {v: [] for v in variants}
+    warm = {v: [] for v in variants}
     print(f"load before: {_load()}", flush=True)
     for r in range(args.rounds):
-        for t in trees:
-            c, w = cold_and_warm(t)
-            cold[t].append(c)
-            warm[t].append(w)
-            print(f"round {r} {t}: cold " + " ".join(f"{k} {c[k][0]:.1f}/{c[k][1]:.1f}" for k in (*PHASES, "total"))
-                  + f" | warm total {w['total'][0]:.2f}/{w['total'][1]:.2f}  (wall/cpu s, load {_load()})",
-                  flush=True)
+        for v in variants:
+            c, w = cold_and_warm(v[0], v[1] == "bg")
+            cold[v].append(c)
+            warm[v].append(w)
+            print(f"round {r} {v[0]} [{v[1]}{'' if c['background'] else ', none ran'}]: cold "
+                  + " ".join(f"{k} {c[k][0]:.1f}/{c[k][1]:.1f}" for k in (*PHASES, "total"))
+                  + f" + background cpu {c['children_cpu']:.1f} | warm total {w['total'][0]:.2f}/{w['total'][1]:.2f}"
+                  f"  (wall/cpu s, load {_load()})", flush=True)
     print("\nmedians over rounds, wall s / cpu s")
-    for t in trees:
-        mc, mw = _medians(cold[t]), _medians(warm[t])
-        print(f"{t}\n  cold: " + ", ".join(f"{k} {mc[k][0]:.1f} / {mc[k][1]:.1f}" for k in (*PHASES, "total"))
-              + f"\n  warm: total {mw['total'][0]:.2f} / {mw['total'][1]:.2f}")
+    for v in variants:
+        mc, mw = _medians(cold[v]), _medians(warm[v])
+        bg = statistics.median(r["children_cpu"] for r in cold[v])
+        print(f"{v[0]} [{v[1]}]\n  cold: " + ", ".join(f"{k} {mc[k][0]:.1f} / {mc[k][1]:.1f}" for k in (*PHASES, "total"))
+              + f" (+ background process {bg:.1f} cpu s)\n  warm: total {mw['total'][0]:.2f} / {mw['total'][1]:.2f}")
 
 
 if __name__ == "__main__":

@@ -234,6 +234,7 @@ def insmix(image, labels, bank: InstanceBank | None, config: InsMixConfig | None
     seed = check_seed(seed)
     index = check_index(index)
     image, labels = check_sample(image, labels)
+    fingerprint = _fingerprint(labels, bank, config)  # now, while the labels are in the cache (~8 µs)
     dense = _Dense(labels, _max_id(labels))
     bt = _bank_table(bank, config, image, labels)
     P = _params(config, bank, bt)
@@ -251,8 +252,7 @@ def insmix(image, labels, bank: InstanceBank | None, config: InsMixConfig | None
         cap = _n_instances(labels) + 1
     pastes = paste_records(rec_i, rec_f, n)
     dense.restore(out_labels, pastes)
-    plan = InsMixPlan(pastes, moves[:k].copy(), config.patch, labels.shape, seed, index,
-                      _fingerprint(labels, bank, config))
+    plan = InsMixPlan(pastes, moves[:k].copy(), config.patch, labels.shape, seed, index, fingerprint)
     return InsMixResult(out_image, out_labels, paste_mask, shuffled, plan.pastes, plan)
 
 

@@ -25,11 +25,25 @@ from __future__ import annotations
 from numba.core import config, types
 from numba.core.registry import CPUDispatcher
 
-__all__ = ["njit", "KernelDispatcher"]
+__all__ = ["njit", "KernelDispatcher", "add_compile_hook"]
+
+_compile_hooks: list = []
+
+
+def add_compile_hook(hook) -> None:
+    """Call ``hook(kernel_name)`` before a kernel is compiled (or loaded from the cache) for a
+    call from Python, i.e. once per kernel and argument types per process. Never on calls that
+    find a compiled version, so it costs nothing on the warm path (:mod:`.warmup` uses it)."""
+    _compile_hooks.append(hook)
 
 
 class KernelDispatcher(CPUDispatcher):
     """A CPU dispatcher that compiles for the non-literal types of its arguments."""
+
+    def _compile_for_args(self, *args, **kws):
+        for hook in _compile_hooks:
+            hook(self.py_func.__name__)
+        return super()._compile_for_args(*args, **kws)
 
     def get_call_template(self, args, kws):
         args = tuple(_plain(a) for a in args)

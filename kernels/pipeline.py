@@ -15,6 +15,7 @@ from .rng import STREAM_SELECT, uniform01
 from .shuffle import apply_background, plan_background
 from .ssd import choose_template, shape_xor
 from .tables import Table
+from .warmup import start_background
 
 
 @njit(cache=True, nogil=True)
@@ -115,3 +116,8 @@ def insmix_batch_kernel(images, labels, bt, P, seed, samples, rec_i, rec_f, move
                            out_images[b], out_labels[b], paste_masks[b], shuffled[b], max_ids[b])
         counts[b, 0] = n
         counts[b, 1] = m
+
+
+# First use with an empty Numba cache: compile the kernels above in a background process while
+# the caller loads data and builds its bank (see kernels.warmup; INSMIX_FAST_PRECOMPILE=0: off).
+start_background(insmix_tile)
