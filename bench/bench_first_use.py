@@ -13,14 +13,15 @@ it in a new process on the cache the cold run filled::
 
 Run::
 
-    pytest bench/bench_first_use.py --benchmark-only          # pytest-benchmark (3 cold + 3 warm rounds)
+    pytest bench/bench_first_use.py --benchmark-only          # pytest-benchmark: 3 rounds, auto / no-background
     python bench/bench_first_use.py --rounds 5                # plain table, this tree
     python bench/bench_first_use.py --rounds 5 --tree /path/to/other/checkout --tree .
                                                               # trees alternated round by round (A/B)
 
-Each tree runs twice per round: with the background compile process of
-:mod:`insmix_fast.kernels.warmup` allowed (``bg``) and with ``INSMIX_FAST_PRECOMPILE=0``
-(``nobg``: everything compiled in the calling process); ``--modes`` picks.
+Each tree runs three times per round: as a user would (``auto``: the background compile
+process of :mod:`insmix_fast.kernels.warmup` starts when a CPU is free), with it forced
+(``bg``: ``INSMIX_FAST_PRECOMPILE=1``) and without it (``nobg``: ``=0``, everything compiled
+in the calling process); ``--modes`` picks.
 
 ``extra_info`` holds the per-phase medians. CPU seconds are the fairer figure on a shared
 machine (compilation is single-threaded; the wall time also counts waiting for a core); the
@@ -77,12 +78,15 @@ print("FIRST_USE " + json.dumps(out))
 """
 
 
-def run_once(tree: Path, cache_dir: str, background: bool = True) -> dict:
+def run_once(tree: Path, cache_dir: str, background: bool | None = None) -> dict:
     """One fresh process of the first-use path on ``tree`` with ``cache_dir``: {phase: (wall s, cpu s)},
     plus ``background`` (a background compile process ran) and ``children_cpu`` (its CPU seconds).
-    ``background=False`` sets ``INSMIX_FAST_PRECOMPILE=0``."""
+    ``background``: ``True`` sets ``INSMIX_FAST_PRECOMPILE=1`` (start it whatever the load),
+    ``False`` sets ``0`` (never), ``None`` leaves it unset (automatic: only with a free CPU)."""
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, PYTHONPATH=str(tree))
-    env["INSMIX_FAST_PRECOMPILE"] = "1" if background else "0"
+    env.pop("INSMIX_FAST_PRECOMPILE", None)
+    if background is not None:
+        env["INSMIX_FAST_PRECOMPILE"] = "1" if background else "0"
     proc = subprocess.run([sys.executable, "-c", _CHILD], env=env, cwd=tempfile.gettempdir(),
                           capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
@@ -96,7 +100,7 @@ def run_once(tree: Path, cache_dir: str, background: bool = True) -> dict:
     return out
 
 
-def cold_and_warm(tree: Path, background: bool = True) -> tuple[dict, dict]:
+def cold_and_warm(tree: Path, background: bool | None = None) -> tuple[dict, dict]:
     """A cold run (empty cache) and a warm run on the cache it filled."""
     with tempfile.TemporaryDirectory(prefix="numba-cache-") as d:
         return run_once(tree, d, background), run_once(tree, d, background)
@@ -124,7 +128,7 @@ def _load() -> str:
         return "n/a"
 
 
-@pytest.mark.parametrize("background", [True, False], ids=["background-compile", "no-background"])
+@pytest.mark.parametrize("background", [None, False], ids=["auto", "no-background"])
 @pytest.mark.parametrize("cache", ["cold", "warm"])
 def test_first_use(benchmark, cache, background):
     """Import + bank of 8 synthetic 256² tiles + first insmix, in a fresh process."""
@@ -145,8 +149,9 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tree", action="append", type=Path,
                     help="checkout(s) to measure, alternated round by round (default: this one)")
-    ap.add_argument("--modes", default="bg,nobg",
-                    help="comma list: bg (background compile allowed), nobg (INSMIX_FAST_PRECOMPILE=0)")
+    ap.add_argument("--modes", default="auto,bg,nobg",
+                    help="comma list: auto (INSMIX_FAST_PRECOMPILE unset: background compile only with a free "
+                         "CPU), bg (=1: always), nobg (=0: never)")
     args = ap.parse_args(argv)
     trees = [t.resolve() for t in (args.tree or [ROOT])]
     variants = [(t, m) for t in trees for m in args.modes.split(",")]
@@ -155,7 +160,7 @@ def main(argv=None) -> None:
     print(f"load before: {_load()}", flush=True)
     for r in range(args.rounds):
         for v in variants:
-            c, w = cold_and_warm(v[0], v[1] == "bg")
+            c, w = cold_and_warm(v[0], {"auto": None, "bg": True, "nobg": False}[v[1]])
             cold[v].append(c)
             warm[v].append(w)
             print(f"round {r} {v[0]} [{v[1]}{'' if c['background'] else ', none ran'}]: cold "

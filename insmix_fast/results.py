@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .kernels.fingerprint import hash_rows, hash_words
+from .kernels.fingerprint import hash_words
 from .kernels.records import (F_DIS, F_SCALE, F_SHAPE, N_REC_F, N_REC_I, R_DX, R_DY, R_LABEL, R_ORIGINAL,
                               R_TEMPLATE, R_X, R_Y)
 
 __all__ = ["PASTE_DTYPE", "InsMixPlan", "InsMixResult", "InsMixBatchResult", "PlanFingerprint", "labels_fingerprint",
-           "labels_fingerprints", "paste_records", "record_rows", "record_tables"]
+           "paste_records", "record_rows", "record_tables"]
 
 #: One record per paste: bank index, id of the original it was matched to, its id in
 #: the new map, bbox top-left (y, x) in the tile, anchor offset (dy, dx), and the gaps.
@@ -61,25 +61,14 @@ def labels_fingerprint(labels: np.ndarray) -> int:
     return (int(hash_words(flat.view(np.uint64), _LABEL_MULT)) ^ _shape_key(rows, cols)) & _MASK64
 
 
-def labels_fingerprints(labels: np.ndarray) -> list[int]:
-    """:func:`labels_fingerprint` of each map of an N×H×W int32 batch (tiles hashed in parallel)."""
-    n, rows, cols = labels.shape
-    if (rows * cols) % 2:
-        return [labels_fingerprint(labels[b]) for b in range(n)]
-    words = np.ascontiguousarray(labels, dtype=np.int32).reshape(n, -1).view(np.uint64)
-    out = np.empty(n, np.uint64)
-    hash_rows(words, _LABEL_MULT, out)
-    key = _shape_key(rows, cols)
-    return [(int(h) ^ key) & _MASK64 for h in out]
-
-
 @dataclass(frozen=True)
 class PlanFingerprint:
     """What a plan was made for, so that :func:`~insmix_fast.core.apply_plan` can refuse
-    other inputs: ``labels`` is :func:`labels_fingerprint` of the label map,
-    ``bank_size`` / ``bank_hash`` the bank's length and
-    :attr:`~insmix_fast.bank.InstanceBank.content_hash`. A ``None`` part is not checked
-    (no bank is needed when the plan pastes nothing from one)."""
+    other inputs: ``labels`` is :func:`labels_fingerprint` of the label map (recorded by
+    :func:`~insmix_fast.core.plan_insmix`; ``None`` in plans of ``insmix`` / ``insmix_batch``,
+    where hashing every map would cost 4–10 % of a call), ``bank_size`` / ``bank_hash`` the
+    bank's length and :attr:`~insmix_fast.bank.InstanceBank.content_hash` (every plan that
+    pastes from a bank). A ``None`` part is not checked."""
 
     labels: int | None
     bank_size: int | None = None

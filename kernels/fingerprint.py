@@ -6,15 +6,12 @@
 random linear hash of the words, so two buffers that differ anywhere collide with
 probability at most 2**-32 for any given pair, ≈ 2**-64 for typical differences (not a
 cryptographic hash: it detects mix-ups, not forgeries). The inner loop is a multiply-add
-that LLVM vectorises: a 256×256 int32 map takes ~8 µs. :func:`hash_rows` hashes the
-tiles of a batch in parallel (compiled only when a batch is first fingerprinted).
+that LLVM vectorises: a 256×256 int32 map takes ~8 µs.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from numba import prange
 
 from .jit import njit
 
@@ -40,11 +37,4 @@ def hash_words(words, mult):
     return h
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def hash_rows(words, mult, out):
-    """``out[b] = hash_words(words[b], mult)`` for every row of a 2-D uint64 array, rows in parallel."""
-    for b in prange(words.shape[0]):
-        out[b] = hash_words(words[b], mult)
-
-
-__all__ = ["hash_words", "hash_rows"]
+__all__ = ["hash_words"]

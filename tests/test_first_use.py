@@ -95,7 +95,7 @@ def test_wait_blocks_while_the_stage_is_compiling(state):
     try:
         state.write_text(json.dumps({"pid": proc.pid, "started": time.time(), "done": []}))
         assert _timed_wait() >= 0.7  # waited for the process to exit
-        assert _timed_wait("hash_rows") < 0.5
+        assert _timed_wait("insmix_batch_kernel") < 0.5
     finally:
         proc.kill()
         proc.wait()
@@ -110,8 +110,14 @@ def test_no_background_process_when_turned_off_or_warm(monkeypatch):
     monkeypatch.setattr(warmup, "_cold", lambda kernel: False)
     assert warmup.start_background(insmix_tile) is False
     monkeypatch.setattr(warmup, "_cold", lambda kernel: True)
+    monkeypatch.delenv(warmup.ENV)  # automatic: only with a free CPU
     monkeypatch.setattr(warmup, "_usable_cpus", lambda: 1)
     assert warmup.start_background(insmix_tile) is False
+    monkeypatch.setattr(warmup, "_usable_cpus", lambda: 2)
+    monkeypatch.setattr(warmup.os, "getloadavg", lambda: (1.5, 1.5, 1.5))
+    assert warmup._free_cpu() is False
+    monkeypatch.setattr(warmup.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    assert warmup._free_cpu() is True
 
 
 # ---------------------------------------------------------------------- a real cold start
@@ -147,10 +153,8 @@ _COLD = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_cold_start_with_a_background_compile_is_fork_safe_and_deterministic(tmp_path):
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("the background compile needs at least 2 usable CPUs")
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"), PYTHONPATH=str(ROOT))
-    env.pop(warmup.ENV, None)
+    env[warmup.ENV] = "1"  # whatever the machine's load
     proc = subprocess.run([sys.executable, "-c", _COLD, str(tmp_path)], env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -20,7 +20,7 @@ from insmix_fast.bank import InstanceBank
 from insmix_fast.config import InsMixConfig
 from insmix_fast.core import apply_plan, insmix, insmix_batch, plan_insmix
 from insmix_fast.errors import BankError, InputError
-from insmix_fast.results import PlanFingerprint, labels_fingerprint, labels_fingerprints
+from insmix_fast.results import PlanFingerprint, labels_fingerprint
 
 ALWAYS = InsMixConfig(p_paste=1.0)
 
@@ -49,16 +49,22 @@ def test_plan_for_another_tile_is_refused(tiles256, bank256):
         apply_plan(image_b, labels_b, plan, bank256)
     assert f"{labels_fingerprint(labels_a):#018x}" in str(e.value)
     assert f"{labels_fingerprint(labels_b):#018x}" in str(e.value)
-    # plans of insmix and insmix_batch carry the same fingerprint and are refused the same way
+    # plans of insmix and insmix_batch record the bank but not the map's hash (it would cost 4–10 %
+    # of a call); apply_plan still refuses them on another tile: their pasted ids do not fit its ids
     fused = insmix(image_a, labels_a, bank256, ALWAYS, seed=3)
     batch = insmix_batch(np.stack([image_a, image_b]), np.stack([labels_a, labels_b]), bank256, ALWAYS, seed=3,
                          indices=[0, 1])
     assert fused.plan == plan == batch[0].plan
-    assert fused.plan.fingerprint == plan.fingerprint == batch[0].plan.fingerprint
-    assert batch[1].plan.fingerprint.labels == labels_fingerprint(labels_b)
+    assert fused.plan.fingerprint == batch[0].plan.fingerprint == PlanFingerprint(None, len(bank256),
+                                                                                  bank256.content_hash)
+    assert labels_a.max() != labels_b.max()
     for p in (fused.plan, batch[0].plan):
         with pytest.raises(InputError, match="another label map"):
             apply_plan(image_b, labels_b, p, bank256)
+    # the id check alone (a plan without fingerprint) catches ids that would collide with B's
+    bare = type(plan)(plan.pastes, plan.moves, plan.patch, plan.shape, plan.seed, plan.index)
+    with pytest.raises(InputError, match="pasted nuclei the ids"):
+        apply_plan(image_b, labels_b, bare, bank256)
     # one changed pixel is another map; the right tile still replays exactly
     edited = labels_a.copy()
     edited[0, 0] = edited.max() + 1
@@ -100,10 +106,12 @@ def test_fingerprint_parts_and_plans_without_one(tiles256, bank256):
     bare = type(plan)(plan.pastes, plan.moves, plan.patch, plan.shape, plan.seed, plan.index)
     assert bare == plan and bare.fingerprint is None
     apply_plan(image, labels, bare, bank256)
-    # the batch helper hashes each tile as the single-map one does (odd pixel counts too)
-    odd = np.arange(2 * 5 * 7, dtype=np.int32).reshape(2, 5, 7)
-    assert labels_fingerprints(odd) == [labels_fingerprint(odd[0]), labels_fingerprint(odd[1])]
-    assert labels_fingerprints(np.stack([labels, labels])) == [labels_fingerprint(labels)] * 2
+    # odd pixel counts, shapes and single pixels all count
+    odd = np.arange(5 * 7, dtype=np.int32).reshape(5, 7)
+    assert labels_fingerprint(odd) == labels_fingerprint(odd.copy()) != labels_fingerprint(odd.reshape(7, 5))
+    changed = odd.copy()
+    changed[4, 6] += 1
+    assert labels_fingerprint(changed) != labels_fingerprint(odd)
 
 
 def test_content_hash_is_cached_and_survives_save_load(tmp_path, bank256):
