@@ -18,7 +18,7 @@ from .tables import Table
 from .warmup import start_background
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")  # inlined into insmix_tile: one library less to compile
 def plan_tile(work, bt, P, seed, sample, rec_i, rec_f, moves, max_id):
     """Plan InsMix for one tile.
 
