@@ -447,7 +447,8 @@ def _check_file_fields(data: dict[str, np.ndarray], n_samples: int, min_area: in
         i = int(bad[0])
         raise BankError(f"field 'masks' does not match 'area' for {bad.size} instance(s), e.g. instance {i}: "
                         f"{int(counts[i])} mask pixels, area {int(area[i])}")
-    if np.any(pixels.reshape(-1, 3)[masks == 0]):
+    rgb = pixels.reshape(-1, 3)
+    if np.any(np.greater((rgb[:, 0] | rgb[:, 1] | rgb[:, 2]) != 0, masks.view(np.bool_))):  # masks are 0/1 here
         raise BankError("field 'pixels' holds colour outside the masks (must be 0 there)")
     if np.any(data["source"] < 0) or np.any(data["source"] >= n_samples):
         raise BankError(f"field 'source' holds sample indices outside 0..{n_samples - 1}")
