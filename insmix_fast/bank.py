@@ -13,7 +13,9 @@ modes of InsMix read them through per-class index tables (:meth:`InstanceBank.cl
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -355,43 +357,223 @@ class InstanceBank:
                 f"{s['nbytes'] / 2**20:.1f} MiB)")
 
     # ------------------------------------------------------------------ persistence
+    def _persisted(self) -> dict[str, np.ndarray]:
+        """The arrays :meth:`save` writes (and :attr:`content_hash` covers), by file field name."""
+        arrays = {k: getattr(self, k) for k in (*_FIELDS, "offset", "masks", "pixels")}
+        classes = getattr(self, "classes", None)
+        if classes is not None:
+            arrays["classes"] = classes
+        names = getattr(self, "class_names", None)
+        if names is not None:
+            arrays["class_names"] = np.array(names, dtype=str)
+        return arrays
+
+    @property
+    def content_hash(self) -> int:
+        """64-bit hash of everything the bank holds (computed once, then cached: ~1 ms per MB).
+
+        Plans record it (with the bank's size) so that :func:`~insmix_fast.core.apply_plan`
+        can refuse a bank other than the one a plan was made with. A bank is not meant to be
+        modified after it is built; one whose arrays were changed in place keeps the old hash.
+        """
+        cached = self.__dict__.get("_content_hash")
+        if cached is None:
+            h = hashlib.blake2b(digest_size=8)
+            h.update(np.array([FORMAT_VERSION, self.n_samples, self.min_area], np.int64).tobytes())
+            for name, arr in self._persisted().items():
+                arr = np.ascontiguousarray(arr)
+                h.update(f"{name}:{arr.dtype.str}:{arr.shape};".encode())
+                h.update(memoryview(arr).cast("B"))
+            cached = self.__dict__["_content_hash"] = int.from_bytes(h.digest(), "little")
+        return cached
+
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the bank to one ``.npz`` file (uncompressed, loads fast); returns the path."""
+        """Write the bank to one ``.npz`` file (uncompressed, loads fast); returns the path.
+
+        ``.npz`` is appended when ``path`` has another suffix. The file is written to a
+        temporary file of a unique name in the same folder, flushed to disk, then renamed
+        over ``path`` in one step: readers (and other processes saving the same bank, e.g.
+        several DDP ranks) see the old file or the new one, never a partial one, and no
+        temporary file is left behind, whatever fails. A target that is a directory, or a
+        folder that cannot be created or written, raises :class:`BankError`.
+        """
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {k: getattr(self, k) for k in (*_FIELDS, "offset", "masks", "pixels", "classes")}
-        if self.class_names is not None:
-            arrays["class_names"] = np.array(self.class_names, dtype=str)
+        if path.is_dir():
+            raise BankError(f"cannot save the instance bank to {path}: it is a directory")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BankError(f"cannot save the instance bank to {path}: cannot create its folder ({e})") from e
         meta = np.array([FORMAT_VERSION, self.n_samples, self.min_area], np.int64)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, __meta__=meta, **arrays)
-        os.replace(tmp, path)
+        _write_atomically(path, lambda f: np.savez(f, __meta__=meta, **self._persisted()))
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "InstanceBank":
-        """Read a bank written by :meth:`save`; a bad or foreign file raises :class:`BankError`."""
+        """Read a bank written by :meth:`save`.
+
+        Every field's dtype and shape are checked exactly (nothing is cast), and so are the
+        invariants between fields (offsets match the bbox sizes, each mask holds ``area``
+        pixels of 0/1, colours are 0 outside the masks, anchors lie in their crops, areas
+        are sorted, classes lie in ``class_names``). A missing, foreign, corrupt or
+        inconsistent file raises :class:`BankError` naming the file and the field.
+        """
         path = Path(path)
         if not path.is_file():
             raise BankError(f"instance bank file not found: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except Exception as e:  # zipfile/ValueError/OSError: not a readable npz
-            raise BankError(f"cannot read instance bank {path}: {e}") from e
+        data = _read_npz(path)
         meta = data.pop("__meta__", None)
-        if meta is None or meta.shape != (3,):
+        if meta is None or meta.dtype != np.int64 or meta.shape != (3,):
             raise BankError(f"{path} is not an insmix_fast instance bank (no metadata)")
         if int(meta[0]) != FORMAT_VERSION:
             raise BankError(f"{path}: bank format version {int(meta[0])}, this insmix_fast reads {FORMAT_VERSION}")
         missing = sorted((set(_FIELDS) | {"offset", "masks", "pixels"}) - set(data))
         if missing:
             raise BankError(f"{path}: bank file lacks fields {missing}")
-        names = data.pop("class_names", None)  # absent in untyped banks (and in files written before classes)
+        unknown = sorted(set(data) - set(_FIELDS) - {"offset", "masks", "pixels", "classes", "class_names"})
+        if unknown:
+            raise BankError(f"{path}: unknown fields {unknown} (not a bank written by this insmix_fast version)")
+        n_samples, min_area = int(meta[1]), int(meta[2])
         try:
-            return cls(n_samples=int(meta[1]), min_area=int(meta[2]),
-                       class_names=None if names is None else [str(v) for v in names.tolist()], **data)
+            names = _check_file_fields(data, n_samples, min_area)
         except BankError as e:
             raise BankError(f"{path}: {e}") from None
+        data.pop("class_names", None)
+        if names is not None:
+            data["class_names"] = names
+        try:
+            return cls(n_samples=n_samples, min_area=min_area, **data)
+        except BankError as e:
+            raise BankError(f"{path}: {e}") from None
+
+
+# ---------------------------------------------------------------------- file helpers
+_NPZ_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip member, or an empty zip archive
+
+
+def _write_atomically(path: Path, write) -> None:
+    """Run ``write(file)`` on a fresh temporary file beside ``path``, then rename it over ``path``.
+
+    The temporary name is unique per call (process id + random token), so concurrent
+    writers never share one; it is removed on any failure. OS errors become :class:`BankError`.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:  # noqa: S110 - the original error is the one to report
+            pass
+        if isinstance(e, OSError):
+            raise BankError(f"cannot save the instance bank to {path}: {e.strerror or e}") from e
+        raise
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of the ``.npz`` at ``path``; anything else raises :class:`BankError` (never
+    numpy's advice about pickles: a bank holds plain numeric arrays only)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as e:
+        raise BankError(f"cannot read instance bank {path}: {e.strerror or e}") from e
+    if head[:4] not in _NPZ_MAGIC:
+        kind = "a single .npy array" if head == b"\x93NUMPY" else "not a .npz archive"
+        raise BankError(f"cannot read instance bank {path}: it is {kind} (an instance bank is the .npz file "
+                        "InstanceBank.save writes)")
+    data = {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for k in z.files:
+                try:
+                    data[k] = z[k]
+                except ValueError as e:
+                    if "pickle" in str(e) or "Object arrays" in str(e):
+                        raise BankError(f"{path}: field {k!r} holds Python objects; an instance bank holds "
+                                        "numeric arrays only (not a bank written by InstanceBank.save)") from None
+                    raise
+    except BankError:
+        raise
+    except Exception as e:  # zipfile.BadZipFile, bad CRC, truncated member, bad .npy header
+        raise BankError(f"cannot read instance bank {path}: corrupt or truncated file ({e})") from e
+    return data
+
+
+def _check_file_fields(data: dict[str, np.ndarray], n_samples: int, min_area: int) -> tuple[str, ...] | None:
+    """Exact dtype/shape of every field read from a bank file and the invariants between
+    them; raises :class:`BankError` naming the field. Returns the class names (or None)."""
+    if n_samples < 1 or min_area < 1:
+        raise BankError(f"metadata has n_samples={n_samples}, min_area={min_area}; both must be ≥ 1")
+
+    def exact(name, dtype, shape):
+        arr = data[name]
+        if arr.dtype != np.dtype(dtype):
+            raise BankError(f"field {name!r} has dtype {arr.dtype}, expected {np.dtype(dtype)}")
+        if arr.shape != shape:
+            raise BankError(f"field {name!r} has shape {arr.shape}, expected {shape}")
+        return arr
+
+    n = data["area"].shape[0] if data["area"].ndim == 1 else -1
+    if n < 0:
+        raise BankError(f"field 'area' has shape {data['area'].shape}, expected (n,)")
+    for name, (dtype, trail) in _FIELDS.items():
+        exact(name, dtype, (n, *trail))
+    offset = exact("offset", np.int64, (n + 1,))
+    if offset[0] != 0 or np.any(np.diff(offset) < 1):
+        raise BankError("field 'offset' must start at 0 and grow by at least 1 per instance")
+    total = int(offset[-1])
+    masks = exact("masks", np.uint8, (total,))
+    pixels = exact("pixels", np.uint8, (3 * total,))
+    area, hw, anchor = data["area"], data["hw"], data["anchor"]
+    if n == 0:
+        raise BankError("the bank file holds no instances")
+    if np.any(hw < 1):
+        raise BankError("field 'hw' holds a bbox side < 1")
+    if np.any(np.diff(offset) != hw[:, 0].astype(np.int64) * hw[:, 1]):
+        raise BankError("field 'offset' does not match the bbox sizes in 'hw'")
+    if area[0] < min_area or np.any(np.diff(area) < 0):
+        raise BankError(f"field 'area' must be ≥ min_area ({min_area}) and sorted ascending")
+    if np.any(anchor < 0) or np.any(anchor >= hw):
+        raise BankError("field 'anchor' holds anchors outside their crops")
+    if masks.size and masks.max() > 1:
+        raise BankError(f"field 'masks' holds the value {int(masks.max())}; masks are 0/1")
+    counts = np.add.reduceat(masks, offset[:-1], dtype=np.int64)
+    bad = np.flatnonzero(counts != area)
+    if bad.size:
+        i = int(bad[0])
+        raise BankError(f"field 'masks' does not match 'area' for {bad.size} instance(s), e.g. instance {i}: "
+                        f"{int(counts[i])} mask pixels, area {int(area[i])}")
+    rgb = pixels.reshape(-1, 3)
+    if np.any(np.greater((rgb[:, 0] | rgb[:, 1] | rgb[:, 2]) != 0, masks.view(np.bool_))):  # masks are 0/1 here
+        raise BankError("field 'pixels' holds colour outside the masks (must be 0 there)")
+    if np.any(data["source"] < 0) or np.any(data["source"] >= n_samples):
+        raise BankError(f"field 'source' holds sample indices outside 0..{n_samples - 1}")
+    if np.any(data["source_label"] < 1) or np.any(data["source_origin"] < 0):
+        raise BankError("field 'source_label' must be ≥ 1 and 'source_origin' ≥ 0")
+    names = None
+    if "class_names" in data:
+        raw = data["class_names"]
+        if raw.dtype.kind != "U" or raw.ndim != 1 or raw.size < 2 or raw[0] != "background":
+            raise BankError(f"field 'class_names' must be ≥ 2 strings starting with 'background', got "
+                            f"{raw.dtype} of shape {raw.shape}")
+        names = tuple(str(v) for v in raw.tolist())
+    if "classes" in data:
+        classes = exact("classes", np.int32, (n,))
+        lo, hi = int(classes.min()), int(classes.max())
+        if names is None and (lo, hi) != (0, 0):
+            raise BankError(f"field 'classes' holds classes {lo}..{hi} but the file has no 'class_names' "
+                            "(an untyped bank's classes are all 0)")
+        if names is not None and (lo < 1 or hi >= len(names)):
+            raise BankError(f"field 'classes' holds classes {lo}..{hi}, outside 1..{len(names) - 1} of 'class_names'")
+    elif names is not None:
+        raise BankError("the file has 'class_names' but no field 'classes'")
+    return names

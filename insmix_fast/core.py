@@ -32,8 +32,8 @@ from .kernels.instances import DENSE_ID_LIMIT, build_table, tile_stats
 from .kernels.pipeline import apply_tile, insmix_batch_kernel, insmix_tile, plan_tile
 from .kernels.ssd import admissible_list
 from .kernels.tables import Params, Table, empty_table, largest_crop, make_params
-from .results import (PASTE_DTYPE, InsMixBatchResult, InsMixPlan, InsMixResult, paste_records, record_rows,
-                      record_tables)
+from .results import (PASTE_DTYPE, InsMixBatchResult, InsMixPlan, InsMixResult, PlanFingerprint, labels_fingerprint,
+                      paste_records, record_rows, record_tables)
 from .threads import start_numba_threads
 from .validation import (check_batch, check_index, check_indices, check_int, check_labels, check_sample,
                          check_seed)
@@ -201,6 +201,41 @@ class _Extras:
         return (self.types if self.typed else None), (self.ignore if self.use_ignore else None)
 
 
+# ---------------------------------------------------------------------- plan fingerprints (issue 15)
+def _bank_part(bank, config: InsMixConfig) -> tuple:
+    """(size, content hash) of the bank a plan takes templates from; (None, None) when it takes none."""
+    if config.foreground and config.template_source != "self" and isinstance(bank, InstanceBank):
+        return len(bank), bank.content_hash
+    return None, None
+
+
+def _fingerprint(labels: np.ndarray | None, bank, config: InsMixConfig) -> PlanFingerprint:
+    """The plan's fingerprint; ``labels=None``: the bank part only (insmix / insmix_batch: hashing
+    each label map would add ~20 µs, 4–10 % of a call; apply_plan still checks the pasted ids)."""
+    return PlanFingerprint(None if labels is None else labels_fingerprint(labels), *_bank_part(bank, config))
+
+
+def _check_fingerprint(plan: InsMixPlan, labels: np.ndarray, bank) -> None:
+    """Refuse a plan made for another label map or another bank (both fingerprints named)."""
+    fp = getattr(plan, "fingerprint", None)  # None: plans built by hand or before fingerprints
+    if fp is not None and fp.labels is not None:
+        got = labels_fingerprint(labels)
+        if got != fp.labels:
+            raise InputError(f"the plan was made for another label map (fingerprint {fp.labels:#018x}); these "
+                             f"labels have fingerprint {got:#018x}: apply a plan to the tile it was planned for")
+    if fp is not None and fp.bank_hash is not None and len(plan.pastes) and isinstance(bank, InstanceBank):
+        if (len(bank), bank.content_hash) != (fp.bank_size, fp.bank_hash):
+            mine = PlanFingerprint(None, len(bank), bank.content_hash)
+            raise InputError(f"the plan was made with another bank ({fp.describe_bank()}); this bank has "
+                             f"{mine.describe_bank()}: use the bank the plan was made with")
+    if len(plan.pastes):  # every plan: pasted ids are max + 1, max + 2, … of the map it was made for
+        pasted = plan.pastes["label"]
+        top = _max_id(labels)
+        if not np.array_equal(pasted, top + 1 + np.arange(len(pasted))):
+            raise InputError(f"the plan was made for another label map: it gives pasted nuclei the ids "
+                             f"{int(pasted[0])}.., these labels need {top + 1}.. (largest id {top})")
+
+
 # ---------------------------------------------------------------------- public API
 def plan_insmix(labels, bank: InstanceBank | None, config: InsMixConfig | None = None, *, seed: int = 0,
                 index: int = 0, image=None, types=None, ignore=None) -> InsMixPlan:
@@ -231,7 +266,8 @@ def plan_insmix(labels, bank: InstanceBank | None, config: InsMixConfig | None =
         cap = _n_instances(labels) + 1
     pastes = paste_records(rec_i, rec_f, n)
     dense.restore(work, pastes)
-    return InsMixPlan(pastes, moves[:k].copy(), config.patch, labels.shape, seed, index)
+    return InsMixPlan(pastes, moves[:k].copy(), config.patch, labels.shape, seed, index,
+                      _fingerprint(labels, bank, config))
 
 
 def apply_plan(image, labels, plan: InsMixPlan, bank: InstanceBank | None, *, types=None) -> InsMixResult:
@@ -252,6 +288,8 @@ def apply_plan(image, labels, plan: InsMixPlan, bank: InstanceBank | None, *, ty
     if len(plan.pastes):
         if not isinstance(bank, InstanceBank):
             raise InputTypeError("apply_plan needs the InstanceBank the plan was made with")
+    _check_fingerprint(plan, labels, bank)
+    if len(plan.pastes):
         _check_pastes_fit(plan.pastes, bank, labels.shape)
         bt = bank.table
     else:
@@ -303,6 +341,7 @@ def insmix(image, labels, bank: InstanceBank | None, config: InsMixConfig | None
     seed = check_seed(seed)
     index = check_index(index)
     image, labels = check_sample(image, labels)
+    fingerprint = _fingerprint(None, bank, config)
     dense = _Dense(labels, _max_id(labels))
     ex = _Extras.of(types, ignore, dense, bank, config)
     tpl = _templates(bank, config, image, labels, *ex.for_templates())
@@ -323,7 +362,7 @@ def insmix(image, labels, bank: InstanceBank | None, config: InsMixConfig | None
         cap = _n_instances(labels) + 1
     pastes = paste_records(rec_i, rec_f, n)
     dense.restore(out_labels, pastes)
-    plan = InsMixPlan(pastes, moves[:k].copy(), config.patch, labels.shape, seed, index)
+    plan = InsMixPlan(pastes, moves[:k].copy(), config.patch, labels.shape, seed, index, fingerprint)
     return InsMixResult(out_image, out_labels, paste_mask, shuffled, plan.pastes, plan,
                         types=out_types if ex.typed else None)
 
@@ -367,7 +406,8 @@ def insmix_batch(images, labels, bank: InstanceBank | None, config: InsMixConfig
                                  np.stack([r.paste_mask for r in results]),
                                  np.stack([r.shuffled_mask for r in results]),
                                  [r.pastes for r in results], [r.plan.moves for r in results], indices, seed,
-                                 config.patch, types=None if types is None else np.stack([r.types for r in results]))
+                                 config.patch, types=None if types is None else np.stack([r.types for r in results]),
+                                 fingerprints=[r.plan.fingerprint for r in results])
     return _insmix_batch_cpu(images, labels, bank, config, seed, indices, types, ignore)
 
 
@@ -418,6 +458,7 @@ def _insmix_batch_cpu(images: np.ndarray, labels: np.ndarray, bank, config: InsM
     insmix_batch_kernel(images, kernel_labels, tpl.table, tpl.classes, P, np.uint64(seed), indices, rec_i, rec_f,
                         moves, out_images, out_labels, paste_masks, shuffled, counts, kernel_max, typed, kernel_types,
                         out_types, luts, ign, ignore is not None)
+    fingerprints = [_fingerprint(None, bank, config)] * n
     pastes, mv = [], []
     for b in range(n):
         if counts[b, 0] < 0 or sparse[b]:  # record buffer too small, or huge ids: redo this tile alone
@@ -432,7 +473,7 @@ def _insmix_batch_cpu(images: np.ndarray, labels: np.ndarray, bank, config: InsM
         pastes.append(paste_records(rec_i[b], rec_f[b], int(counts[b, 0])))
         mv.append(moves[b, :counts[b, 1]].copy())
     return InsMixBatchResult(out_images, out_labels, paste_masks, shuffled, pastes, mv, indices, seed, config.patch,
-                             types=out_types if typed else None)
+                             types=out_types if typed else None, fingerprints=fingerprints)
 
 
 def admissible_templates(labels, bank: InstanceBank, config: InsMixConfig | None = None) -> dict[int, np.ndarray]:

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .kernels.fingerprint import hash_words
 from .kernels.records import (F_DIS, F_SCALE, F_SHAPE, N_REC_F, N_REC_I, R_CLASS, R_DX, R_DY, R_LABEL,
                               R_ORIGINAL, R_TEMPLATE, R_X, R_Y)
 
-__all__ = ["PASTE_DTYPE", "InsMixPlan", "InsMixResult", "InsMixBatchResult", "paste_records", "record_rows",
-           "record_tables"]
+__all__ = ["PASTE_DTYPE", "InsMixPlan", "InsMixResult", "InsMixBatchResult", "PlanFingerprint", "labels_fingerprint",
+           "paste_records", "record_rows", "record_tables"]
 
 #: One record per paste: bank index, id of the original it was matched to, its id in
 #: the new map, bbox top-left (y, x) in the tile, anchor offset (dy, dx), the gaps, and
@@ -40,14 +41,55 @@ def _tile_deprecated(owner: str) -> None:
                   DeprecationWarning, stacklevel=3)
 
 
+# Odd random multipliers of the label-map hash (fixed: fingerprints are stable across runs).
+_LABEL_MULT = (np.random.default_rng(0x1A5E_F1A6).integers(0, 2**63, 4096, dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
+_MASK64 = (1 << 64) - 1
+
+
+def _shape_key(rows: int, cols: int) -> int:
+    return (rows * 0x100000001B3) ^ (cols << 40)
+
+
+def labels_fingerprint(labels: np.ndarray) -> int:
+    """64-bit fingerprint of a 2-D int32 label map (its shape and every id; ~8 µs for 256×256).
+
+    Equal maps give equal fingerprints; maps that differ anywhere collide only with negligible
+    probability (a random linear hash, :mod:`insmix_fast.kernels.fingerprint`: it detects
+    mix-ups, it is not cryptographic)."""
+    flat = np.ascontiguousarray(labels, dtype=np.int32).reshape(-1)
+    if flat.size % 2:
+        flat = np.concatenate([flat, np.zeros(1, np.int32)])
+    rows, cols = labels.shape
+    return (int(hash_words(flat.view(np.uint64), _LABEL_MULT)) ^ _shape_key(rows, cols)) & _MASK64
+
+
+@dataclass(frozen=True)
+class PlanFingerprint:
+    """What a plan was made for, so that :func:`~insmix_fast.core.apply_plan` can refuse
+    other inputs: ``labels`` is :func:`labels_fingerprint` of the label map (recorded by
+    :func:`~insmix_fast.core.plan_insmix`; ``None`` in plans of ``insmix`` / ``insmix_batch``,
+    where hashing every map would cost 4–10 % of a call), ``bank_size`` / ``bank_hash`` the
+    bank's length and :attr:`~insmix_fast.bank.InstanceBank.content_hash` (every plan that
+    pastes from a bank). A ``None`` part is not checked."""
+
+    labels: int | None
+    bank_size: int | None = None
+    bank_hash: int | None = None
+
+    def describe_bank(self) -> str:
+        return f"{self.bank_size} instances, content hash {self.bank_hash:#018x}"
+
+
 @dataclass(frozen=True, eq=False)
 class InsMixPlan:
     """What InsMix will do to one tile: pastes (``PASTE_DTYPE``) and background moves.
 
     ``moves[k] = (src, dst)`` are row-major indices of the ``patch``×``patch``
     background patches; ``shape`` is the tile's H×W; ``seed`` and ``index`` the
-    draw that made the plan. Plans compare equal when they do the same thing
-    (patch side, shape, pastes and moves), whatever seed produced them.
+    draw that made the plan; ``fingerprint`` (:class:`PlanFingerprint`) the label map
+    and bank it was made for (``None``: not recorded, nothing is checked). Plans
+    compare equal when they do the same thing (patch side, shape, pastes and moves),
+    whatever seed produced them and whatever their fingerprint.
     """
 
     pastes: np.ndarray
@@ -56,6 +98,7 @@ class InsMixPlan:
     shape: tuple[int, int]
     seed: int
     index: int
+    fingerprint: PlanFingerprint | None = None
 
     @property
     def tile(self) -> int:
@@ -120,14 +163,17 @@ class InsMixBatchResult:
     seed: int
     patch: int
     types: np.ndarray | None = None
+    #: per sample, the :class:`PlanFingerprint` its plan carries (``None``: not recorded)
+    fingerprints: list[PlanFingerprint] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def plan(self, b: int) -> InsMixPlan:
         """The plan of sample ``b``."""
+        fp = None if self.fingerprints is None else self.fingerprints[b]
         return InsMixPlan(self.pastes[b], self.moves[b], int(self.patch), tuple(self.labels.shape[1:3]),
-                          int(self.seed), int(self.indices[b]))
+                          int(self.seed), int(self.indices[b]), fp)
 
     def __getitem__(self, b: int) -> InsMixResult:
         return InsMixResult(self.images[b], self.labels[b], self.paste_masks[b], self.shuffled_masks[b],

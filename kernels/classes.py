@@ -27,7 +27,9 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from .jit import njit
 
 from .instances import max_label
 from .rng import STREAM_CLASS, uniform01

@@ -21,7 +21,7 @@ always exact, and equal to the plain pixel computation (tested).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from .jit import njit
 
 DESC_SIZE = 32
 DESC_HALF = 16
@@ -33,7 +33,7 @@ _K4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 _KF = np.uint64(0x0101010101010101)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True)
 def popcount64(x):
     x = x - ((x >> np.uint64(1)) & _K1)
     x = (x & _K2) + ((x >> np.uint64(2)) & _K2)
@@ -41,7 +41,7 @@ def popcount64(x):
     return np.int64((x * _KF) >> np.uint64(56))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True)
 def desc_and_count(da, db):
     """popcount(da & db) over the 16 words of two descriptors."""
     s = 0

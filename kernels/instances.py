@@ -7,7 +7,7 @@ so the SSD kernels score a tile's originals against the bank with one code path.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from .jit import njit
 
 from .descriptor import DESC_WORDS, descriptor_from_mask
 
@@ -88,7 +88,8 @@ def tile_stats(labels, patch, max_id, extra):
             area[c] = r_area[v]
             sum_r[c] = r_sr[v]
             sum_c[c] = r_sc[v]
-            bbox[c] = r_box[v]
+            for j in range(4):  # element-wise: an array slice assignment costs ~3 s of first-use compile
+                bbox[c, j] = r_box[v, j]
     return ids, lut, area, sum_r, sum_c, bbox, occupied
 
 
@@ -96,13 +97,13 @@ def tile_stats(labels, patch, max_id, extra):
 DENSE_ID_LIMIT = 1 << 16
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True)
 def rounded_mean(total, n):
     """floor(total / n + 1/2) in exact integer arithmetic (n > 0, total ≥ 0)."""
     return (2 * total + n) // (2 * n)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")  # a thin wrapper: inlined, not compiled as a layer
 def build_table(labels, ids, area, sum_r, sum_c, bbox):
     """Flat table of the K instances of a compact map (masks cropped to their bboxes).
 
@@ -335,5 +336,6 @@ def gather_segments(buf, offset, order, scale):
         a = scale * offset[i]
         b = scale * offset[i + 1]
         o = scale * new_off[j]
-        out[o:o + b - a] = buf[a:b]
+        for q in range(b - a):  # element-wise: an array slice assignment costs ~3 s of first-use compile
+            out[o + q] = buf[a + q]
     return out, new_off

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from numba import njit
+from .jit import njit
 
 from .records import R_CLASS, R_LABEL, R_TEMPLATE, R_X, R_Y
 

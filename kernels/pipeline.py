@@ -4,10 +4,11 @@ then apply (paste + background shuffle). One call per tile, or one per batch."""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .classes import TEMPLATE_ANY, TEMPLATE_SAME, mark_ignored
 from .instances import build_table_rows, new_scratch, tile_stats
+from .jit import njit
 from .paste import apply_pastes, copy_into, fill_false
 from .placement import place_pastes
 from .records import F_SHAPE, R_ORIGINAL, R_TEMPLATE, shape_gap
@@ -15,9 +16,10 @@ from .rng import STREAM_SELECT, uniform01
 from .shuffle import apply_background, plan_background
 from .ssd import choose_in, choose_template, shape_xor
 from .tables import Table
+from .warmup import start_background
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")  # inlined into insmix_tile: one library less to compile
 def plan_tile(work, bt, ct, P, seed, sample, rec_i, rec_f, moves, max_id, id_class, ignore, use_ignore):
     """Plan InsMix for one tile.
 
@@ -64,7 +66,8 @@ def plan_tile(work, bt, ct, P, seed, sample, rec_i, rec_f, moves, max_id, id_cla
         pieces = np.full(cap_ids, -1, np.int64)
         for c in range(1, k + 1):
             cur_area[c] = area[c]
-            ibbox[c] = bbox[c]
+            for j in range(4):  # element-wise (a slice assignment compiles Numba's shape-error formatting)
+                ibbox[c, j] = bbox[c, j]
             ids_ext[c] = ids[c - 1]
         big = P.max_crop
         for c in range(1, k + 1):
@@ -137,3 +140,8 @@ def insmix_batch_kernel(images, labels, bt, ct, P, seed, samples, rec_i, rec_f, 
                            out_types[b], id_classes[b], ignore[b], use_ignore)
         counts[b, 0] = n
         counts[b, 1] = m
+
+
+# First use with an empty Numba cache: compile the kernels above in a background process while
+# the caller loads data and builds its bank (see kernels.warmup; INSMIX_FAST_PRECOMPILE=0: off).
+start_background(insmix_tile)

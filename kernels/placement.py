@@ -10,7 +10,7 @@ boxes; nothing scans the whole tile per paste.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from .jit import njit
 
 from .instances import count_components
 from .records import write_record

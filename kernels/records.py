@@ -8,7 +8,7 @@ same record as a numpy structured dtype (``paste_records`` converts).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from .jit import njit
 
 #: Columns of ``rec_i`` (int64): bank template, original id, new id, bbox top-left (y, x), offset (dy, dx),
 #: and the template's class (0 = untyped bank).

@@ -23,7 +23,7 @@ with ``numba.cuda.jit(device=True)`` for the GPU kernels.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from .jit import njit
 
 __all__ = [
     "philox4x32",
@@ -79,10 +79,10 @@ def philox4x32_impl(c0, c1, c2, c3, k0, k1):
     return c0, c1, c2, c3
 
 
-philox4x32 = njit(cache=True, inline="always")(philox4x32_impl)
+philox4x32 = njit(cache=True, nogil=True)(philox4x32_impl)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True)
 def random_u64(seed, sample, stream, counter):
     """64 random bits for (seed, sample, stream, counter)."""
     s = np.uint64(seed)
@@ -92,19 +92,19 @@ def random_u64(seed, sample, stream, counter):
     return r0 | (r1 << _S32)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True)
 def uniform_int(seed, sample, stream, counter, n):
     """Integer uniform in [0, n) (n ≥ 1)."""
     return np.int64(random_u64(seed, sample, stream, counter) % np.uint64(n))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True)
 def uniform01(seed, sample, stream, counter):
     """float64 uniform in [0, 1) with 53 random bits."""
     return np.float64(random_u64(seed, sample, stream, counter) >> _S11) * _INV53
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True)
 def uniform_int_pair(seed, sample, stream, counter, n):
     """Two independent integers uniform in [0, n) from one Philox call (64 bits each)."""
     s = np.uint64(seed)
@@ -115,7 +115,7 @@ def uniform_int_pair(seed, sample, stream, counter, n):
     return np.int64((r0 | (r1 << _S32)) % nn), np.int64((r2 | (r3 << _S32)) % nn)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True)
 def counter2(a, b):
     """A 64-bit counter from two 32-bit parts (e.g. instance index, draw index)."""
     return (np.uint64(a) << _S32) | (np.uint64(b) & _MASK32)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from .jit import njit
 
 from .rng import STREAM_BACKGROUND, counter2, uniform_int
 

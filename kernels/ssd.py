@@ -21,14 +21,15 @@ same draws as before classes existed.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .classes import TEMPLATE_ANY, class_segment, template_at
 from .descriptor import crop_intersection, desc_and_count
+from .jit import njit
 from .rng import STREAM_TEMPLATE, counter2, uniform_int
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True)
 def scale_ok(a_o, a_t, eps):
     mx = max(a_o, a_t)
     mn = min(a_o, a_t)
@@ -103,7 +104,7 @@ def shape_xor(ot, i, bt, t):
     return ot.area[i] + bt.area[t] - 2 * aligned_intersection(ot, i, bt, t)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True)
 def shape_ok(xor, a_o, a_t, rho):
     return np.float64(xor) <= rho * np.float64(max(a_o, a_t))
 

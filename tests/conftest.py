@@ -1,10 +1,14 @@
 import os
 
-import numpy as np
-import pytest
+# No background compile processes from the many throw-away imports of the suite (e.g. a wheel
+# unpacked in a temp folder has an empty Numba cache); tests/test_first_use.py turns it back on.
+os.environ.setdefault("INSMIX_FAST_PRECOMPILE", "0")
 
-from insmix_fast import InstanceBank
-from insmix_fast.data import SyntheticNuclei
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from insmix_fast import InstanceBank  # noqa: E402
+from insmix_fast.data import SyntheticNuclei  # noqa: E402
 
 
 def pytest_report_header(config):
