@@ -20,6 +20,7 @@ from insmix_fast.config import InsMixConfig
 from insmix_fast.core import insmix_batch
 from insmix_fast.errors import ConfigError, InputError, InputTypeError
 from insmix_fast.transforms.batch import InsMixBatch
+from typed_data import typed_bank, types_of
 from insmix_fast.transforms.common import TYPED_INSMIX_BATCH
 
 CFG = InsMixConfig(p_paste=1.0, alpha=0.5, tile=8)
@@ -214,14 +215,23 @@ def test_types_need_a_typed_core(batch, small_bank):
 
 
 @typed
-def test_types_follow_the_labels(batch, small_bank):
+@pytest.mark.parametrize("p", [1.0, 0.5])
+def test_types_follow_the_labels(batch, p):
+    """Every sample (p=1) or the sampled ones (p=0.5, the others unchanged) get the functional
+    insmix_batch result's types."""
+    bank = typed_bank()
     images, labels = batch
-    types = np.where(labels > 0, labels % 3 + 1, 0).astype(np.uint8)
-    out_images, out_labels, out_types = InsMixBatch(small_bank, CFG, p=1.0, seed=5)(
-        _nchw(images), torch.from_numpy(labels), types=torch.from_numpy(types))
-    ref = insmix_batch(images, labels, small_bank, CFG, seed=5, indices=np.arange(8), types=types)
-    assert out_types.dtype == torch.uint8
-    np.testing.assert_array_equal(out_types.numpy(), ref.types)
+    types = types_of(labels)
+    op = InsMixBatch(bank, CFG, p=p, seed=5)
+    out_images, out_labels, out_types = op(_nchw(images), torch.from_numpy(labels), types=torch.from_numpy(types),
+                                           indices=np.arange(8))
+    ref = insmix_batch(images, labels, bank, CFG, seed=5, indices=np.arange(8), types=types)
+    sel = op.coins(np.arange(8), 5)
+    assert out_types.dtype == torch.uint8 and sel.any() and (p == 1.0 or not sel.all())
+    np.testing.assert_array_equal(out_types.numpy()[sel], ref.types[sel])
+    np.testing.assert_array_equal(out_labels.numpy()[sel], ref.labels[sel])
+    np.testing.assert_array_equal(out_types.numpy()[~sel], types[~sel])
+    assert any(len(ref[i].pastes) for i in np.flatnonzero(sel))
 
 
 # ---------------------------------------------------------------------- devices
