@@ -615,8 +615,9 @@ def plot_results(summary: dict, path: str | os.PathLike, title: str, metric: str
     width = min(16.0, 1.6 + len(arms) * (0.55 + 0.35 * len(groups)))
     fig, ax = new_figure(1, width=width, height=3.4)
     spread = f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else "1 seed"
-    bar_chart(ax, values, errors=errors, points=points, fmt="{:.1f}", ylabel=f"{metric.upper()} (%)",
-              title=f"{title}: {metric.upper()} per arm ({spread})")
+    label = _LABELS.get(metric, metric.upper())
+    bar_chart(ax, values, errors=errors, points=points, fmt="{:.1f}", ylabel=f"{label} (%)",
+              title=f"{title}: {label} per arm ({spread})")
     if len(arms) > 6:
         ax.tick_params(axis="x", labelrotation=30)
         for label in ax.get_xticklabels():
