@@ -85,14 +85,23 @@ def test_ambiguous_areas_are_the_ignore_mask(tmp_path, truths):
     assert masked.class_names == MONUSAC_CLASSES and 0 < len(masked) <= len(plain) - len(inside)
 
 
+def _layer(aid: int, name: str, rid: int, verts) -> str:
+    """An <Annotation> layer named ``name`` with one region of these (x, y) vertices."""
+    vs = "".join(f'<Vertex X="{x}" Y="{y}"/>' for x, y in verts)
+    return (f'<Annotation Id="{aid}"><Attributes><Attribute Name="{name}"/></Attributes><Regions>'
+            f'<Region Id="{rid}"><Vertices>{vs}</Vertices></Region></Regions></Annotation>')
+
+
+def _with_extra_layer(tmp_path, truth, extra: str):
+    """One patient, one sample, whose XML gets the ``extra`` <Annotation> elements appended."""
+    root = write_monusac(tmp_path / "m", {PATIENTS[0]: [truth]}, MONUSAC_CLASSES)
+    (root / PATIENTS[0] / f"{PATIENTS[0]}_001.xml").write_text(monusac_xml(*truth[1:], MONUSAC_CLASSES, extra=extra))
+    return root
+
+
 def test_unknown_layer_raises_or_is_skipped(tmp_path, truths):
     image, labels, types = truths[PATIENTS[0]][0]
-    extra = ('<Annotation Id="7" Name=""><Attributes><Attribute Name="Eosinophil" Id="0" Value=""/></Attributes>'
-             '<Regions><Region Id="77"><Vertices><Vertex X="30" Y="30"/><Vertex X="36" Y="30"/>'
-             '<Vertex X="36" Y="36"/></Vertices></Region></Regions></Annotation>')
-    root = write_monusac(tmp_path / "m", {PATIENTS[0]: [(image, labels, types)]}, MONUSAC_CLASSES)
-    xml = root / PATIENTS[0] / f"{PATIENTS[0]}_001.xml"
-    xml.write_text(monusac_xml(labels, types, MONUSAC_CLASSES, extra=extra))
+    root = _with_extra_layer(tmp_path, (image, labels, types), _layer(7, "Eosinophil", 77, [(30, 30), (36, 30), (36, 36)]))
     ds = MoNuSACDataset(root)
     with pytest.raises(LabelMapError, match=r"_001\.xml.*sample 0.*Annotation Id=7.*'Eosinophil'.*Id 77.*Epithelial"):
         ds[0]
@@ -121,11 +130,7 @@ def test_missing_files_name_them(tmp_path, truths):
 
 def test_degenerate_regions_follow_the_policy(tmp_path, truths):
     image, labels, types = truths[PATIENTS[0]][0]
-    bad = ('<Annotation Id="9"><Attributes><Attribute Name="Lymphocyte"/></Attributes><Regions>'
-           '<Region Id="99"><Vertices><Vertex X="1" Y="1"/><Vertex X="2" Y="2"/></Vertices></Region>'
-           '</Regions></Annotation>')
-    root = write_monusac(tmp_path / "m", {PATIENTS[0]: [(image, labels, types)]}, MONUSAC_CLASSES)
-    (root / PATIENTS[0] / f"{PATIENTS[0]}_001.xml").write_text(monusac_xml(labels, types, MONUSAC_CLASSES, extra=bad))
+    root = _with_extra_layer(tmp_path, (image, labels, types), _layer(9, "Lymphocyte", 99, [(1, 1), (2, 2)]))
     with pytest.raises(ReaderError, match="Id=99 is degenerate"):
         MoNuSACDataset(root)[0]
     with warnings.catch_warnings():

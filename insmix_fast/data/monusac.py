@@ -35,7 +35,7 @@ from ..errors import ReaderError
 from ..validation import check_choice
 from .base import resolve_index
 from .io import read_image
-from .layout import as_path, pair_by_stem, select_parts, subdirs
+from .layout import as_path, pair_by_stem, select_parts, subdirs, visible_files
 from .monuseg import aperio_layer_names, read_aperio_xml_typed
 from .typed import LayoutDataset, check_class_names
 
@@ -90,12 +90,8 @@ def _pairs(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     """``(images, xmls)`` of one folder keyed by stem (images: the preferred suffix per stem)."""
     images: dict[str, Path] = {}
     xmls: dict[str, Path] = {}
-    try:
-        files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
-    except OSError:
-        return images, xmls
     rank = {s: k for k, s in enumerate(IMAGE_ORDER)}
-    for f in files:
+    for f in visible_files(folder):
         suf = f.suffix.lower()
         if suf == ".xml":
             xmls[f.stem] = f

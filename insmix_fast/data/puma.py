@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import LabelMapError, ReaderError
 from ..validation import check_bool, check_choice
 from .io import read_image
-from .layout import as_path, pair_by_stem, subdirs
+from .layout import as_path, pair_by_stem, subdirs, visible_files
 from .typed import LayoutDataset, check_class_names, merge_lut
 
 __all__ = ["PUMA_CLASSES", "PUMA_TRACK1_CLASSES", "PUMA_TRACK1_MERGE", "NUCLEI_SUFFIX", "PumaDataset",
@@ -59,11 +59,7 @@ def _files(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     """``(images by stem, nuclei GeoJSON files by image stem)`` of one folder."""
     images: dict[str, Path] = {}
     geo: dict[str, Path] = {}
-    try:
-        files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
-    except OSError:
-        return images, geo
-    for f in files:
+    for f in visible_files(folder):
         low = f.name.lower()
         if low.endswith(NUCLEI_SUFFIX):
             geo[f.name[: -len(NUCLEI_SUFFIX)]] = f
