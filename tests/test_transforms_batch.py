@@ -251,6 +251,27 @@ def test_cuda_tensors_match_cpu(batch, small_bank):
         assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
 
 
+@pytest.mark.gpu
+@typed
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU visible to torch")
+def test_cuda_type_maps_match_cpu(batch):
+    """Typed batches on the device: the same images, labels and types as on the CPU (types keep their dtype)."""
+    from insmix_fast.gpu import cuda_available
+
+    ok, reason = cuda_available()
+    if not ok:
+        pytest.skip(reason)
+    bank = typed_bank()
+    images, labels = batch
+    types = torch.from_numpy(types_of(labels, np.int16))
+    for x in (_nchw(images), _nchw(images).float() / 255):
+        cpu = InsMixBatch(bank, CFG, p=0.7, seed=8)(x, torch.from_numpy(labels), types=types)
+        gpu = InsMixBatch(bank, CFG, p=0.7, seed=8)(x.cuda(), torch.from_numpy(labels).cuda(), types=types.cuda())
+        assert gpu[2].is_cuda and gpu[2].dtype == torch.int16
+        for a, b in zip(gpu, cpu):
+            assert torch.equal(a.cpu(), b)
+
+
 def _sim_data():
     from insmix_fast.bank import InstanceBank
     from insmix_fast.data import SyntheticNuclei
