@@ -167,7 +167,7 @@ _STREAM = textwrap.dedent("""
         ann = src.annotations  # the second source shares the loaded annotations
         m = min(len(src), 1500)
         for i in range(m):
-            img, lab = src[i]
+            img, lab = src[i][:2]  # typed sources add the type map
             nuc += int(lab.max())
         n += m
     a = src.annotations[0]

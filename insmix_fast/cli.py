@@ -19,7 +19,7 @@ import numpy as np
 
 from . import cliutil
 from ._version import __version__
-from .cliutil import integer
+from .cliutil import integer, number
 from .experiments import cli as experiment_cli
 from .gan import cli as gan_cli
 from .wsi import cli as wsi_cli
@@ -41,6 +41,12 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patch", type=int, default=d.patch,
                    help="side of the background-shuffle patches in px (default %(default)s)")
     g.add_argument("--tile", type=int, dest="patch", help=argparse.SUPPRESS)  # deprecated spelling of --patch
+    g.add_argument("--template-class", choices=("any", "same", "balanced"), default=d.template_class,
+                   help="typed data: templates of any class (the paper), only the original's class, or a class "
+                        "drawn first (balanced) (default %(default)s)")
+    g.add_argument("--balance-power", type=number(0.0, 16.0), default=d.balance_power,
+                   help="β of --template-class balanced: 1 = classes uniformly, 0 = as frequent as in the bank "
+                        "(default %(default)s)")
     g.add_argument("--ablation", choices=("copy-paste", "ssd", "bgp", "bgp-only", "full"),
                    help="a row of the paper's Table 3 (overrides the switches)")
     g.add_argument("--official", action="store_true",
@@ -53,6 +59,8 @@ def _config_from_args(args):
 
     kw = dict(eps=args.eps, rho=args.rho, delta=args.delta, gamma=args.gamma, p_paste=args.p_paste,
               alpha=args.alpha, patch=args.patch)
+    if args.template_class != "any" or args.balance_power != 1.0:  # typed options (OFFICIAL keeps its own)
+        kw.update(template_class=args.template_class, balance_power=args.balance_power)
     if args.official:
         return OFFICIAL.replace(**{k: v for k, v in kw.items() if k != "alpha"})
     if args.ablation:
@@ -60,25 +68,45 @@ def _config_from_args(args):
     return InsMixConfig(**kw)
 
 
-def _open(spec: str, size: int, n: int, seed: int):
+def _open(spec: str, size: int, n: int, seed: int, classes: int = 0, class_mix=None):
     """Dataset for ``--data``: 'synthetic' / 'synthetic:SEED' (sized by --size and the tile
-    count) or a folder (:func:`insmix_fast.data.open_dataset`)."""
+    count; typed with ``classes`` ≥ 1) or a folder (:func:`insmix_fast.data.open_dataset`)."""
     from .data import open_dataset
 
+    typed = dict(n_classes=classes, class_mix=class_mix) if classes else {}
     if spec.strip().lower() == "synthetic":
-        return open_dataset("synthetic", seed=seed, size=size, length=n)
+        return open_dataset("synthetic", seed=seed, size=size, length=n, **typed)
     if spec.strip().lower().startswith("synthetic:"):
-        return open_dataset(spec, size=size, length=n)
+        return open_dataset(spec, size=size, length=n, **typed)
     return open_dataset(spec)
 
 
-def _crop(image, labels, size: int, rng: np.random.Generator):
-    h, w = labels.shape
+def _class_mix(text: str) -> tuple[float, ...]:
+    """``--class-mix 0.7,0.2,0.1``: relative class frequencies."""
+    try:
+        mix = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated numbers, got {text!r}") from None
+    if not mix or any(not (v >= 0) for v in mix) or sum(mix) <= 0:
+        raise argparse.ArgumentTypeError(f"must be non-negative numbers with a positive sum, got {text!r}")
+    return mix
+
+
+def _crop(sample, size: int, rng: np.random.Generator):
+    """A random ``size``×``size`` window of a sample (image, labels[, types]); smaller samples whole."""
+    h, w = sample[1].shape
     if h <= size and w <= size:
-        return image, labels
+        return tuple(sample)
     y = int(rng.integers(0, max(h - size, 0) + 1))
     x = int(rng.integers(0, max(w - size, 0) + 1))
-    return image[y:y + size, x:x + size], labels[y:y + size, x:x + size]
+    return tuple(a[y:y + size, x:x + size] for a in sample)
+
+
+def _class_mix_line(counts: np.ndarray, names) -> str:
+    """``"A 12 (40 %), B 18 (60 %)"`` over classes 1.. (classes without any left out)."""
+    total = max(int(counts[1:].sum()), 1)
+    return ", ".join(f"{names[c]} {int(counts[c])} ({100.0 * counts[c] / total:.0f} %)"
+                     for c in range(1, len(names)) if counts[c])
 
 
 def _add_progress(p: argparse.ArgumentParser) -> None:
@@ -90,25 +118,45 @@ def _cmd_demo(args) -> int:
     from .atomic import write_text
     from .bank import InstanceBank
     from .core import insmix
-    from .viz import grid, insmix_panel, save_png
+    from .errors import ConfigError
+    from .results import PASTE_DTYPE
+    from .viz import class_colors, grid, insmix_panel, legend, save_png
 
     # everything that can be wrong with the arguments fails here, before the bank is built
     config = _config_from_args(args)
     out = cliutil.output_dir(args.out)
-    data = _open(args.data, args.size, args.bank_tiles, args.seed)
     synthetic = args.data.strip().lower().startswith("synthetic")
-    demo_data = _open(args.data, args.size, args.tiles, args.seed + 1) if synthetic else data
-    print(f"data: {data!r} ({len(data)} samples)")
+    if not synthetic and (args.classes or args.class_mix):
+        raise ConfigError("--classes / --class-mix make typed synthetic tiles; a data folder brings its own classes")
+    if args.class_mix and not args.classes:
+        raise ConfigError("--class-mix needs --classes N (the number of classes of the synthetic tiles)")
+    if args.class_mix and len(args.class_mix) != args.classes:
+        raise ConfigError(f"--class-mix has {len(args.class_mix)} values but --classes is {args.classes}")
+    data = _open(args.data, args.size, args.bank_tiles, args.seed, args.classes, args.class_mix)
+    names = getattr(data, "class_names", None)
+    if config.template_class != "any" and names is None:
+        raise ConfigError(f"--template-class {config.template_class} needs typed data (nucleus classes): "
+                          "--classes N for synthetic tiles, or a typed data set (PanNuke, CoNSeP, MoNuSAC, PUMA, ...)")
+    demo_data = _open(args.data, args.size, args.tiles, args.seed + 1, args.classes, args.class_mix) \
+        if synthetic else data
+    print(f"data: {data!r} ({len(data)} samples)" + (f", classes: {', '.join(names[1:])}" if names else ""))
     t0 = time.perf_counter()
     bank = InstanceBank.from_samples(data, progress=not args.no_progress)
     print(f"bank: {bank!r} built in {time.perf_counter() - t0:.1f} s")
+    colors = None
+    if names is not None:
+        colors = class_colors(len(names) - 1)
+        print(f"bank class mix: {_class_mix_line(bank.class_counts(), names)}")
     rng = np.random.default_rng(args.seed)
     rows = []
-    lines = ["tile,template,original,label,y,x,dy,dx,f_scale,f_shape,f_dis"]
+    lines = ["tile," + ",".join(PASTE_DTYPE.names)]
+    pasted = np.zeros(len(names) if names else 1, np.int64)
     for k in range(min(args.tiles, len(demo_data))):
-        image, labels = _crop(*demo_data[k], args.size, rng)
+        sample = _crop(demo_data[k], args.size, rng)
+        image, labels = sample[0], sample[1]
+        types = sample[2] if names is not None else None
         t0 = time.perf_counter()
-        r = insmix(image, labels, bank, config, seed=args.seed, index=k)
+        r = insmix(image, labels, bank, config, seed=args.seed, index=k, types=types)
         ms = (time.perf_counter() - t0) * 1e3
         p = r.pastes
         n_orig = len(np.unique(labels)) - 1
@@ -117,11 +165,20 @@ def _cmd_demo(args) -> int:
         if len(p):
             msg += (f"; f_scale {p['f_scale'].mean():.2f}, f_shape {p['f_shape'].mean():.2f}, "
                     f"f_dis {p['f_dis'].mean():.1f} px (means)")
+        if names is not None and len(p):
+            counts = np.bincount(p["class"], minlength=len(names))
+            pasted += counts
+            msg += f"; pasted by class: {_class_mix_line(counts, names)}"
         print(msg)
         for rec in p:
             lines.append(f"{k}," + ",".join(str(rec[f]) for f in p.dtype.names))
-        rows.append(insmix_panel(image, labels, r, bank))
-    picture = grid(rows, ["original", "InsMix (yellow: pasted, cyan: shuffled)", "labels", "new labels + pastes"])
+        rows.append(insmix_panel(image, labels, r, bank, types=types, colors=colors))
+    label_title = "labels (colour: class)" if names is not None else "labels"
+    picture = grid(rows, ["original", "InsMix (yellow: pasted, cyan: shuffled)", label_title,
+                          "new labels + pastes"])
+    if names is not None:
+        print(f"class mix of the pastes ({config.template_class!r}): {_class_mix_line(pasted, names) or 'none'}")
+        picture = np.concatenate([picture, legend(names, colors, picture.shape[1], counts=None)], axis=0)
     out.mkdir(parents=True, exist_ok=True)
     png = save_png(out / "insmix_demo.png", picture)
     csv = write_text(out / "pastes.csv", "\n".join(lines) + "\n")
@@ -135,8 +192,13 @@ def _register_demo(sub) -> None:
                                    "OUT/insmix_demo.png (original, result, label overlays, paste outlines, "
                                    "shuffled patches) and OUT/pastes.csv.")
     p.add_argument("--data", default="synthetic",
-                   help="'synthetic' (default, no download), 'synthetic:SEED', an images/+labels/ folder or a "
-                        "MoNuSeg folder (images + Aperio XML)")
+                   help="'synthetic' (default, no download), 'synthetic:SEED', or a data folder in any layout "
+                        "open_dataset knows (images/+labels/, MoNuSeg, PanNuke, CoNSeP, CoNIC, MoNuSAC, PUMA, ...); "
+                        "typed data colours nuclei by class and reports the class mix of the pastes")
+    p.add_argument("--classes", type=integer(0, 255), default=0, metavar="N",
+                   help="synthetic tiles with N nucleus classes (default 0: untyped)")
+    p.add_argument("--class-mix", type=_class_mix, metavar="P1,P2,...",
+                   help="relative class frequencies of the synthetic tiles (N values; default equal)")
     p.add_argument("--out", default="insmix_demo", help="output folder (default %(default)s)")
     p.add_argument("--tiles", type=integer(1), default=3, help="tiles shown (default %(default)s)")
     p.add_argument("--bank-tiles", type=integer(1), default=64,

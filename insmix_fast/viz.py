@@ -1,5 +1,6 @@
 """Pictures of what InsMix did: label overlays, paste outlines, shuffled patches, image
-grids (cv2 only; charts are in :mod:`insmix_fast.plots`).
+grids (cv2 only; charts are in :mod:`insmix_fast.plots`). Typed tiles: instances coloured
+by class (:func:`overlay_types`, :func:`class_colors`) and a colour legend (:func:`legend`).
 
 >>> import numpy as np
 >>> labels = np.zeros((8, 8), np.int32); labels[2:5, 2:6] = 1
@@ -19,7 +20,15 @@ import numpy as np
 
 from .atomic import write_bytes
 
-__all__ = ["label_colors", "overlay_labels", "draw_outline", "insmix_panel", "grid", "save_png"]
+__all__ = ["label_colors", "overlay_labels", "draw_outline", "insmix_panel", "grid", "save_png", "CLASS_PALETTE",
+           "class_colors", "overlay_types", "legend"]
+
+#: RGB colours of classes 1, 2, … (distinct on H&E, and none yellow or cyan: those mark pastes and
+#: moved patches); class ``c`` takes row ``(c - 1) % len``, darkened each time the palette repeats.
+CLASS_PALETTE = np.array([
+    [60, 220, 60], [255, 60, 60], [0, 90, 255], [255, 140, 0], [255, 255, 255], [150, 0, 255],
+    [140, 80, 20], [0, 255, 150], [120, 120, 120], [255, 150, 200], [0, 100, 0], [128, 0, 0],
+], np.uint8)
 
 
 def label_colors(labels: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -33,6 +42,64 @@ def label_colors(labels: np.ndarray, seed: int = 0) -> np.ndarray:
         idx = np.searchsorted(lut_ids, labels)
         fg = labels != 0
         out[fg] = colors[np.clip(idx[fg], 0, lut_ids.size - 1)]
+    return out
+
+
+def class_colors(n_classes: int) -> np.ndarray:
+    """``(n_classes + 1) × 3`` uint8 RGB colours indexed by class id (row 0, background: black).
+
+    >>> class_colors(2).tolist()
+    [[0, 0, 0], [60, 220, 60], [255, 60, 60]]
+    """
+    n = len(CLASS_PALETTE)
+    rows = [np.zeros(3, np.uint8)]
+    for c in range(1, int(n_classes) + 1):
+        base = CLASS_PALETTE[(c - 1) % n].astype(np.float32)
+        rows.append(np.clip(base * 0.75 ** ((c - 1) // n), 0, 255).astype(np.uint8))
+    return np.stack(rows)
+
+
+def overlay_types(image: np.ndarray, labels: np.ndarray, types: np.ndarray, colors: np.ndarray | None = None,
+                  alpha: float = 0.55) -> np.ndarray:
+    """The image with each instance tinted in its class's colour (``colors[class]``, default
+    :func:`class_colors`) and instance boundaries drawn, so touching nuclei of one class stay apart."""
+    types = np.asarray(types)
+    if colors is None:
+        colors = class_colors(int(types.max()) if types.size else 0)
+    fg = labels != 0
+    out = image.astype(np.float32)
+    out[fg] = (1 - alpha) * out[fg] + alpha * np.asarray(colors, np.float32)[types[fg]]
+    return draw_outline(out.astype(np.uint8), _boundaries(labels), (0, 0, 0))
+
+
+def legend(class_names, colors: np.ndarray, width: int, counts=None) -> np.ndarray:
+    """A white strip ``width`` px wide: a swatch of ``colors[c]`` and ``class_names[c]`` (and
+    ``counts[c]``, when given) for every class c ≥ 1, wrapped into as many lines as needed."""
+    import cv2
+
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.45
+    items = []
+    for c in range(1, len(class_names)):
+        text = str(class_names[c]) + ("" if counts is None else f" ({int(counts[c])})")
+        tw = cv2.getTextSize(text, font, scale, 1)[0][0]
+        items.append((c, text, 14 + 6 + tw + 16))
+    lines, line, used = [], [], 6
+    for it in items:
+        if line and used + it[2] > width:
+            lines.append(line)
+            line, used = [], 6
+        line.append(it)
+        used += it[2]
+    if line:
+        lines.append(line)
+    out = np.full((max(1, len(lines)) * 22 + 6, int(width), 3), 255, np.uint8)
+    for r, line in enumerate(lines):
+        x, y = 6, 6 + r * 22
+        for c, text, w in line:
+            cv2.rectangle(out, (x, y + 2), (x + 13, y + 15), tuple(int(v) for v in colors[c]), -1)
+            cv2.rectangle(out, (x, y + 2), (x + 13, y + 15), (0, 0, 0), 1)
+            cv2.putText(out, text, (x + 20, y + 14), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+            x += w
     return out
 
 
@@ -70,17 +137,25 @@ def draw_outline(image: np.ndarray, mask_or_edges: np.ndarray, color, thickness:
     return out
 
 
-def insmix_panel(image, labels, result, bank=None) -> list[np.ndarray]:
+def insmix_panel(image, labels, result, bank=None, types=None, colors=None) -> list[np.ndarray]:
     """Four views of one InsMix call: original, result, original labels, result labels with pastes.
 
     In the last view pasted templates are outlined in yellow with a line to their
-    original's centroid, and shuffled background patches are boxed in cyan.
+    original's centroid, and shuffled background patches are boxed in cyan. With the tile's
+    ``types`` (and ``result.types``) the label views colour each instance by its class
+    (``colors``: :func:`class_colors` rows).
     """
     import cv2
 
     res_view = result.image.copy()
     res_view = draw_outline(res_view, result.paste_mask, (255, 230, 0))
-    lab_view = overlay_labels(result.image, result.labels)
+    typed = types is not None and getattr(result, "types", None) is not None
+    if typed:
+        lab_view = overlay_types(result.image, result.labels, result.types, colors)
+        before = overlay_types(image, labels, types, colors)
+    else:
+        lab_view = overlay_labels(result.image, result.labels)
+        before = overlay_labels(image, labels)
     lab_view = draw_outline(lab_view, result.paste_mask, (255, 230, 0))
     for p in result.pastes:
         ys, xs = np.nonzero(labels == p["original"])
@@ -95,7 +170,7 @@ def insmix_panel(image, labels, result, bank=None) -> list[np.ndarray]:
             x, y, w, h = (int(v) for v in s[:4])
             cv2.rectangle(lab_view, (x, y), (x + w - 1, y + h - 1), (0, 230, 255), 1)
             cv2.rectangle(res_view, (x, y), (x + w - 1, y + h - 1), (0, 230, 255), 1)
-    return [image, res_view, overlay_labels(image, labels), lab_view]
+    return [image, res_view, before, lab_view]
 
 
 def grid(rows: list[list[np.ndarray]], titles: list[str] | None = None, pad: int = 4) -> np.ndarray:

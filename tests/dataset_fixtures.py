@@ -202,6 +202,93 @@ def write_nuinsseg_organ(d: Path, truths, names, vague=None) -> Path:
     return d
 
 
+def _pixel_centre_outline(mask: np.ndarray) -> np.ndarray:
+    """Outline through the centres of a mask's boundary pixels (Aperio/MoNuSeg convention)."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    return max(contours, key=len)[:, 0, :].astype(np.float64)
+
+
+def monusac_xml(labels: np.ndarray, types: np.ndarray, class_names, extra: str = "", ambiguous=None) -> str:
+    """A MoNuSAC-style Aperio XML: one ``Annotation`` layer per class present (class order),
+    each nucleus a ``Region``; ``ambiguous`` (x0, y0, x1, y1) boxes in an ``Ambiguous`` layer;
+    ``extra``: more ``<Annotation>`` elements appended."""
+
+    def region(rid, pts):
+        vs = "".join(f'<Vertex X="{x:g}" Y="{y:g}" Z="0"/>' for x, y in pts)
+        return f'<Region Id="{rid}" Type="0" NegativeROI="0"><Attributes/><Vertices>{vs}</Vertices></Region>'
+
+    def layer(aid, name, regions):
+        return (f'<Annotation Id="{aid}" Name="" ReadOnly="0"><Attributes><Attribute Name="{name}" Id="0" '
+                f'Value=""/></Attributes><Regions>{"".join(regions)}</Regions><Plots/></Annotation>')
+
+    layers = []
+    rid = 0
+    for c in range(1, len(class_names)):
+        regs = []
+        for i in np.unique(labels[types == c]):
+            rid += 1
+            regs.append(region(rid, _pixel_centre_outline(labels == i)))
+        if regs:
+            layers.append(layer(len(layers) + 1, class_names[c], regs))
+    if ambiguous:
+        regs = [region(900 + k, [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]) for k, (x0, y0, x1, y1) in enumerate(ambiguous)]
+        layers.append(layer(len(layers) + 1, "Ambiguous", regs))
+    return ('<?xml version="1.0"?>\n<Annotations MicronsPerPixel="0.25">' + "".join(layers) + extra
+            + "</Annotations>\n")
+
+
+def write_monusac(root: Path, patients: dict, class_names, suffix: str = ".tif", ambiguous=None) -> Path:
+    """``root/<patient>/<patient>_<k>.tif`` (or ``.svs``: a plain TIFF) + ``.xml`` as MoNuSAC's download;
+    ``patients``: name → list of truths; ``ambiguous``: (patient, k) → boxes of an Ambiguous layer."""
+    import tifffile
+
+    for patient, truths in patients.items():
+        d = root / patient
+        d.mkdir(parents=True, exist_ok=True)
+        for k, (image, labels, types) in enumerate(truths):
+            stem = f"{patient}_{k + 1:03d}"
+            if suffix == ".svs":
+                tifffile.imwrite(d / f"{stem}.svs", image, photometric="rgb")
+            else:
+                write_rgb(d / f"{stem}{suffix}", image)
+            boxes = (ambiguous or {}).get((patient, k))
+            (d / f"{stem}.xml").write_text(monusac_xml(labels, types, class_names, ambiguous=boxes))
+    return root
+
+
+def geojson_features(labels: np.ndarray, types: np.ndarray, class_names) -> list:
+    """QuPath-style features, one Polygon per nucleus (pixel-edge outline), ``classification.name`` = its class."""
+    from insmix_fast.wsi import mask_outline
+
+    out = []
+    for i in np.unique(labels)[1:]:
+        ring = mask_outline(labels == i).astype(float).tolist()
+        c = int(types[labels == i][0])
+        out.append({"type": "Feature", "id": f"n{int(i)}",
+                    "geometry": {"type": "Polygon", "coordinates": [ring + [ring[0]]]},
+                    "properties": {"objectType": "annotation", "classification": {"name": class_names[c],
+                                                                                 "color": [255, 0, 0]}}})
+    return out
+
+
+def write_puma(root: Path, truths, names, class_names, rgba: bool = True, side_by_side: bool = False,
+               extra_features=None) -> Path:
+    """PUMA's download: ``01_training_dataset_tif_ROIs/<name>.tif`` (RGBA) and
+    ``01_training_dataset_geojson_nuclei/<name>_nuclei.geojson`` (or both in ``root``);
+    ``extra_features``: name → features appended to that file."""
+    import json
+
+    img_dir = root if side_by_side else root / "01_training_dataset_tif_ROIs"
+    geo_dir = root if side_by_side else root / "01_training_dataset_geojson_nuclei"
+    geo_dir.mkdir(parents=True, exist_ok=True)
+    for name, (image, labels, types) in zip(names, truths):
+        im = np.concatenate([image, np.full(image.shape[:2] + (1,), 255, np.uint8)], 2) if rgba else image
+        write_rgb(img_dir / f"{name}.tif", im)
+        feats = geojson_features(labels, types, class_names) + list((extra_features or {}).get(name, []))
+        (geo_dir / f"{name}_nuclei.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    return root
+
+
 def check_real_sample(ds, k: int) -> None:
     """What every sample of a real data set must satisfy (for the INSMIX_*_DIR tests)."""
     sample = ds[k]

@@ -165,3 +165,44 @@ def test_bank_info_prints_the_counts_per_class(tmp_path, capsys):
     for c, name in enumerate(bank.class_names[1:], start=1):
         line = next(ln for ln in out.splitlines() if ln.split()[:2] == [str(c), name.split()[0]])
         assert f" {int(counts[c])} (" in line
+
+
+# ---------------------------------------------------------------------- typed demo
+def test_demo_on_typed_synthetic_tiles(tmp_path, capsys):
+    out = tmp_path / "typed"
+    assert main(["demo", "--out", str(out), "--tiles", "2", "--bank-tiles", "8", "--size", "128", "--classes", "3",
+                 "--class-mix", "0.6,0.3,0.1", "--template-class", "balanced", "--p-paste", "1.0",
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "classes: lymphocyte-like, tumour-like, spindle-like" in text and "bank class mix: lymphocyte-like" in text
+    assert "pasted by class:" in text and "class mix of the pastes ('balanced'):" in text
+    rows = [r.split(",") for r in (out / "pastes.csv").read_text().strip().splitlines()]
+    assert rows[0][-1] == "class" and all(len(r) == len(rows[0]) for r in rows) and len(rows) > 2
+    assert {int(r[-1]) for r in rows[1:]} <= {1, 2, 3}
+    png = cv2.imread(str(out / "insmix_demo.png"))
+    assert png is not None and png.shape[0] > 2 * 128 + 22 + 20  # two rows, titles and the class legend
+
+
+def test_demo_on_a_typed_folder(tmp_path, capsys):
+    from dataset_fixtures import make_truth, write_puma
+    from insmix_fast.data import PUMA_CLASSES
+
+    truths = [make_truth(20 + k, 64, 10, n_max=16) for k in range(4)]
+    root = write_puma(tmp_path / "puma", truths, [f"roi_{k}" for k in range(4)], PUMA_CLASSES)
+    assert main(["demo", "--data", str(root), "--out", str(tmp_path / "o"), "--tiles", "2", "--size", "64",
+                 "--p-paste", "1.0", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "PumaDataset" in text and "classes: nuclei_tumor" in text and "class mix of the pastes ('any')" in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--class-mix", "1,2"], "--class-mix needs --classes"),
+    (["--classes", "3", "--class-mix", "1,2"], "--class-mix has 2 values but --classes is 3"),
+    (["--template-class", "same"], "--template-class same needs typed data"),
+])
+def test_typed_demo_arguments_are_checked(tmp_path, capsys, argv, message):
+    assert main(["demo", "--out", str(tmp_path / "o"), "--no-progress", "--bank-tiles", "2", *argv]) == 2
+    assert message in _one_line(capsys.readouterr().err)
+    with pytest.raises(SystemExit) as e:  # argparse usage errors
+        main(["demo", "--class-mix", "1,-2", "--classes", "2"])
+    assert e.value.code == 2 and "argument --class-mix: must be non-negative" in capsys.readouterr().err

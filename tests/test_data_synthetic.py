@@ -176,3 +176,93 @@ def test_bad_seed_type():
         SyntheticNuclei(length=2.0)
 
 
+
+
+# ---------------------------------------------------------------------- typed tiles
+@pytest.fixture(scope="module")
+def typed() -> SyntheticNuclei:
+    return SyntheticNuclei(seed=11, size=128, length=6, n_classes=4)
+
+
+def test_typed_tiles_are_typed_samples(typed):
+    from insmix_fast.data.typed import finish_sample
+
+    assert typed.typed and typed.class_names == ("background", "lymphocyte-like", "tumour-like", "spindle-like",
+                                                 "irregular")
+    seen = set()
+    for k in range(len(typed)):
+        image, labels, types = typed[k]
+        assert types.dtype == np.int32 and types.shape == labels.shape
+        # one class per instance, 0 exactly on background, ids 1..K, clean topology: finish_sample's checks
+        out = finish_sample(image, labels, types, typed.class_names, name=f"tile {k}")
+        np.testing.assert_array_equal(out[1], labels)
+        np.testing.assert_array_equal(out[2], types)
+        seen |= set(np.unique(types[types > 0]).tolist())
+    assert seen == {1, 2, 3, 4}
+    image, labels, types = typed.generate(2)
+    a, b = typed.geometry(2, types=True)
+    np.testing.assert_array_equal(a, labels)
+    np.testing.assert_array_equal(typed.render(2, a, b), image)
+    np.testing.assert_array_equal(typed.as_arrays(3)[2][2], types)
+
+
+def test_untyped_tiles_do_not_change_with_the_class_options():
+    """n_classes=0 draws nothing from the class stream: the tile is the untyped one whatever else is set."""
+    plain = SyntheticNuclei(seed=3, size=96, length=2)
+    again = SyntheticNuclei(seed=3, size=96, length=2, n_classes=0)
+    for k in range(2):
+        for x, y in zip(plain[k], again[k]):
+            np.testing.assert_array_equal(x, y)
+    assert len(plain[0]) == 2 and plain.class_names is None
+
+
+def test_class_appearance_differs_by_class():
+    """Archetypes: lymphocyte-like nuclei small and dark, tumour-like large and pale, spindle-like elongated."""
+    ds = SyntheticNuclei(seed=5, size=192, length=6, n_classes=4)
+    area, value, elong = {c: [] for c in range(1, 5)}, {c: [] for c in range(1, 5)}, {c: [] for c in range(1, 5)}
+    for k in range(len(ds)):
+        image, labels, types = ds[k]
+        gray = image.mean(axis=2)
+        for i in range(1, int(labels.max()) + 1):
+            ys, xs = np.nonzero(labels == i)
+            c = int(types[ys[0], xs[0]])
+            area[c].append(ys.size)
+            value[c].append(gray[ys, xs].mean())
+            ev = np.linalg.eigvalsh(np.cov(np.stack([ys, xs]).astype(float)) + 1e-6 * np.eye(2))
+            elong[c].append(np.sqrt(ev[1] / ev[0]))
+    m = {name: {c: float(np.median(v[c])) for c in v} for name, v in (("area", area), ("value", value), ("elong", elong))}
+    assert m["area"][1] < m["area"][3] < m["area"][2]
+    assert m["value"][1] < m["value"][2]  # darker
+    assert m["elong"][3] > 1.8 > m["elong"][1]
+
+
+def test_class_mix_controls_the_share():
+    ds = SyntheticNuclei(seed=2, size=128, length=4, n_classes=3, class_mix=(0.8, 0.2, 0.0),
+                         class_names=("background", "a", "b", "c"))
+    counts = np.zeros(4, int)
+    for k in range(len(ds)):
+        _, labels, types = ds[k]
+        ids, first = np.unique(labels, return_index=True)
+        counts += np.bincount(types.ravel()[first[ids > 0]], minlength=4)
+    assert counts[3] == 0 and counts[1] > 2 * counts[2] > 0 and ds.class_names[1] == "a"
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"class_mix": (1, 1)}, "n_classes"),
+    ({"n_classes": 2, "class_mix": (1, 1, 1)}, "class_mix"),
+    ({"n_classes": 2, "class_mix": (1, -1)}, "class_mix"),
+    ({"n_classes": 2, "class_mix": (0, 0)}, "class_mix"),
+    ({"n_classes": 2, "class_names": ("background", "a")}, "class_names"),
+    ({"n_classes": 2, "class_names": ("a", "b", "c")}, "background"),
+    ({"n_classes": -1}, "n_classes"),
+])
+def test_bad_class_arguments(kw, match):
+    with pytest.raises(InputError, match=match):
+        SyntheticNuclei(**kw)
+
+
+def test_typed_bank_from_typed_tiles(typed):
+    from insmix_fast.bank import InstanceBank
+
+    bank = InstanceBank.from_samples(typed, progress=False)
+    assert bank.class_names == typed.class_names and (bank.class_counts()[1:] > 0).all()

@@ -92,6 +92,7 @@ def test_open_dataset_lists_every_layout(tmp_path):
     with pytest.raises(ReaderError) as exc:
         open_dataset(tmp_path)
     msg = str(exc.value)
-    for word in ("PanNuke", "CoNIC", "Lizard", "CoNSeP", "Kumar", "CPM", "DSB 2018", "NuInsSeg", "images/ and labels/", "MoNuSeg"):
+    for word in ("PanNuke", "CoNIC", "Lizard", "CoNSeP", "Kumar", "CPM", "DSB 2018", "NuInsSeg", "MoNuSAC",
+                 "PUMA", "_nuclei.geojson", "images/ and labels/", "MoNuSeg"):
         assert word in msg
-    assert len(LAYOUTS) == 8
+    assert len(LAYOUTS) == 10

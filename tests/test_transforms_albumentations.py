@@ -11,6 +11,7 @@ from insmix_fast.core import insmix  # noqa: E402
 from insmix_fast.errors import ConfigError, InputError, InputTypeError  # noqa: E402
 from insmix_fast.transforms.albumentations import InsMix  # noqa: E402
 from insmix_fast.transforms.common import TYPED_INSMIX  # noqa: E402
+from typed_data import typed_bank, types_of  # noqa: E402
 
 #: Pastes for every original and many moved background patches: nothing is vacuous.
 CFG = InsMixConfig(p_paste=1.0, alpha=0.5, patch=8)
@@ -208,10 +209,6 @@ def test_background_only_needs_no_bank(small_data):
 
 
 # ---------------------------------------------------------------------- nucleus types
-def _types_of(labels):
-    return np.where(labels > 0, labels % 3 + 1, 0).astype(np.uint8)
-
-
 @pytest.mark.skipif(TYPED_INSMIX, reason="insmix accepts types here")
 def test_types_key_needs_a_typed_core(small_bank):
     with pytest.raises(InputError, match="types="):
@@ -219,19 +216,41 @@ def test_types_key_needs_a_typed_core(small_bank):
 
 
 @typed
-def test_type_map_travels_as_a_mask_target(small_data, small_bank):
-    seen = {}
-    t = InsMix(small_bank, CFG, types_key="types", p=1.0)
-    spy = A.Lambda(image=_record(seen, "image"), mask=_record(seen, "mask"), p=1.0)
-    pipeline = A.Compose([A.HorizontalFlip(p=1.0), spy, t], additional_targets={"types": "mask"}, seed=0,
+def test_type_map_travels_as_a_mask_target(small_data):
+    """The type map is flipped with the mask before InsMix and comes out as the functional result's
+    types: pasted nuclei carry their template's class."""
+    bank = typed_bank()
+    t = InsMix(bank, CFG, types_key="types", p=1.0)
+    # (no spy here: A.Lambda's mask function sees every mask target, the type map too)
+    pipeline = A.Compose([A.HorizontalFlip(p=1.0), t], additional_targets={"types": "mask"}, seed=0,
                          save_applied_params=True)
     image, labels = small_data[0]
-    types = _types_of(labels)
+    types = types_of(labels)
     out = pipeline(image=image, mask=labels, types=types)
-    ref = insmix(seen["image"], seen["mask"], small_bank, CFG, seed=_insmix_seed(out), types=types[:, ::-1])
+    flip = (slice(None), slice(None, None, -1))
+    ref = insmix(np.ascontiguousarray(image[flip]), np.ascontiguousarray(labels[flip]), bank, CFG,
+                 seed=_insmix_seed(out), types=np.ascontiguousarray(types[flip]))
     np.testing.assert_array_equal(out["mask"], ref.labels)
     np.testing.assert_array_equal(out["types"], ref.types)
     assert out["types"].dtype == types.dtype
+    assert len(ref.pastes)  # not vacuous: pasted nuclei, each of its template's class
+    for p in ref.pastes:
+        assert set(np.unique(out["types"][out["mask"] == p["label"]])) == {bank.classes[p["template"]]}
+
+
+@typed
+def test_type_map_with_a_float_image(small_data):
+    """Float images take the tensor path; the type map comes out as for the uint8 image."""
+    bank = typed_bank()
+    image, labels = small_data[1]
+    types = types_of(labels, np.int32)
+    t = InsMix(bank, CFG, types_key="types", p=1.0)
+    pipeline = A.Compose([t], additional_targets={"types": "mask"}, seed=3, save_applied_params=True)
+    out = pipeline(image=image.astype(np.float32) / 255, mask=labels, types=types)
+    ref = insmix(image, labels, bank, CFG, seed=_insmix_seed(out), types=types)
+    np.testing.assert_array_equal(out["mask"], ref.labels)
+    np.testing.assert_array_equal(out["types"], ref.types)
+    assert out["types"].dtype == np.int32 and len(ref.pastes)
 
 
 @typed
@@ -239,12 +258,12 @@ def test_type_map_must_be_registered_and_present(small_data, small_bank):
     image, labels = small_data[0]
     t = InsMix(small_bank, CFG, types_key="types", p=1.0)
     with pytest.raises(InputError, match="additional_targets"):
-        A.Compose([t])(image=image, mask=labels, types=_types_of(labels))
+        A.Compose([t])(image=image, mask=labels, types=types_of(labels))
     with pytest.raises(InputError, match="no 'types'"):
         A.Compose([t], additional_targets={"types": "mask"})(image=image, mask=labels)
     with pytest.raises(InputError, match="type map"):
         A.Compose([t], additional_targets={"types": "mask"})(image=image, mask=labels,
-                                                              types=_types_of(labels).astype(np.float32))
+                                                              types=types_of(labels).astype(np.float32))
 
 
 def test_example_script_trains(monkeypatch):

@@ -20,6 +20,7 @@ from insmix_fast.config import InsMixConfig
 from insmix_fast.core import insmix_batch
 from insmix_fast.errors import ConfigError, InputError, InputTypeError
 from insmix_fast.transforms.batch import InsMixBatch
+from typed_data import typed_bank, types_of
 from insmix_fast.transforms.common import TYPED_INSMIX_BATCH
 
 CFG = InsMixConfig(p_paste=1.0, alpha=0.5, patch=8)
@@ -214,14 +215,23 @@ def test_types_need_a_typed_core(batch, small_bank):
 
 
 @typed
-def test_types_follow_the_labels(batch, small_bank):
+@pytest.mark.parametrize("p", [1.0, 0.5])
+def test_types_follow_the_labels(batch, p):
+    """Every sample (p=1) or the sampled ones (p=0.5, the others unchanged) get the functional
+    insmix_batch result's types."""
+    bank = typed_bank()
     images, labels = batch
-    types = np.where(labels > 0, labels % 3 + 1, 0).astype(np.uint8)
-    out_images, out_labels, out_types = InsMixBatch(small_bank, CFG, p=1.0, seed=5)(
-        _nchw(images), torch.from_numpy(labels), types=torch.from_numpy(types))
-    ref = insmix_batch(images, labels, small_bank, CFG, seed=5, indices=np.arange(8), types=types)
-    assert out_types.dtype == torch.uint8
-    np.testing.assert_array_equal(out_types.numpy(), ref.types)
+    types = types_of(labels)
+    op = InsMixBatch(bank, CFG, p=p, seed=5)
+    out_images, out_labels, out_types = op(_nchw(images), torch.from_numpy(labels), types=torch.from_numpy(types),
+                                           indices=np.arange(8))
+    ref = insmix_batch(images, labels, bank, CFG, seed=5, indices=np.arange(8), types=types)
+    sel = op.coins(np.arange(8), 5)
+    assert out_types.dtype == torch.uint8 and sel.any() and (p == 1.0 or not sel.all())
+    np.testing.assert_array_equal(out_types.numpy()[sel], ref.types[sel])
+    np.testing.assert_array_equal(out_labels.numpy()[sel], ref.labels[sel])
+    np.testing.assert_array_equal(out_types.numpy()[~sel], types[~sel])
+    assert any(len(ref[i].pastes) for i in np.flatnonzero(sel))
 
 
 # ---------------------------------------------------------------------- devices
@@ -239,6 +249,27 @@ def test_cuda_tensors_match_cpu(batch, small_bank):
         gpu = InsMixBatch(small_bank, CFG, p=0.7, seed=8)(x.cuda(), torch.from_numpy(labels).long().cuda())
         assert gpu[0].is_cuda and gpu[1].is_cuda and gpu[0].dtype == x.dtype and gpu[1].dtype == torch.int64
         assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
+
+
+@pytest.mark.gpu
+@typed
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU visible to torch")
+def test_cuda_type_maps_match_cpu(batch):
+    """Typed batches on the device: the same images, labels and types as on the CPU (types keep their dtype)."""
+    from insmix_fast.gpu import cuda_available
+
+    ok, reason = cuda_available()
+    if not ok:
+        pytest.skip(reason)
+    bank = typed_bank()
+    images, labels = batch
+    types = torch.from_numpy(types_of(labels, np.int16))
+    for x in (_nchw(images), _nchw(images).float() / 255):
+        cpu = InsMixBatch(bank, CFG, p=0.7, seed=8)(x, torch.from_numpy(labels), types=types)
+        gpu = InsMixBatch(bank, CFG, p=0.7, seed=8)(x.cuda(), torch.from_numpy(labels).cuda(), types=types.cuda())
+        assert gpu[2].is_cuda and gpu[2].dtype == torch.int16
+        for a, b in zip(gpu, cpu):
+            assert torch.equal(a.cpu(), b)
 
 
 def _sim_data():

@@ -16,6 +16,7 @@ from insmix_fast.core import insmix  # noqa: E402
 from insmix_fast.errors import ConfigError, InputError, InputTypeError  # noqa: E402
 from insmix_fast.transforms.common import TYPED_INSMIX  # noqa: E402
 from insmix_fast.transforms.monai import InsMixd  # noqa: E402
+from typed_data import typed_bank, types_of  # noqa: E402
 
 CFG = InsMixConfig(p_paste=1.0, alpha=0.5, patch=8)
 typed = pytest.mark.skipif(not TYPED_INSMIX, reason="needs typed InsMix (issue 14)")
@@ -158,13 +159,19 @@ def test_type_key_needs_a_typed_core(small_bank):
 
 
 @typed
-def test_type_map_follows_the_labels(small_data, small_bank):
+@pytest.mark.parametrize("float_image", [False, True])
+def test_type_map_follows_the_labels(small_data, float_image):
+    bank = typed_bank()
     image, labels = small_data[0]
-    types = np.where(labels > 0, labels % 3 + 1, 0).astype(np.int16)
+    types = types_of(labels, np.int16)
     sample = _meta(image, labels)
+    if float_image:  # LoadImaged's float32 0..255: the tensor path
+        sample["image"] = MetaTensor(sample["image"].as_tensor().float(), meta=dict(sample["image"].meta))
     sample["types"] = MetaTensor(torch.from_numpy(types)[None], meta={"filename_or_obj": "types.png"})
-    t = InsMixd(bank=small_bank, config=CFG, type_key="types", prob=1.0).set_random_state(seed=1)
+    t = InsMixd(bank=bank, config=CFG, type_key="types", prob=1.0, max_value=255.0).set_random_state(seed=1)
     out = t(sample)
-    ref = insmix(image, labels, small_bank, CFG, seed=t.insmix_seed, types=types)
+    ref = insmix(image, labels, bank, CFG, seed=t.insmix_seed, types=types)
+    np.testing.assert_array_equal(np.asarray(out["label"][0]), ref.labels)
     np.testing.assert_array_equal(np.asarray(out["types"][0]), ref.types)
     assert out["types"].dtype == torch.int16 and out["types"].meta["filename_or_obj"] == "types.png"
+    assert len(ref.pastes) and (ref.types[ref.paste_mask] > 0).all()

@@ -27,7 +27,7 @@ def _worker(rank, world, init_file, slide, out_dir, n):
                 gathered = [None] * world
                 dist.all_gather_object(gathered, mine)
                 # one patch read per rank proves the shard is readable in this process
-                img, lab = src[0]
+                img, lab = src[0][:2]  # (image, labels, types): the GeoJSON classifies every nucleus
                 assert img.shape == (128, 128, 3)
                 res[f"{mode}/{epoch}"] = gathered
         if rank == 0:

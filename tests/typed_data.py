@@ -3,8 +3,11 @@ drawn from a skewed distribution (a few common classes, one rare one)."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
+from insmix_fast.bank import InstanceBank
 from insmix_fast.data import SyntheticNuclei
 
 #: Class frequencies of the skewed data set (class 1 common … class 4 rare) and their names.
@@ -59,3 +62,15 @@ class TypedTiles:
     def arrays(self):
         """``(images N×H×W×3, labels N×H×W, types N×H×W)``."""
         return tuple(np.stack([s[j] for s in self.samples]) for j in range(3))
+
+
+@functools.lru_cache(maxsize=4)
+def typed_bank(seed: int = 7, size: int = 96, n: int = 8) -> InstanceBank:
+    """A typed bank (:data:`CLASS_NAMES`, four classes) of :class:`TypedTiles` ``(seed, size, n)``; the
+    defaults give the tiles of the ``small_data`` fixture with skewed classes. Built once per process."""
+    return InstanceBank.from_samples(TypedTiles(seed, size, n), progress=False)
+
+
+def types_of(labels: np.ndarray, dtype=np.uint8) -> np.ndarray:
+    """A type map for any instance map: instance ``i`` gets class ``i % 3 + 1`` (classes of :func:`typed_bank`)."""
+    return np.where(labels > 0, labels % 3 + 1, 0).astype(dtype)

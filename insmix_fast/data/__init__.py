@@ -9,6 +9,8 @@ pixel of an instance) and its data set has ``class_names`` (index = class id,
 * :class:`SyntheticNuclei` — deterministic synthetic H&E tiles (the default).
 * :class:`FolderDataset` / :func:`write_folder` — ``root/images`` + ``root/labels``.
 * :class:`MoNuSegDataset` / :func:`read_monuseg` — MoNuSeg/Kumar XML annotations.
+* :class:`MoNuSACDataset` — MoNuSAC (typed: one Aperio XML layer per class; ``Ambiguous`` areas as ``ignore_mask(k)``).
+* :class:`PumaDataset` — PUMA / QuPath GeoJSON tiles (``*.tif`` + ``*_nuclei.geojson``, typed).
 * :class:`PanNukeDataset` — PanNuke folds (typed, memory-mapped ``.npy``).
 * :class:`HoVerNetDataset` — CoNSeP (typed), Kumar and CPM ``.mat`` layouts.
 * :class:`CoNICDataset`, :class:`LizardDataset` — CoNIC ``.npy`` and Lizard ``.mat`` (typed).
@@ -33,9 +35,11 @@ from .hovernet import HoVerNetDataset, find_hovernet_layout
 from .io import read_image, read_label_map
 from .labels import LabelProblems, check_label_topology, clean_labels, find_label_problems, relabel_sequential
 from .matlabels import CONSEP_CLASSES, CONSEP_MERGED_CLASSES, LIZARD_CLASSES
+from .monusac import MONUSAC_CLASSES, MoNuSACDataset, find_monusac_layout
 from .monuseg import MoNuSegDataset, find_monuseg_layout, read_monuseg
 from .nuinsseg import NuInsSegDataset, find_nuinsseg_layout
 from .pannuke import PANNUKE_CLASSES, PanNukeDataset, find_pannuke_layout
+from .puma import PUMA_CLASSES, PUMA_TRACK1_CLASSES, PumaDataset, find_puma_layout
 from .synthetic import SyntheticNuclei
 
 __all__ = [
@@ -48,7 +52,12 @@ __all__ = [
     "LizardDataset",
     "DSB2018Dataset",
     "NuInsSegDataset",
+    "MoNuSACDataset",
+    "PumaDataset",
     "PANNUKE_CLASSES",
+    "MONUSAC_CLASSES",
+    "PUMA_CLASSES",
+    "PUMA_TRACK1_CLASSES",
     "CONSEP_CLASSES",
     "CONSEP_MERGED_CLASSES",
     "CONIC_CLASSES",
@@ -86,6 +95,12 @@ LAYOUTS = (
     ("DSB 2018", find_dsb_layout, DSB2018Dataset, "DSB 2018: stage1_train/<id>/images/<id>.png + stage1_train/<id>/masks/*.png"),
     ("NuInsSeg", find_nuinsseg_layout, NuInsSegDataset,
      "NuInsSeg: <organ>/tissue images/*.png + <organ>/label masks modify/*.tif (+ vague areas/), or a folder of organs"),
+    ("MoNuSAC", find_monusac_layout, MoNuSACDataset,
+     "MoNuSAC: patient folders of <name>.svs (or .tif) + <name>.xml whose Annotation layers are classes "
+     "(Epithelial, Lymphocyte, Neutrophil, Macrophage; Ambiguous areas), or one such folder"),
+    ("PUMA / GeoJSON tiles", find_puma_layout, PumaDataset,
+     "PUMA / QuPath GeoJSON tiles: <stem>.tif + <stem>_nuclei.geojson (classification.name per polygon), side by "
+     "side or in an image folder and a GeoJSON folder"),
     ("images/labels folder", _is_folder_layout, FolderDataset, "a folder with images/ and labels/ (paired by file stem)"),
     ("MoNuSeg", find_monuseg_layout, MoNuSegDataset,
      "MoNuSeg: 'Tissue Images/' + 'Annotations/*.xml', 'images/' + 'annotations/', or images and .xml files side by side"),
@@ -98,8 +113,8 @@ def open_dataset(spec, **kw):
     * ``"synthetic"`` or ``"synthetic:SEED"`` → :class:`SyntheticNuclei`
       (``seed=SEED``; other keywords such as ``size``, ``length`` pass through).
     * a folder in one of the :data:`LAYOUTS` (PanNuke, CoNIC, Lizard, CoNSeP/Kumar/CPM
-      ``.mat``, DSB 2018, NuInsSeg, ``images/`` + ``labels/``, MoNuSeg), tried in
-      that order; the first that matches opens it.
+      ``.mat``, DSB 2018, NuInsSeg, MoNuSAC, PUMA / GeoJSON tiles, ``images/`` + ``labels/``,
+      MoNuSeg), tried in that order; the first that matches opens it.
 
     Which layout was found is logged (``logging.getLogger("insmix_fast")``, INFO).
     Keywords ``**kw`` go to the data set's constructor (e.g. ``folds=``,

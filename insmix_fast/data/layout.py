@@ -16,7 +16,8 @@ import numpy as np
 
 from ..errors import ReaderError
 
-__all__ = ["child_dir", "index_files", "pair_by_stem", "list_names", "as_path", "subdirs", "open_npy", "select_parts"]
+__all__ = ["child_dir", "index_files", "pair_by_stem", "list_names", "as_path", "subdirs", "visible_files", "open_npy",
+           "select_parts"]
 
 
 def as_path(root) -> Path:
@@ -28,6 +29,14 @@ def subdirs(root: Path) -> list[Path]:
     """The visible sub-folders of ``root``, sorted by name (``[]`` when it is not a folder)."""
     try:
         return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def visible_files(folder: Path) -> list[Path]:
+    """The visible files of ``folder``, sorted by name (``[]`` when it cannot be listed)."""
+    try:
+        return sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
     except OSError:
         return []
 

@@ -31,6 +31,16 @@ Rasterisation rules (:func:`read_aperio_xml`, used by :func:`read_monuseg`):
   ``warnings.warn`` giving their count (``degenerate="skip"``). A valid region
   entirely outside the image is simply empty and dropped.
 * An XML file without regions gives an all-zero map.
+
+**Classes** (:func:`read_aperio_xml_typed`, MoNuSAC): every ``Annotation`` is one class,
+named by its ``Attributes/Attribute Name`` (e.g. ``Epithelial``); its regions are
+nuclei of that class, with the rules above (ids 1..K in document order over all
+layers, first claim wins). Layers named in ``ignore_classes`` (MoNuSAC's
+``Ambiguous``) are no nuclei: their regions form the ignore mask. Regions of a
+layer whose name is not a class — an unknown name, or MoNuSeg's unnamed
+``Description`` layer — raise :class:`~insmix_fast.errors.LabelMapError` naming the
+file, the ``Annotation`` Id, the name and the classes known (``unknown="raise"``),
+or are left out with one warning (``unknown="skip"``).
 """
 
 from __future__ import annotations
@@ -40,18 +50,20 @@ import os
 import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
-from ..errors import InputError, ReaderError
+from ..errors import InputError, LabelMapError, ReaderError
 from ..validation import check_choice
 from .base import IndexedDataset
 from .io import read_image
 from .labels import clean_labels, relabel_sequential
 from .polygons import OK, clip_polygon, describe_problem, ring_problem
 
-__all__ = ["read_monuseg", "read_aperio_xml", "MoNuSegDataset"]
+__all__ = ["read_monuseg", "read_aperio_xml", "read_aperio_xml_typed", "aperio_layer_names", "TypedXML",
+           "MoNuSegDataset"]
 
 _SHIFT = 4  # fillPoly fixed-point bits: vertices kept to 1/16 px
 _IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
@@ -79,16 +91,47 @@ def _raster(pts: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, int, i
     return mask.view(bool), r0, c0
 
 
-def _parse_regions(xml_path: Path) -> list[tuple[str, bool, np.ndarray | None, str]]:
-    """Regions as (id, negative, vertices N×2 (x, y) or None, reason if degenerate)."""
+class _Region(NamedTuple):
+    rid: str  # the region's Id (or "#k")
+    negative: bool  # NegativeROI="1"
+    pts: np.ndarray | None  # N×2 (x, y), None when degenerate
+    bad: str | None  # why it is degenerate
+    layer: str  # Id of the enclosing Annotation ("" outside any)
+    names: tuple[str, ...]  # candidate class names of that Annotation (Attribute Names, then its Name)
+
+
+def _layer_names(ann) -> tuple[str, ...]:
+    """Names an ``Annotation`` element gives itself: its ``Attributes/Attribute`` Names, then its own Name."""
+    names = [a.get("Name") for a in ann.findall("Attributes/Attribute")] + [ann.get("Name")]
+    return tuple(n.strip() for n in names if n and n.strip())
+
+
+def _walk(elem, layer: str, names: tuple[str, ...]):
+    """``(region, layer Id, layer names)`` of every ``Region`` under ``elem``, in document order."""
+    for child in elem:
+        if child.tag == "Annotation":
+            yield from _walk(child, child.get("Id") or "?", _layer_names(child))
+        elif child.tag == "Region":
+            yield child, layer, names
+        else:
+            yield from _walk(child, layer, names)
+
+
+def _parse_xml(xml_path: Path):
     try:
-        tree = ET.parse(str(xml_path))
+        return ET.parse(str(xml_path)).getroot()
     except ET.ParseError as exc:
         raise ReaderError(f"{xml_path}: XML does not parse: {exc}") from exc
     except OSError as exc:
         raise ReaderError(f"{xml_path}: cannot read annotation file ({exc})") from exc
+
+
+def _parse_regions(xml_path: Path) -> list[_Region]:
+    """Every region of the file in document order (see :class:`_Region`)."""
+    root = _parse_xml(xml_path)
     regions = []
-    for k, region in enumerate(tree.getroot().iter("Region")):
+    items = [(root, "", ())] if root.tag == "Region" else _walk(root, "", ())
+    for k, (region, layer, names) in enumerate(items):
         rid = region.get("Id") or f"#{k + 1}"
         negative = (region.get("NegativeROI") or "0").strip() == "1"
         coords = []
@@ -106,12 +149,75 @@ def _parse_regions(xml_path: Path) -> list[tuple[str, bool, np.ndarray | None, s
             code = ring_problem(pts)  # the one rule of every reader (insmix_fast.data.polygons)
             if code != OK:
                 bad, pts = describe_problem(code, pts), None
-        regions.append((rid, negative, pts, bad))
+        regions.append(_Region(rid, negative, pts, bad, layer, names))
     return regions
+
+
+def aperio_layer_names(xml_path) -> list[tuple[str, tuple[str, ...], int]]:
+    """``(Annotation Id, its names, number of regions)`` of every annotation layer of an Aperio
+    XML file that holds regions, in document order (what :func:`read_aperio_xml_typed` sees)."""
+    xml_path = Path(os.fspath(xml_path))
+    out: dict[str, list] = {}
+    for _, layer, names in _walk(_parse_xml(xml_path), "", ()):
+        out.setdefault(layer, [layer, names, 0])[2] += 1
+    return [tuple(v) for v in out.values()]
 
 
 def _check_degenerate(degenerate: str) -> None:
     check_choice("degenerate", degenerate, ("raise", "skip"), error=InputError)
+
+
+def _check_shape(shape) -> tuple[int, int]:
+    try:
+        H, W = (int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise InputError(f"shape must be (H, W), got {shape!r}") from None
+    if H <= 0 or W <= 0:
+        raise InputError(f"shape must be positive, got {shape!r}")
+    return H, W
+
+
+def _degenerate(xml_path: Path, regions: list[_Region], degenerate: str) -> None:
+    """Raise for (``"raise"``) or warn once about (``"skip"``) the degenerate regions."""
+    bad = [(r.rid, r.bad) for r in regions if r.bad is not None]
+    if bad:
+        if degenerate == "raise":
+            rid, why = bad[0]
+            more = f" (and {len(bad) - 1} more degenerate region(s))" if len(bad) > 1 else ""
+            raise ReaderError(f"{xml_path}: region Id={rid} is degenerate: {why}{more}; pass degenerate='skip' to skip such regions")
+        ids = ", ".join(r for r, _ in bad[:10])
+        warnings.warn(f"{xml_path}: skipped {len(bad)} degenerate region(s) (Id {ids})", stacklevel=4)
+
+
+def _rasterise_regions(regions: list[_Region], shape: tuple[int, int]) -> np.ndarray:
+    """The instance map of the valid regions (the module docstring's rules) *before* the final
+    renumbering: region ``j`` of the valid, non-negative ones has id ``j + 1`` (or is gone)."""
+    H, W = shape
+    labels = np.zeros((H, W), np.int32)
+    negatives = []
+    next_id = 1
+    for r in regions:
+        if r.bad is not None:
+            continue
+        if r.negative:
+            negatives.append(r.pts)
+            continue
+        drawn = _raster(r.pts, (H, W))
+        if drawn is not None:
+            m, r0, c0 = drawn
+            win = labels[r0 : r0 + m.shape[0], c0 : c0 + m.shape[1]]
+            win[m & (win == 0)] = next_id  # first region claims the pixel
+        next_id += 1
+    if next_id > 1:
+        labels = clean_labels(labels, split="largest", fill_holes=True)
+    if negatives and labels.any():
+        for pts in negatives:
+            drawn = _raster(pts, (H, W))
+            if drawn is not None:
+                m, r0, c0 = drawn
+                labels[r0 : r0 + m.shape[0], c0 : c0 + m.shape[1]][m] = 0
+        labels = clean_labels(labels, split="largest", fill_holes=False)
+    return labels
 
 
 def read_aperio_xml(xml_path, shape: tuple[int, int], degenerate: str = "raise") -> np.ndarray:
@@ -129,47 +235,99 @@ def read_aperio_xml(xml_path, shape: tuple[int, int], degenerate: str = "raise")
     """
     _check_degenerate(degenerate)
     xml_path = Path(os.fspath(xml_path))
-    try:
-        H, W = (int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise InputError(f"shape must be (H, W), got {shape!r}") from None
-    if H <= 0 or W <= 0:
-        raise InputError(f"shape must be positive, got {shape!r}")
+    shape = _check_shape(shape)
     regions = _parse_regions(xml_path)
-    bad = [(rid, why) for rid, _, _, why in regions if why is not None]
-    if bad:
-        if degenerate == "raise":
-            rid, why = bad[0]
-            more = f" (and {len(bad) - 1} more degenerate region(s))" if len(bad) > 1 else ""
-            raise ReaderError(f"{xml_path}: region Id={rid} is degenerate: {why}{more}; pass degenerate='skip' to skip such regions")
-        ids = ", ".join(r for r, _ in bad[:10])
-        warnings.warn(f"{xml_path}: skipped {len(bad)} degenerate region(s) (Id {ids})", stacklevel=3)
+    _degenerate(xml_path, regions, degenerate)
+    return relabel_sequential(_rasterise_regions(regions, shape))[0]
 
-    labels = np.zeros((H, W), np.int32)
-    negatives = []
-    next_id = 1
-    for rid, negative, pts, why in regions:
-        if why is not None:
+
+class TypedXML(NamedTuple):
+    """What :func:`read_aperio_xml_typed` returns."""
+
+    labels: np.ndarray  #: H×W int32 instance map, ids 1..K in document order
+    types: np.ndarray  #: H×W int32 class map (0 on background)
+    ignore: np.ndarray  #: H×W bool, the regions of the ``ignore_classes`` layers
+
+
+def _class_of(names: tuple[str, ...], index: dict[str, int]) -> int:
+    """The class id of a layer: its first name found in ``index`` (exact, then case-insensitive), or 0."""
+    for n in names:
+        if n in index:
+            return index[n]
+    for n in names:
+        if n.lower() in index:
+            return index[n.lower()]
+    return 0
+
+
+def read_aperio_xml_typed(xml_path, shape: tuple[int, int], class_names: tuple[str, ...], *,
+                          degenerate: str = "raise", unknown: str = "raise",
+                          ignore_classes: tuple[str, ...] = ("Ambiguous",), name: str | None = None) -> TypedXML:
+    """Rasterise an Aperio XML file whose annotation layers are classes (MoNuSAC).
+
+    Args:
+        xml_path: the ``.xml`` file.
+        shape: ``(H, W)`` of the image.
+        class_names: ``class_names[c]`` is the layer name of class ``c`` (``[0] == "background"``).
+        degenerate: ``"raise"`` or ``"skip"`` degenerate regions (see the module docstring).
+        unknown: regions of a layer whose name is not in ``class_names`` (nor ``ignore_classes``):
+            ``"raise"`` a :class:`~insmix_fast.errors.LabelMapError` or ``"skip"`` them (one warning).
+        ignore_classes: layer names whose regions form the ignore mask instead of nuclei.
+        name: the sample in messages (default: the file).
+
+    Returns:
+        :class:`TypedXML` ``(labels, types, ignore)``.
+    """
+    _check_degenerate(degenerate)
+    check_choice("unknown", unknown, ("raise", "skip"), error=InputError)
+    xml_path = Path(os.fspath(xml_path))
+    shape = _check_shape(shape)
+    where = name or str(xml_path)
+    index = {n: c for c, n in enumerate(class_names) if c}
+    index.update({n.lower(): c for c, n in enumerate(class_names) if c and n.lower() not in index})
+    ignored = {n.lower() for n in ignore_classes}
+    regions = _parse_regions(xml_path)
+    nuclei, ambiguous, unknown_layers = [], [], {}
+    for r in regions:
+        if any(n.lower() in ignored for n in r.names) and not _class_of(r.names, index):
+            ambiguous.append(r)
             continue
-        if negative:
-            negatives.append(pts)
+        if r.negative:
+            nuclei.append((r, 0))
             continue
-        r = _raster(pts, (H, W))
-        if r is not None:
-            m, r0, c0 = r
-            win = labels[r0 : r0 + m.shape[0], c0 : c0 + m.shape[1]]
-            win[m & (win == 0)] = next_id  # first region claims the pixel
-        next_id += 1
-    if next_id > 1:
-        labels = clean_labels(labels, split="largest", fill_holes=True)
-    if negatives and labels.any():
-        for pts in negatives:
-            r = _raster(pts, (H, W))
-            if r is not None:
-                m, r0, c0 = r
-                labels[r0 : r0 + m.shape[0], c0 : c0 + m.shape[1]][m] = 0
-        labels = clean_labels(labels, split="largest", fill_holes=False)
-    return relabel_sequential(labels)[0]
+        c = _class_of(r.names, index)
+        if c == 0:
+            unknown_layers.setdefault(r.layer, [r.names, []])[1].append(r.rid)
+            continue
+        nuclei.append((r, c))
+    if unknown_layers:
+        parts = [f"Annotation Id={layer} named {' / '.join(map(repr, names)) or '(no name)'} "
+                 f"({len(rids)} region(s), Id {', '.join(rids[:5])}{' ...' if len(rids) > 5 else ''})"
+                 for layer, (names, rids) in unknown_layers.items()]
+        known = ", ".join(class_names[1:])
+        if unknown == "raise":
+            raise LabelMapError(f"{where}: regions of an annotation layer that is no class: {'; '.join(parts)}. "
+                                f"Known classes: {known}" + (f" (ignored: {', '.join(ignore_classes)})"
+                                                             if ignore_classes else "")
+                                + "; pass unknown='skip' to leave such regions out, or class_names= to add the class")
+        warnings.warn(f"{where}: left out the regions of {len(parts)} annotation layer(s) that are no class: "
+                      f"{'; '.join(parts)}", stacklevel=2)
+    _degenerate(xml_path, [r for r, _ in nuclei] + ambiguous, degenerate)
+    valid = [(r, c) for r, c in nuclei if r.bad is None]
+    raw = _rasterise_regions([r for r, _ in valid], shape)
+    # raw id j + 1 is the j-th valid region that is not a NegativeROI (_rasterise_regions numbers them so)
+    cls_of_id = np.array([0] + [c for r, c in valid if not r.negative], np.int32)
+    labels, old_ids = relabel_sequential(raw)
+    lut = np.zeros(old_ids.size + 1, np.int32)
+    lut[1:] = cls_of_id[old_ids]
+    ignore = np.zeros(shape, bool)
+    for r in ambiguous:
+        if r.bad is None and not r.negative:
+            drawn = _raster(r.pts, shape)
+            if drawn is not None:
+                m, r0, c0 = drawn
+                ignore[r0 : r0 + m.shape[0], c0 : c0 + m.shape[1]] |= m
+    return TypedXML(labels, lut[labels], ignore)
 
 
 def read_monuseg(image_path, xml_path, degenerate: str = "raise") -> tuple[np.ndarray, np.ndarray]:

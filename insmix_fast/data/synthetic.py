@@ -22,6 +22,17 @@ order, in any process. The model, in short:
   around nuclei; hematoxylin nuclei of varied darkness with chromatin texture
   and a darker membrane rim; a Gaussian blur (``blur``) and sensor noise.
 
+* **Classes** (``n_classes > 0``: typed tiles ``(image, labels, types)``). Every
+  candidate nucleus draws a class from ``class_mix`` on its own keyed stream
+  ``(seed, i, 3)``, so the geometry and texture streams are drawn exactly as for an
+  untyped tile. Classes cycle through four archetypes that change the nucleus'
+  size, elongation, outline and darkness (:data:`ARCHETYPES`): lymphocyte-like
+  (small, round, dark), tumour-like (large, pale, vesicular), spindle-like
+  (elongated, medium) and irregular (lobed outline); classes 5, 6, … repeat them
+  a little darker each cycle. A type head can learn them from the pixels. With
+  ``n_classes = 0`` (the default) nothing of this runs and tiles are bit-identical
+  to those of earlier versions.
+
 Rendering a 256×256 tile takes ~10 ms on one core (1000×1000: ~0.2 s).
 """
 
@@ -33,12 +44,13 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, ReaderError
 from ..validation import check_int, check_labels, check_number, check_pair, check_seed
 from .base import IndexedDataset, resolve_index
 from .labels import clean_labels, relabel_raster_order
+from .typed import check_class_names
 
-__all__ = ["SyntheticNuclei", "StainInfo", "HE_REFERENCE"]
+__all__ = ["SyntheticNuclei", "StainInfo", "HE_REFERENCE", "ARCHETYPES"]
 
 #: Reference H&E optical-density stain vectors (rows: hematoxylin, eosin; RGB).
 HE_REFERENCE = np.array([[0.5626, 0.7201, 0.4062], [0.2159, 0.8012, 0.5581]], dtype=np.float64)
@@ -46,6 +58,26 @@ HE_REFERENCE = np.array([[0.5626, 0.7201, 0.4062], [0.2159, 0.8012, 0.5581]], dt
 _STREAM_GEOMETRY = 0
 _STREAM_STAIN = 1
 _STREAM_TEXTURE = 2
+_STREAM_CLASS = 3
+
+
+class _Archetype(NamedTuple):
+    """How a class changes a candidate nucleus (applied to the draws of the geometry stream)."""
+
+    name: str
+    size: tuple[float, float]  # the radius quantile u ∈ [0, 1) is mapped to size[0] + (size[1] - size[0])·u
+    elong: tuple[float, float]  # elongation = elong[0] + (elong[1] − elong[0])·(quantile of the drawn elongation)
+    harm: float  # outline perturbation multiplier
+    dark: float  # added to the hematoxylin darkness of the nucleus
+
+
+#: The class archetypes of typed synthetic tiles, in class order (class c uses ``ARCHETYPES[(c-1) % 4]``).
+ARCHETYPES = (
+    _Archetype("lymphocyte-like", (0.0, 0.22), (1.0, 1.15), 0.6, 0.35),
+    _Archetype("tumour-like", (0.5, 1.0), (1.0, 1.5), 1.0, -0.25),
+    _Archetype("spindle-like", (0.2, 0.5), (2.4, 3.4), 0.6, 0.1),
+    _Archetype("irregular", (0.3, 0.7), (1.1, 1.6), 3.0, 0.0),
+)
 
 
 @dataclass(frozen=True)
@@ -134,6 +166,12 @@ class SyntheticNuclei(IndexedDataset):
             vectors); default :data:`HE_REFERENCE`. A different matrix gives
             tiles "of another stain".
         min_area: nuclei smaller than this (after overlaps and border cuts) are dropped.
+        n_classes: 0 (default): untyped tiles ``(image, labels)``; ``C ≥ 1``: typed tiles
+            ``(image, labels, types)`` with classes 1..C of class-dependent size, shape and
+            darkness (see the module docstring).
+        class_mix: C relative class frequencies (default: equal); a class's share of the
+            *candidate* nuclei — larger classes are placed a little less often in crowded tiles.
+        class_names: C + 1 names, ``"background"`` first (default: the archetype names).
 
     Raises:
         InputError / InputTypeError: an argument is out of range or of the wrong type.
@@ -143,6 +181,12 @@ class SyntheticNuclei(IndexedDataset):
     >>> image.shape, image.dtype, labels.dtype, len(ds[1:3])
     ((64, 64, 3), dtype('uint8'), dtype('int32'), 2)
     >>> bool((ds.generate(3)[1] == labels).all())  # a pure function of (seed, index)
+    True
+    >>> typed = SyntheticNuclei(seed=0, size=64, length=4, n_classes=3, class_mix=(0.6, 0.3, 0.1))
+    >>> image, labels, types = typed[0]
+    >>> typed.class_names
+    ('background', 'lymphocyte-like', 'tumour-like', 'spindle-like')
+    >>> bool(((types > 0) == (labels > 0)).all()) and int(types.max()) <= 3
     True
     """
 
@@ -162,6 +206,9 @@ class SyntheticNuclei(IndexedDataset):
         noise: float = 3.0,
         stain: np.ndarray | None = None,
         min_area: int = 12,
+        n_classes: int = 0,
+        class_mix=None,
+        class_names=None,
     ) -> None:
         self.seed = check_seed(seed)
         hw = (size, size) if isinstance(size, (int, np.integer)) else size  # check_int rejects bools
@@ -188,17 +235,52 @@ class SyntheticNuclei(IndexedDataset):
             if base.shape != (2, 3) or not np.all(np.isfinite(base)) or np.any(base < 0) or np.any(base.sum(1) <= 0):
                 raise InputError(f"stain must be a 2×3 non-negative optical-density matrix (rows H, E), got {stain!r}")
         self.base_stain = base / np.linalg.norm(base, axis=1, keepdims=True)
+        self.n_classes = check_int("n_classes", n_classes, 0, 255, error=InputError)
+        self.class_mix, self.class_names = self._classes(class_mix, class_names)
+
+    def _classes(self, class_mix, class_names) -> tuple[tuple[float, ...] | None, tuple[str, ...] | None]:
+        """Checked ``(class_mix normalised, class_names)``; ``(None, None)`` for untyped tiles."""
+        c = self.n_classes
+        if c == 0:
+            if class_mix is not None or class_names is not None:
+                raise InputError("class_mix / class_names need n_classes ≥ 1 (typed tiles)")
+            return None, None
+        if class_mix is None:
+            mix = np.full(c, 1.0 / c)
+        else:
+            try:
+                mix = np.asarray(class_mix, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                raise InputError(f"class_mix must be {c} non-negative numbers, got {class_mix!r}") from None
+            if mix.size != c or not np.all(np.isfinite(mix)) or (mix < 0).any() or mix.sum() <= 0:
+                raise InputError(f"class_mix must be {c} non-negative numbers (one per class) with a positive sum, "
+                                 f"got {class_mix!r}")
+            mix = mix / mix.sum()
+        if class_names is None:
+            names = ("background",) + tuple(
+                ARCHETYPES[k % 4].name + ("" if k < 4 else f" {k // 4 + 1}") for k in range(c))
+        else:
+            try:
+                names = check_class_names(class_names)
+            except ReaderError as e:
+                raise InputError(str(e)) from None
+            if len(names) != c + 1:
+                raise InputError(f"class_names must have n_classes + 1 = {c + 1} entries ('background' first), "
+                                 f"got {len(names)}")
+        return tuple(float(v) for v in mix), names
 
     # ------------------------------------------------------------------ Sequence
     def __len__(self) -> int:
         return self.length
 
-    def read(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, k: int):
         """Tile ``k`` (``0 ≤ k < len``); the same as :meth:`generate`."""
         return self.generate(k)
 
     def __repr__(self) -> str:
-        return f"SyntheticNuclei(seed={self.seed}, size={self.size}, length={self.length}, density={self.density})"
+        typed = f", n_classes={self.n_classes}" if self.n_classes else ""
+        return (f"SyntheticNuclei(seed={self.seed}, size={self.size}, length={self.length}, density={self.density}"
+                f"{typed})")
 
     def _rng(self, i: int, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, i, stream])
@@ -217,42 +299,90 @@ class SyntheticNuclei(IndexedDataset):
         i0 = float(np.clip(rng.normal(244.0, 4.0), 225.0, 255.0))
         return StainInfo(m, (s_h, s_e), i0)
 
-    def as_arrays(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The first ``n`` tiles (default all) stacked: (N×H×W×3 uint8, N×H×W int32)."""
+    def as_arrays(self, n: int | None = None) -> tuple[np.ndarray, ...]:
+        """The first ``n`` tiles (default all) stacked: (N×H×W×3 uint8, N×H×W int32), and
+        N×H×W int32 types for typed tiles."""
         n = self.length if n is None else check_int("n", n, 0, self.length, error=InputError)
         H, W = self.size
         images = np.empty((n, H, W, 3), np.uint8)
         labels = np.empty((n, H, W), np.int32)
+        types = np.empty((n, H, W), np.int32) if self.n_classes else None
         for k in range(n):
-            images[k], labels[k] = self.generate(k)
-        return images, labels
+            sample = self.generate(k)
+            images[k], labels[k] = sample[0], sample[1]
+            if types is not None:
+                types[k] = sample[2]
+        return (images, labels) if types is None else (images, labels, types)
 
-    def generate(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Render tile ``i`` (0 ≤ i; not bounded by ``length``): ``(image, labels)``.
+    def generate(self, i: int):
+        """Render tile ``i`` (0 ≤ i; not bounded by ``length``): ``(image, labels)``, or
+        ``(image, labels, types)`` for typed tiles.
 
-        The same as ``render(i, geometry(i))``.
+        The same as ``render(i, geometry(i))`` (typed: ``labels, types = geometry(i, types=True)``
+        and ``render(i, labels, types)``).
         """
+        if self.n_classes:
+            labels, types = self.geometry(i, types=True)
+            return self.render(i, labels, types), labels, types
         labels = self.geometry(i)
         return self.render(i, labels), labels
 
     # ------------------------------------------------------------------ geometry
-    def geometry(self, i: int) -> np.ndarray:
-        """The H×W int32 instance map of tile ``i`` (0 ≤ i; not bounded by ``length``), ids 1..K.
+    def geometry(self, i: int, types: bool = False):
+        """The H×W int32 instance map of tile ``i`` (0 ≤ i; not bounded by ``length``), ids 1..K;
+        with ``types=True`` (typed tiles only) ``(labels, types)``.
 
         Draws, in this order, from the tile's geometry stream: the density blobs
         (:meth:`_density_map`), the candidate centres (:meth:`_candidates`), the shape
-        of every candidate (:meth:`_shapes`); then places the nuclei (:meth:`_place`).
+        of every candidate (:meth:`_shapes`); typed tiles draw every candidate's class from
+        their class stream and adapt its shape (:meth:`_typed_shapes`); then the nuclei are
+        placed (:meth:`_place`).
         """
         i = check_int("tile index", i, 0, error=InputError)
+        if types and not self.n_classes:
+            raise InputError("geometry(types=True) needs typed tiles (n_classes ≥ 1)")
         rng = self._rng(i, _STREAM_GEOMETRY)
         dens = self._density_map(rng)
         n_target, cy, cx = self._candidates(rng, dens)
-        canvas, pad = self._place(self._shapes(rng, cy.size), cy, cx, n_target)
+        shapes = self._shapes(rng, cy.size)
+        cls = None
+        if self.n_classes:
+            cls = self._rng(i, _STREAM_CLASS).choice(self.n_classes, size=cy.size, p=self.class_mix) + 1
+            shapes = self._typed_shapes(shapes, cls)
+        canvas, pad, placed = self._place(shapes, cy, cx, n_target)
         H, W = self.size
-        labels = clean_labels(canvas[pad:pad + H, pad:pad + W], min_size=self.min_area, fill_holes=True,
-                              split="largest")
+        cleaned = clean_labels(canvas[pad:pad + H, pad:pad + W], min_size=self.min_area, fill_holes=True,
+                               split="largest")
         # ids 1..K in raster order of each nucleus's first pixel: independent of the placement order
-        return relabel_raster_order(labels)
+        labels = relabel_raster_order(cleaned)
+        if not types:
+            return labels
+        # placement id p (cleaning keeps ids) is candidate placed[p - 1]; one pixel per final id gives its class
+        cls_of_placed = np.zeros(len(placed) + 1, np.int32)
+        cls_of_placed[1:] = cls[np.asarray(placed, np.int64)] if placed else []
+        lut = np.zeros(int(labels.max()) + 1, np.int32)
+        fg = labels > 0
+        lut[labels[fg]] = cls_of_placed[cleaned[fg]]
+        return labels, lut[labels]
+
+    def _typed_shapes(self, sh: "_Shapes", cls: np.ndarray) -> "_Shapes":
+        """The shapes of typed candidates: the same draws, mapped through each class's archetype."""
+        rmin, rmax = self.radius_range
+        emin, emax = self.elongation
+        arch = [ARCHETYPES[(c - 1) % 4] for c in range(1, self.n_classes + 1)]
+        lo = np.array([a.size[0] for a in arch])[cls - 1]
+        hi = np.array([a.size[1] for a in arch])[cls - 1]
+        u = ((sh.radii - rmin) / max(rmax - rmin, 1e-9)) ** (1 / 1.6)  # back to the uniform draw
+        radii = np.maximum(rmin + (rmax - rmin) * (lo + (hi - lo) * u), 2.0)
+        t = (sh.elong - emin) / (emax - emin) if emax > emin else np.zeros_like(sh.elong)
+        e_lo = np.array([a.elong[0] for a in arch])[cls - 1]
+        e_hi = np.array([a.elong[1] for a in arch])[cls - 1]
+        harm = sh.harm * np.array([a.harm for a in arch])[cls - 1][:, None]
+        return sh._replace(radii=radii, elong=e_lo + (e_hi - e_lo) * t, harm=harm)
+
+    def _class_darkness(self) -> np.ndarray:
+        """Darkness offset per class id (index 0 unused): the archetype's, + 0.08 per cycle of four."""
+        return np.array([0.0] + [ARCHETYPES[k % 4].dark + 0.08 * (k // 4) for k in range(self.n_classes)], np.float32)
 
     _GRID = 32  # cells per side of the coarse density grid
 
@@ -305,8 +435,10 @@ class SyntheticNuclei(IndexedDataset):
         pick = rng.uniform(size=n)
         return _Shapes(radii, elong, theta, touch, harm, phase, jitter, tdir, tgap, pick)
 
-    def _place(self, sh: _Shapes, cy_all: np.ndarray, cx_all: np.ndarray, n_target: int) -> tuple[np.ndarray, int]:
-        """Place up to ``n_target`` nuclei on a padded canvas: ``(canvas, padding)``.
+    def _place(self, sh: _Shapes, cy_all: np.ndarray, cx_all: np.ndarray,
+               n_target: int) -> tuple[np.ndarray, int, list[int]]:
+        """Place up to ``n_target`` nuclei on a padded canvas: ``(canvas, padding, placed)``;
+        ``placed[p - 1]`` is the candidate that got id ``p``.
 
         Candidate ``k`` is centred on its candidate centre, or — when it is a touching
         one and a nucleus exists — against a placed nucleus. It is kept when it lies on
@@ -315,9 +447,12 @@ class SyntheticNuclei(IndexedDataset):
         """
         H, W = self.size
         P = int(np.ceil(self.radius_range[1] * np.sqrt(self.elongation[1]) * 1.3)) + 2  # canvas padding
+        if self.n_classes and sh.radii.size:  # class archetypes may exceed radius_range/elongation
+            P = max(P, int(np.ceil(np.max(sh.radii * np.sqrt(sh.elong)) * 1.3)) + 2)
         canvas = np.zeros((H + 2 * P, W + 2 * P), np.int32)
         kernel = np.ones((3, 3), np.uint8)
         centres: list[tuple[float, float, float]] = []  # (y, x, r) of placed nuclei (canvas coords)
+        placed: list[int] = []
         for k in range(cy_all.size):
             if len(centres) >= n_target:
                 break
@@ -350,7 +485,8 @@ class SyntheticNuclei(IndexedDataset):
                     continue
                 win[m] = len(centres) + 1
             centres.append((cy, cx, r))
-        return canvas, P
+            placed.append(k)
+        return canvas, P, placed
 
     # ------------------------------------------------------------------ appearance
     @staticmethod
@@ -361,11 +497,20 @@ class SyntheticNuclei(IndexedDataset):
         grid = rng.standard_normal((gh, gw), dtype=np.float32)
         return cv2.resize(grid, (W, H), interpolation=cv2.INTER_CUBIC)
 
-    def render(self, i: int, labels: np.ndarray) -> np.ndarray:
+    def render(self, i: int, labels: np.ndarray, types: np.ndarray | None = None) -> np.ndarray:
         """The H×W×3 uint8 image of tile ``i`` drawn around the instance map ``labels``
-        (normally :meth:`geometry` ``(i)``; a map with some nuclei removed works too)."""
+        (normally :meth:`geometry` ``(i)``; a map with some nuclei removed works too).
+        ``types`` (typed tiles): each nucleus is drawn with its class's darkness."""
         i = check_int("tile index", i, 0, error=InputError)
         labels = check_labels(labels, self.size)
+        if types is not None:
+            if not self.n_classes:
+                raise InputError("render(types=...) needs typed tiles (n_classes ≥ 1)")
+            types = np.asarray(types)
+            if types.shape != labels.shape or not np.issubdtype(types.dtype, np.integer):
+                raise InputError(f"types must be an integer map of shape {labels.shape}, got {types.dtype} {types.shape}")
+            if types.size and (types.min() < 0 or types.max() > self.n_classes):
+                raise InputError(f"types must hold class ids 0..{self.n_classes}")
         rng = self._rng(i, _STREAM_TEXTURE)
         H, W = labels.shape
         stain = self.stain_of(i)
@@ -405,6 +550,11 @@ class SyntheticNuclei(IndexedDataset):
             small = np.clip((rmax - r_eq) / max(rmax - rmin, 1e-6), 0.0, 1.0)
             dark = rng.uniform(0.5, 1.0, size=n) + 0.4 * small
             dark = np.concatenate([[0.0], dark]).astype(np.float32)
+            if types is not None:  # class darkness: one pixel of each id gives its class
+                cls = np.zeros(n + 1, np.int64)
+                cls[labels[fg]] = types[fg]
+                dark = np.maximum(dark + self._class_darkness()[cls], np.float32(0.15))
+                dark[0] = 0.0
             chrom = cv2.GaussianBlur(fine[::-1].copy(), (0, 0), 0.9)
             chrom *= np.float32(1.0 / (chrom.std() + 1e-6))
             tex = 1.0 + np.float32(rng.uniform(0.15, 0.3)) * chrom

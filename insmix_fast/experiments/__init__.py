@@ -1,7 +1,7 @@
 """Segmentation experiment harness comparing augmentation policies.
 
 * :mod:`.model` — ResUNet-34 (ResNet-34 encoder written here, U-Net decoder),
-  3 classes (background / interior / boundary).
+  3 classes (background / interior / boundary), plus a type head on typed data.
 * :mod:`.train` — targets, post-processing to instance maps, the training loop
   (the paper's recipe scaled by :class:`SegmenterTrainConfig`), per-image evaluation.
 * :mod:`.policies` — augmentation arms (``none``, the mix baselines, InsMix ablations).
@@ -23,6 +23,8 @@ __all__ = [
     "train_model",
     "evaluate_model",
     "predict",
+    "predict_typed",
+    "evaluate_typed",
     "postprocess",
     "make_targets",
     "make_policy",
@@ -41,6 +43,8 @@ _WHERE = {
     "train_model": ".train",
     "evaluate_model": ".train",
     "predict": ".train",
+    "predict_typed": ".train",
+    "evaluate_typed": ".train",
     "postprocess": ".train",
     "make_targets": ".train",
     "make_policy": ".policies",

@@ -4,6 +4,7 @@ Usage::
 
     insmix-fast experiment --config smoke --out runs/smoke
     insmix-fast experiment --config kumar --out runs/kumar --resume
+    insmix-fast experiment --config pannuke --data /data/PanNuke --out runs/pannuke
     insmix-fast experiment --config my.toml --out OUT --arms none,cutmix,insmix-full --seeds 0,1,2
 
 ``register(subparsers)`` adds the sub-command to the ``insmix-fast`` CLI
@@ -24,8 +25,9 @@ __all__ = ["register", "add_arguments", "run_from_args", "main"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--config", required=True, metavar="FILE|smoke|kumar|kumar-synthetic|synthetic-cpu",
-                   help="experiment config: a TOML file or a built-in name (smoke, kumar, kumar-synthetic, synthetic-cpu)")
+    p.add_argument("--config", required=True, metavar="FILE|NAME",
+                   help="experiment config: a TOML file or a built-in name (smoke, smoke-typed, kumar, "
+                        "kumar-synthetic, synthetic-cpu, pannuke)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (runs/, results.csv/.md/.png)")
     p.add_argument("--resume", action="store_true", help="skip arm×seed runs already finished in DIR")
     p.add_argument("--arms", metavar="A,B,...", help="override the config's arms (comma-separated)")

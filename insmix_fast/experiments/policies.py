@@ -22,6 +22,14 @@ over N×H×W×3 / N×H×W crops (see :func:`make_policy`). Names:
 
 ``params`` (the ``[arms.<name>]`` table of a config) go to the policy's
 constructor (baselines) or override InsMixConfig fields (InsMix arms).
+
+Typed data: every policy takes ``types=`` (N×H×W class maps) and then returns
+``(images, labels, types)`` (``policy.typed`` is True). InsMix arms paste with
+``insmix_batch(types=)`` from a typed bank (pasted nuclei keep their template's class;
+``template_class`` in the arm's table chooses any/same/balanced); the mix baselines give a
+pixel the partner's class where they take the partner's pixels (``MixResult.mask``) and
+0 where the result is background — except Copy-Paste with ``scale_range``, whose rescaled
+partner has no type map (it raises a :class:`~insmix_fast.errors.ConfigError`).
 """
 
 from __future__ import annotations
@@ -49,11 +57,20 @@ def is_known_arm(name: str) -> bool:
     return name in ARMS
 
 
-def make_policy(name: str, train_samples: Sequence | None = None, params: dict | None = None) -> Callable | None:
+def _mixed_types(res, types: np.ndarray) -> np.ndarray:
+    """Type maps of a batch mix: the partner's classes inside ``res.mask``, one's own outside,
+    0 where the mixed labels are background (cut, or a dropped fragment)."""
+    partner = types[np.asarray(res.partners, np.int64)]
+    return np.where(res.labels > 0, np.where(res.mask, partner, types), 0).astype(types.dtype, copy=False)
+
+
+def make_policy(name: str, train_samples: Sequence | None = None, params: dict | None = None,
+                class_names: Sequence[str] | None = None) -> Callable | None:
     """Build the batch policy of arm ``name`` (``None`` for ``"none"``).
 
-    InsMix arms need ``train_samples`` (sequence of ``(image, labels)``) to build
-    their instance bank.
+    InsMix arms need ``train_samples`` (sequence of ``(image, labels)``, or typed
+    ``(image, labels, types)``: then a typed bank with ``class_names``) to build their
+    instance bank.
     """
     params = dict(params or {})
     if name == "none":
@@ -66,12 +83,18 @@ def make_policy(name: str, train_samples: Sequence | None = None, params: dict |
         except TypeError as e:
             raise ConfigError(f"arm {name!r}: {e}") from e
 
-        def run(images, labels, seed, indices, _pol=pol):
+        def run(images, labels, seed, indices, _pol=pol, types=None):
+            if types is not None and getattr(_pol, "scale_range", None) is not None:
+                raise ConfigError(f"arm {name!r} with scale_range rescales the partner, whose classes it cannot "
+                                  "carry: leave scale_range out for typed data")
             r = _pol.batch(images, labels, seed=seed, indices=indices)
-            return r.image, r.labels
+            if types is None:
+                return r.image, r.labels
+            return r.image, r.labels, _mixed_types(r, types)
 
         run.policy = pol
         run.thread_safe = True
+        run.typed = True
         return run
     gan = name.startswith("insmix-") and name.endswith("-gan") and name[len("insmix-"):-len("-gan")] in _GAN_ABLATIONS
     if gan:
@@ -79,17 +102,18 @@ def make_policy(name: str, train_samples: Sequence | None = None, params: dict |
         if not gan_params.get("blender"):
             raise ConfigError(f"arm {name!r} needs a trained blender: add [arms.{name}] blender = \"PATH\" "
                               "(an exported .pt2/.pt or a 'gan train' checkpoint; see docs/gan.md)")
-        inner = make_policy(name[: -len("-gan")], train_samples, params)
+        inner = make_policy(name[: -len("-gan")], train_samples, params, class_names)
         from ..gan.blender import Blender
 
         blender = Blender.from_file(str(gan_params["blender"]), device=gan_params.get("blend_device", "cpu"),
                                     strength=float(gan_params.get("strength", 1.0)))
 
-        def run_gan(images, labels, seed, indices, _inner=inner, _blender=blender):
-            r = _inner.insmix(images, labels, seed, indices)
+        def run_gan(images, labels, seed, indices, _inner=inner, _blender=blender, types=None):
+            r = _inner.insmix(images, labels, seed, indices, types=types)
             out = _blender.blend(r.images, r.paste_masks, r.original_masks)
-            return out, r.labels
+            return (out, r.labels) if types is None else (out, r.labels, r.types)
 
+        run_gan.typed = True
         run_gan.config = inner.config
         run_gan.bank = inner.bank
         run_gan.blender = blender
@@ -107,15 +131,18 @@ def make_policy(name: str, train_samples: Sequence | None = None, params: dict |
         if cfg.foreground and cfg.template_source == "bank":
             if train_samples is None:
                 raise ConfigError(f"arm {name!r} needs the training samples to build its instance bank")
-            bank = InstanceBank.from_samples(train_samples, on_invalid="skip", progress=False)
+            bank = InstanceBank.from_samples(train_samples, on_invalid="skip", progress=False,
+                                             class_names=class_names)
 
-        def full(images, labels, seed, indices, _cfg=cfg, _bank=bank):
-            return insmix_batch(images, labels, _bank, _cfg, seed=seed, indices=np.asarray(indices, np.int64))
+        def full(images, labels, seed, indices, _cfg=cfg, _bank=bank, types=None):
+            kw = {} if types is None else {"types": types}
+            return insmix_batch(images, labels, _bank, _cfg, seed=seed, indices=np.asarray(indices, np.int64), **kw)
 
-        def run(images, labels, seed, indices):
-            r = full(images, labels, seed, indices)
-            return r.images, r.labels
+        def run(images, labels, seed, indices, types=None):
+            r = full(images, labels, seed, indices, types=types)
+            return (r.images, r.labels) if types is None else (r.images, r.labels, r.types)
 
+        run.typed = True
         run.insmix = full  # the whole InsMixBatchResult (paste masks for the GAN arms)
         run.config = cfg
         run.bank = bank

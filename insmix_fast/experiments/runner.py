@@ -9,6 +9,14 @@ Layout of the output directory::
     OUT/results.md           mean ± std over seeds, per arm (AJI, Dice, AJI+, PQ; AJI per group)
     OUT/results.png          AJI bar chart per arm (and test group), ±std over seeds, seeds as dots
                              (matplotlib: the ``plots`` extra; ``plots=False`` skips it)
+    OUT/results_mpq.png      typed data: the same chart of PanNuke's mPQ
+
+Typed data (samples with nucleus classes: a typed data set, or synthetic tiles with
+``n_classes``) train a model with a type head and add mPQ, bPQ and mPQ⁺ to every report
+(:func:`~insmix_fast.experiments.train.evaluate_typed`). Cross-validation splits
+(``data.splits``, e.g. PanNuke's three folds) run every arm × seed × split; a run file is
+then ``<arm>__s<seed>__<split>.json`` and each split's test images form the group named
+after it.
 
 A run is written (atomically) only when it has finished, so ``--resume`` skips
 exactly the finished arm×seed runs and an interrupted run starts again.
@@ -35,7 +43,7 @@ from ..atomic import atomic_path, write_text
 from ..errors import ConfigError
 from ..validation import check_choice, check_int
 from .policies import ARMS, make_policy
-from .train import SegmenterTrainConfig, evaluate_model, train_model
+from .train import TYPED_METRICS, SegmenterTrainConfig, evaluate_model, evaluate_typed, train_model
 
 __all__ = [
     "DataConfig",
@@ -50,7 +58,7 @@ __all__ = [
     "METRICS",
 ]
 
-BUILTIN_CONFIGS = ("smoke", "kumar", "kumar-synthetic", "synthetic-cpu")
+BUILTIN_CONFIGS = ("smoke", "kumar", "kumar-synthetic", "synthetic-cpu", "smoke-typed", "pannuke")
 METRICS = ("aji", "dice", "aji_plus", "pq")
 
 
@@ -75,6 +83,11 @@ class DataConfig:
         ``n_test`` ordinary test tiles then form the group "seen".
     options: keywords for the data set's constructor (source "path"), e.g.
         ``degenerate = "skip"`` for MoNuSeg XML with degenerate polygons.
+    splits: cross-validation (source "path"): a list of tables ``{name, train, test}`` whose
+        ``train``/``test`` list parts of the data set — given to its constructor as the
+        keyword ``split_key`` (PanNuke: ``folds``; HoVer-Net layouts: ``splits``; MoNuSAC:
+        ``patients``). Every arm × seed runs once per split; ``train``/``groups`` are then unused.
+    split_key: the constructor keyword that selects parts (default ``"folds"``).
     """
 
     source: str = "synthetic"
@@ -90,14 +103,39 @@ class DataConfig:
     n_unseen: int = 0
     unseen: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
+    splits: list = field(default_factory=list)
+    split_key: str = "folds"
 
     def __post_init__(self):
         check_int("data.n_unseen", self.n_unseen, 0)
+        self._check_splits()
         check_choice("data.source", self.source, ("synthetic", "path"))
         for name in ("n_train", "n_test", "size"):
             check_int(f"data.{name}", getattr(self, name), 16 if name == "size" else 1)
         if not isinstance(self.groups, dict) or not all(isinstance(v, list) for v in self.groups.values()):
             raise ConfigError("data.groups must be a table of group name → list of image names")
+
+    def _check_splits(self) -> None:
+        if not self.splits:
+            return
+        if self.source != "path":
+            raise ConfigError("data.splits needs data.source = 'path' (a data set with parts, e.g. PanNuke's folds)")
+        if not isinstance(self.split_key, str) or not self.split_key:
+            raise ConfigError(f"data.split_key must be a constructor keyword (e.g. 'folds'), got {self.split_key!r}")
+        seen = set()
+        for i, sp in enumerate(self.splits):
+            where = f"data.splits[{i}]"
+            if not isinstance(sp, dict) or set(sp) != {"name", "train", "test"}:
+                raise ConfigError(f"{where} must be a table with keys name, train, test; got {sp!r}")
+            if not isinstance(sp["name"], str) or not sp["name"] or "/" in sp["name"] or sp["name"] in seen:
+                raise ConfigError(f"{where}.name must be a unique non-empty name without '/', got {sp['name']!r}")
+            seen.add(sp["name"])
+            for part in ("train", "test"):
+                if not isinstance(sp[part], list) or not sp[part]:
+                    raise ConfigError(f"{where}.{part} must be a non-empty list of parts, got {sp[part]!r}")
+            both = {str(v) for v in sp["train"]} & {str(v) for v in sp["test"]}
+            if both:
+                raise ConfigError(f"{where}: part(s) {sorted(both)} both in train and test")
 
     def resolved_path(self) -> Path:
         p = os.path.expandvars(self.path) if self.path else os.environ.get(self.path_env, "")
@@ -248,28 +286,60 @@ def load_config(spec: str | os.PathLike, overrides: dict | None = None) -> Exper
 # --------------------------------------------------------------------------- data
 
 
-def load_data(dc: DataConfig) -> tuple[list, list]:
-    """``(train_samples, test_items)``: ``[(image, labels)]`` and
-    ``[(name, group, image, labels)]``."""
+class _TestItems:
+    """The test items ``(name, group, image, labels[, types[, tissue]])`` of a data set, read on
+    access (a cross-validation fold is not held in memory)."""
+
+    def __init__(self, ds, group: str) -> None:
+        self.ds, self.group = ds, group
+        n = len(ds)
+        self.names = [str(v) for v in getattr(ds, "names", [f"{group}-{k:05d}" for k in range(n)])]
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, k: int):
+        sample = self.ds[k]
+        extra = (self.ds.tissue(k),) if len(sample) > 2 and hasattr(self.ds, "tissue") else ()
+        return (self.names[k], self.group, *sample, *extra)
+
+    def __iter__(self):
+        return (self[k] for k in range(len(self)))
+
+
+def _open(dc: DataConfig, **parts):
     from ..data import open_dataset
+
+    try:
+        return open_dataset(dc.resolved_path(), **dc.options, **parts)
+    except TypeError as e:
+        raise ConfigError(f"data.options {dc.options}{' / ' + str(parts) if parts else ''}: {e}") from e
+
+
+def _load(dc: DataConfig, split: dict | None = None) -> tuple:
+    """``(train_samples, test_items, class_names or None)`` (see :func:`load_data`)."""
     from ..data.synthetic import SyntheticNuclei
 
+    if split is not None:
+        train = _open(dc, **{dc.split_key: list(split["train"])})
+        test = _TestItems(_open(dc, **{dc.split_key: list(split["test"])}), split["name"])
+        if not len(train) or not len(test):
+            raise ConfigError(f"split {split['name']!r}: {len(train)} training and {len(test)} test images")
+        return train, test, getattr(train, "class_names", None)
     if dc.source == "synthetic":
-        ds = SyntheticNuclei(seed=dc.seed, size=dc.size, length=dc.n_train + dc.n_test, **dc.synthetic)
+        syn = dict(dc.synthetic)
+        ds = SyntheticNuclei(seed=dc.seed, size=dc.size, length=dc.n_train + dc.n_test, **syn)
         train = [ds[i] for i in range(dc.n_train)]
         group = "seen" if dc.n_unseen else "all"
         test = [(f"synthetic-{i:04d}", group, *ds[i]) for i in range(dc.n_train, dc.n_train + dc.n_test)]
         if dc.n_unseen:
-            kw = {**dc.synthetic, **dc.unseen}
+            kw = {**syn, **dc.unseen}
             if "stain" in kw:
                 kw["stain"] = np.asarray(kw["stain"], float)
             other = SyntheticNuclei(seed=dc.seed + 1, size=dc.size, length=dc.n_unseen, **kw)
             test += [(f"synthetic-unseen-{i:04d}", "unseen", *other[i]) for i in range(dc.n_unseen)]
-        return train, test
-    try:
-        ds = open_dataset(dc.resolved_path(), **dc.options)
-    except TypeError as e:
-        raise ConfigError(f"data.options {dc.options}: {e}") from e
+        return train, test, ds.class_names
+    ds = _open(dc)
     names = [str(n) for n in getattr(ds, "names", [f"{i:04d}" for i in range(len(ds))])]
     pos = {n: i for i, n in enumerate(names)}
     if dc.train:
@@ -289,17 +359,27 @@ def load_data(dc: DataConfig) -> tuple[list, list]:
     if overlap:
         raise ConfigError(f"image(s) both in train and test: {sorted(overlap)[:6]}")
     train = [ds[pos[n]] for n in train_names]
-    test = [(n, g, *ds[pos[n]]) for g, members in groups.items() for n in members]
+    tissue = (lambda k: (ds.tissue(k),)) if getattr(ds, "typed", False) and hasattr(ds, "tissue") else (lambda k: ())
+    test = [(n, g, *ds[pos[n]], *tissue(pos[n])) for g, members in groups.items() for n in members]
     if not train or not test:
         raise ConfigError(f"empty split: {len(train)} training and {len(test)} test images")
-    return train, test
+    return train, test, getattr(ds, "class_names", None)
+
+
+def load_data(dc: DataConfig, split: dict | None = None) -> tuple[list, list]:
+    """``(train_samples, test_items)``: ``[(image, labels)]`` and
+    ``[(name, group, image, labels)]`` — typed data: ``(image, labels, types)`` and
+    ``(name, group, image, labels, types[, tissue])``. With ``split`` (one of
+    ``dc.splits``): that split's training parts (a data set, read on access) and its test
+    parts (items read on access, group = the split's name)."""
+    return _load(dc, split)[:2]
 
 
 # --------------------------------------------------------------------------- running
 
 
-def _run_path(out: Path, arm: str, seed: int) -> Path:
-    return out / "runs" / f"{arm}__s{seed}.json"
+def _run_path(out: Path, arm: str, seed: int, split: str | None = None) -> Path:
+    return out / "runs" / (f"{arm}__s{seed}.json" if split is None else f"{arm}__s{seed}__{split}.json")
 
 
 def run_experiment(cfg: ExperimentConfig, out: str | os.PathLike, resume: bool = False,
@@ -339,29 +419,44 @@ def run_experiment(cfg: ExperimentConfig, out: str | os.PathLike, resume: bool =
             raise ConfigError(f"{out}: --resume with a different configuration than the stored {cfg_path.name}")
     write_text(cfg_path, json.dumps(mine, indent=2))
 
+    splits = {sp["name"]: sp for sp in cfg.data.splits}
     todo, skipped = [], []
     for arm in cfg.arms:
         for seed in cfg.seeds:
-            (skipped if _run_path(out, arm, seed).exists() else todo).append((arm, seed))
+            for key in ([(arm, seed, name) for name in splits] or [(arm, seed)]):
+                (skipped if _run_path(out, *key).exists() else todo).append(key)
     ran = []
     if todo:
-        train, test = load_data(cfg.data)
+        loaded: dict = {}
         bar = tqdm(todo, desc=f"experiment {cfg.name}", unit="run", disable=None if progress is None else not progress)
-        for arm, seed in bar:
-            bar.set_postfix(arm=arm, seed=seed)
+        for key in bar:
+            arm, seed, split = key[0], key[1], (key[2] if len(key) > 2 else None)
+            bar.set_postfix(arm=arm, seed=seed, **({} if split is None else {"split": split}))
+            if split not in loaded:
+                loaded = {split: _load(cfg.data, splits.get(split))}  # one split's data at a time
+            train, test, names = loaded[split]
             t0 = time.perf_counter()
-            policy = make_policy(arm, train, cfg.arm_params.get(arm))
+            policy = make_policy(arm, train, cfg.arm_params.get(arm), class_names=names)
             model, hist = train_model(train, cfg.train, seed=seed, policy=policy, progress=progress,
-                                      desc=f"{arm} s{seed}")
+                                      desc=f"{arm} s{seed}" + ("" if split is None else f" {split}"),
+                                      class_names=names)
             t1 = time.perf_counter()
-            rows = evaluate_model(model, test, cfg.train.min_size)
+            typed = None
+            if names is None:
+                rows = evaluate_model(model, test, cfg.train.min_size)
+            else:
+                rows, typed = evaluate_typed(model, test, names, cfg.train.min_size)
             rec = {
                 "arm": arm, "seed": seed, "images": rows, "loss": hist["loss"], "device": hist["device"],
                 "train_seconds": t1 - t0, "eval_seconds": time.perf_counter() - t1,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
-            write_text(_run_path(out, arm, seed), json.dumps(rec, indent=1))
-            ran.append((arm, seed))
+            if split is not None:
+                rec["split"] = split
+            if names is not None:
+                rec.update(class_names=list(names), typed=typed)
+            write_text(_run_path(out, *key), json.dumps(rec, indent=1))
+            ran.append(key)
             write_reports(out, cfg, plots=plots)
     summary = write_reports(out, cfg, plots=plots)
     return {"ran": ran, "skipped": skipped, "summary": summary}
@@ -399,10 +494,11 @@ def write_reports(out: str | os.PathLike, cfg: ExperimentConfig | None = None, p
         for row in r["images"]:
             if row["group"] not in groups:
                 groups.append(row["group"])
+    metrics = _metrics_of(recs)
     summary: dict[str, Any] = {}
     res_rows, img_rows = [], []
     for r in recs:
-        s = summary.setdefault(r["arm"], {"n": 0, **{m: [] for m in METRICS}, "groups": {}, "seconds": []})
+        s = summary.setdefault(r["arm"], {"n": 0, **{m: [] for m in metrics}, "groups": {}, "seconds": []})
         s["n"] += 1
         s["seconds"].append(r["train_seconds"])
         by_group = {"all": r["images"]}
@@ -410,26 +506,41 @@ def write_reports(out: str | os.PathLike, cfg: ExperimentConfig | None = None, p
             for g in groups:
                 by_group[g] = [x for x in r["images"] if x["group"] == g]
         for g, rows in by_group.items():
+            if not rows:  # a cross-validation run has its own split's group only
+                continue
             means = {m: float(np.mean([x[m] for x in rows])) for m in METRICS}
-            res_rows.append({"arm": r["arm"], "seed": r["seed"], "group": g, "n_images": len(rows),
-                             **{m: f"{means[m]:.6f}" for m in METRICS}, "device": r["device"],
+            for m in metrics[len(METRICS):]:  # typed: data-set level values of the group
+                means[m] = float((r.get("typed") or {}).get(g, {}).get(m, float("nan")))
+            res_rows.append({"arm": r["arm"], "seed": r["seed"], "split": r.get("split", ""), "group": g,
+                             "n_images": len(rows), **{m: f"{means[m]:.6f}" for m in metrics}, "device": r["device"],
                              "train_seconds": f"{r['train_seconds']:.1f}"})
             if g == "all":
-                for m in METRICS:
+                for m in metrics:
                     s[m].append(means[m])
             else:
-                s["groups"].setdefault(g, {m: [] for m in METRICS})
-                for m in METRICS:
+                s["groups"].setdefault(g, {m: [] for m in metrics})
+                for m in metrics:
                     s["groups"][g][m].append(means[m])
         for x in r["images"]:
-            img_rows.append({"arm": r["arm"], "seed": r["seed"], **x})
-    _write_csv(out / "results.csv", res_rows, ["arm", "seed", "group", "n_images", *METRICS, "device", "train_seconds"])
+            img_rows.append({"arm": r["arm"], "seed": r["seed"], "split": r.get("split", ""), **x})
+    split_col = ["split"] if any("split" in r for r in recs) else []
+    _write_csv(out / "results.csv", res_rows, ["arm", "seed", *split_col, "group", "n_images", *metrics, "device",
+                                               "train_seconds"])
+    typed_img = ["mpq", "bpq"] if len(metrics) > len(METRICS) else []
     _write_csv(out / "per_image.csv", img_rows,
-               ["arm", "seed", "image", "group", "dice", "aji", "aji_plus", "pq", "dq", "sq", "n_true", "n_pred"])
+               ["arm", "seed", *split_col, "image", "group", "dice", "aji", "aji_plus", "pq", "dq", "sq", *typed_img,
+                "n_true", "n_pred"])
     _write_markdown(out / "results.md", summary, groups if len(groups) > 1 else [], cfg, recs)
     if plots:
         plot_results(summary, out / "results.png", cfg.name if cfg else "experiment")
+        if "mpq" in metrics:
+            plot_results(summary, out / "results_mpq.png", cfg.name if cfg else "experiment", metric="mpq")
     return summary
+
+
+def _metrics_of(recs) -> tuple[str, ...]:
+    """The report metrics: :data:`METRICS`, and :data:`TYPED_METRICS` when a run is typed."""
+    return METRICS + (TYPED_METRICS if any(r.get("typed") for r in recs) else ())
 
 
 def _write_csv(path: Path, rows: list[dict], cols: list[str]) -> None:
@@ -439,8 +550,14 @@ def _write_csv(path: Path, rows: list[dict], cols: list[str]) -> None:
         w.writerows(rows)
 
 
+_LABELS = {"mpq": "mPQ", "bpq": "bPQ", "mpq_plus": "mPQ+"}
+
+
 def _write_markdown(path: Path, summary: dict, groups: list[str], cfg, recs) -> None:
-    head = ["Arm", "runs", "AJI (%)", "Dice (%)", "AJI+ (%)", "PQ (%)"] + [f"AJI {g} (%)" for g in groups]
+    metrics = _metrics_of(recs)
+    typed = metrics[len(METRICS):]
+    head = (["Arm", "runs", "AJI (%)", "Dice (%)", "AJI+ (%)", "PQ (%)"] + [f"{_LABELS[m]} (%)" for m in typed]
+            + [f"AJI {g} (%)" for g in groups] + ([f"mPQ {g} (%)" for g in groups] if typed else []))
     lines = []
     if cfg is not None:
         t = cfg.train
@@ -457,14 +574,23 @@ def _write_markdown(path: Path, summary: dict, groups: list[str], cfg, recs) -> 
             f"{t.crop}², Adam lr {t.lr:g} wd {t.weight_decay:g}, cosine restarts every {t.restart_every} steps, "
             f"p_mix {t.p_mix:g}. Device: {', '.join(dev)}. Seeds: {sorted({r['seed'] for r in recs})}.",
             "",
-            "Mean ± sample std over seeds of the per-run mean over test images.",
-            "",
         ]
+        if cfg.data.splits:
+            parts = "; ".join(f"{sp['name']}: train {sp['train']}, test {sp['test']}" for sp in cfg.data.splits)
+            lines += [f"Cross-validation ({cfg.data.split_key}): {parts}. Runs = seeds × splits; the mean ± std "
+                      "is over all of them.", ""]
+        if typed:
+            names = next((r["class_names"] for r in recs if r.get("class_names")), [])
+            lines += [f"Typed: classes {', '.join(names[1:])}; the model has a type head. mPQ and bPQ as PanNuke "
+                      "(per image, averaged over tissues when known), mPQ+ as CoNIC (counts pooled over the test "
+                      "images).", ""]
+        lines += ["Mean ± sample std over seeds of the per-run mean over test images.", ""]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
     for arm, s in summary.items():
-        cells = [arm, str(s["n"])] + [_fmt(s[m]) for m in METRICS]
+        cells = [arm, str(s["n"])] + [_fmt(s[m]) for m in metrics]
         cells += [_fmt(s["groups"].get(g, {}).get("aji", [])) for g in groups]
+        cells += [_fmt(s["groups"].get(g, {}).get("mpq", [])) for g in groups] if typed else []
         lines.append("| " + " | ".join(cells) + " |")
     write_text(path, "\n".join(lines) + "\n")
 
@@ -475,14 +601,16 @@ def read_results_csv(path: str | os.PathLike) -> dict:
     Used to re-plot a finished experiment (``plot_results(read_results_csv(p), "results.png", name)``)."""
     summary: dict[str, Any] = {}
     with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            s = summary.setdefault(row["arm"], {"n": 0, **{m: [] for m in METRICS}, "groups": {}})
+        reader = csv.DictReader(f)
+        metrics = METRICS + tuple(m for m in TYPED_METRICS if m in (reader.fieldnames or ()))
+        for row in reader:
+            s = summary.setdefault(row["arm"], {"n": 0, **{m: [] for m in metrics}, "groups": {}})
             if row["group"] == "all":
                 s["n"] += 1
                 dest = s
             else:
-                dest = s["groups"].setdefault(row["group"], {m: [] for m in METRICS})
-            for m in METRICS:
+                dest = s["groups"].setdefault(row["group"], {m: [] for m in metrics})
+            for m in metrics:
                 dest[m].append(float(row[m]))
     return summary
 
@@ -508,8 +636,9 @@ def plot_results(summary: dict, path: str | os.PathLike, title: str, metric: str
     width = min(16.0, 1.6 + len(arms) * (0.55 + 0.35 * len(groups)))
     fig, ax = new_figure(1, width=width, height=3.4)
     spread = f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else "1 seed"
-    bar_chart(ax, values, errors=errors, points=points, fmt="{:.1f}", ylabel=f"{metric.upper()} (%)",
-              title=f"{title}: {metric.upper()} per arm ({spread})")
+    label = _LABELS.get(metric, metric.upper())
+    bar_chart(ax, values, errors=errors, points=points, fmt="{:.1f}", ylabel=f"{label} (%)",
+              title=f"{title}: {label} per arm ({spread})")
     if len(arms) > 6:
         ax.tick_params(axis="x", labelrotation=30)
         for label in ax.get_xticklabels():

@@ -27,6 +27,14 @@ indices itself (same functions), so give it an unsharded source (the default,
 ``source.sharded`` says which. Readers are opened lazily in each process (the source pickles as paths and
 coordinates) and each keeps a size-bounded tile cache, so memory does not grow with
 slide size.
+
+Classes: when the slides' annotations carry classes (QuPath ``classification.name``,
+HoVer-Net ``type``), samples are ``(image, labels, types)`` and ``source.class_names`` is
+**one class table for all slides** (:func:`shared_class_table`): every file numbers its
+classes its own way, so they are mapped by name — to ``class_names=`` when given (a name
+not in it raises :class:`~insmix_fast.errors.LabelMapError` naming the slide and the file), else to the
+names of all slides in order of first appearance. ``with_types=False`` gives untyped
+``(image, labels)`` samples whatever the files hold.
 """
 
 from __future__ import annotations
@@ -39,14 +47,15 @@ from pathlib import Path
 import numpy as np
 
 from ..data.base import IndexedDataset
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, LabelMapError
 from ..sharding import dist_info, epoch_order, shard_indices
 from ..validation import check_bool, check_choice, check_int, check_number, check_seed
 from .annotations import Annotations, load_annotations
 from .slide import DEFAULT_CACHE_BYTES, Slide, SlideError, open_slide
 from .tissue import TissueMask, detect_tissue
 
-__all__ = ["WSIPatchSource", "build_bank_from_slides", "find_annotations", "list_slides", "grid_coords", "random_coords"]
+__all__ = ["WSIPatchSource", "build_bank_from_slides", "find_annotations", "list_slides", "grid_coords", "random_coords",
+           "shared_class_table"]
 
 _COORD_STREAM = 0x57534950  # "WSIP"
 
@@ -94,6 +103,58 @@ def list_slides(slides) -> list:
     if isinstance(slides, Slide):
         return [slides]
     return list(slides)
+
+
+def shared_class_table(annotations, class_names=None, with_types: bool | None = None, slides=None
+                       ) -> tuple[tuple[str, ...] | None, list[np.ndarray | None]]:
+    """One class table for the annotations of several slides: ``(class_names, luts)``.
+
+    ``luts[k][c]`` is the shared class id of class ``c`` of slide ``k``'s file (``None`` for a
+    slide without annotations). Classes are matched by name. ``class_names``: the table to
+    use (``[0] == "background"``); default: ``"background"`` then every slide's names in order
+    of first appearance. ``with_types``: ``None`` (typed when any file carries classes),
+    ``True`` (they must) or ``False`` (untyped: ``(None, [None, ...])``).
+
+    Raises:
+        ConfigError: ``with_types=True`` but no file carries classes; files with and without
+            classes mixed (naming an untyped one).
+        LabelMapError: a class name not in the given ``class_names`` (naming the slide and file).
+    """
+    from ..data.typed import check_class_names
+
+    anns = list(annotations)
+    names_of = [slides[k] if slides is not None else f"slide {k}" for k in range(len(anns))]
+    typed = [a is not None and a.typed for a in anns]
+    if with_types is None:
+        with_types = any(typed)
+    if not with_types:
+        return None, [None] * len(anns)
+    if not any(typed):
+        raise ConfigError("with_types=True but no slide's annotations carry classes")
+    plain = [k for k, a in enumerate(anns) if a is not None and not a.typed]
+    if plain:
+        k = plain[0]
+        raise ConfigError(f"the annotations of {names_of[k]} ({anns[k].source}) carry no classes while those of "
+                          "other slides do; give every slide classified nuclei, or pass with_types=False")
+    fixed = class_names is not None
+    table = list(check_class_names(class_names)) if fixed else ["background"]
+    index = {n: c for c, n in enumerate(table) if c}
+    luts: list[np.ndarray | None] = []
+    for k, a in enumerate(anns):
+        if a is None:
+            luts.append(None)
+            continue
+        lut = np.zeros(len(a.class_names), np.int32)
+        for c, n in enumerate(a.class_names[1:], 1):
+            if n not in index:
+                if fixed:
+                    raise LabelMapError(f"{names_of[k]}: class {n!r} of its annotations ({a.source}) is not in "
+                                        f"class_names ({', '.join(table[1:])})")
+                index[n] = len(table)
+                table.append(n)
+            lut[c] = index[n]
+        luts.append(lut)
+    return tuple(table), luts
 
 
 def grid_coords(slide: Slide, tissue: TissueMask | None, patch: int, mpp: float, overlap: int = 0,
@@ -180,6 +241,13 @@ class WSIPatchSource(IndexedDataset):
             0 (default) when a loader's worker processes already read ahead.
         tissue_mpp: resolution of tissue detection.
         progress: progress bar while opening slides and detecting tissue.
+        with_types: ``None`` (default): ``(image, labels, types)`` samples when the annotations
+            carry classes; ``False``: ``(image, labels)`` always; ``True``: typed (they must).
+        class_names: the shared class table (``[0] == "background"``; default: every slide's
+            class names, in order of first appearance; see :func:`shared_class_table`).
+
+    Attributes:
+        class_names: the shared class table of typed samples (None: untyped).
     """
 
     sharded = False
@@ -188,7 +256,8 @@ class WSIPatchSource(IndexedDataset):
                  overlap: int = 0, min_tissue: float = 0.5, patches_per_epoch: int | None = None, seed: int = 0,
                  backend: str = "auto", slide_mpp: float | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES,
                  on_error: str = "raise", rank: int | None = None, world_size: int | None = None,
-                 shard: bool | None = None, shuffle: bool = True, prefetch: int = 0, tissue_mpp: float = 8.0, progress: bool | None = None) -> None:
+                 shard: bool | None = None, shuffle: bool = True, prefetch: int = 0, tissue_mpp: float = 8.0,
+                 progress: bool | None = None, with_types: bool | None = None, class_names=None) -> None:
         check_choice("mode", mode, ("random", "grid"))
         check_choice("on_error", on_error, ("raise", "skip"))
         patch = check_int("patch", patch, 8)
@@ -205,6 +274,8 @@ class WSIPatchSource(IndexedDataset):
             patches_per_epoch = check_int("patches_per_epoch", patches_per_epoch, 1)
         if shard is not None:
             shard = check_bool("shard", shard)
+        if with_types is not None:
+            with_types = check_bool("with_types", with_types)
         slides = list_slides(slides)
         if annotations == "auto":
             annotations = [find_annotations(s.path if isinstance(s, Slide) else s) for s in slides]
@@ -251,6 +322,8 @@ class WSIPatchSource(IndexedDataset):
                           + "; ".join(f"{p} ({r})" for p, r in self.skipped), stacklevel=2)
         if not self.slides:
             raise SlideError("no readable slides" + (f" (skipped: {self.skipped})" if self.skipped else ""))
+        self.class_names, self._class_luts = shared_class_table(
+            self.annotations, class_names, with_types, [str(sl.path) for sl in self.slides])
         self.tissue_area = np.array([t.mask.sum() * t.scale ** 2 for t in self.tissue], np.float64)
         if mode == "random":
             if self.tissue_area.sum() <= 0:
@@ -316,20 +389,24 @@ class WSIPatchSource(IndexedDataset):
                 f"len={len(self)}, rank={self.rank}/{self.world_size}, epoch={self._epoch})")
 
     # -- samples -----------------------------------------------------------------------
-    def read_patch(self, slide: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray]:
-        """The patch at level-0 ``(x, y)`` of slide ``slide`` and its instance map."""
+    def read_patch(self, slide: int, x: int, y: int):
+        """The patch at level-0 ``(x, y)`` of slide ``slide`` and its instance map (and its type
+        map, in the shared class ids, when the source is typed)."""
         sl = self.slides[slide]
         img = sl.read(x, y, self.patch, self.patch, self.mpp)
         ann = self.annotations[slide]
         if ann is None:
             lab = np.zeros((self.patch, self.patch), np.int32)
-        else:
-            lab = ann.rasterize(x, y, (self.patch, self.patch), self.mpp / sl.mpp)
-        return img, lab
+            return (img, lab, lab.copy()) if self.typed else (img, lab)
+        if not self.typed:
+            return img, ann.rasterize(x, y, (self.patch, self.patch), self.mpp / sl.mpp)
+        lab, typ = ann.rasterize(x, y, (self.patch, self.patch), self.mpp / sl.mpp, with_types=True)
+        return img, lab, self._class_luts[slide][typ]
 
-    def read(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Patch ``k`` of this rank's epoch list (``0 ≤ k < len``): ``(image, labels)``;
-        with ``prefetch``, the next patches are read ahead in background threads."""
+    def read(self, k: int):
+        """Patch ``k`` of this rank's epoch list (``0 ≤ k < len``): ``(image, labels)`` or, typed,
+        ``(image, labels, types)``; with ``prefetch``, the next patches are read ahead in
+        background threads."""
         if self.prefetch:
             return self._prefetched(k)
         return self._get(k)
@@ -385,7 +462,8 @@ class WSIPatchSource(IndexedDataset):
 def build_bank_from_slides(slides, annotations="auto", *, mpp: float | None = None, patch: int = 512,
                            margin: int = 64, backend: str = "auto", slide_mpp: float | None = None,
                            max_patches: int | None = None, seed: int = 0, progress: bool | None = True,
-                           cache_bytes: int = DEFAULT_CACHE_BYTES, **bank_kwargs):
+                           cache_bytes: int = DEFAULT_CACHE_BYTES, with_types: bool | None = None, class_names=None,
+                           **bank_kwargs):
     """An :class:`~insmix_fast.InstanceBank` of every annotated nucleus, streamed patch by patch.
 
     The annotated area is covered by a grid of ``patch`` px windows (at ``mpp``, default
@@ -394,6 +472,10 @@ def build_bank_from_slides(slides, annotations="auto", *, mpp: float | None = No
     top-left — so no nucleus enters twice, and any nucleus smaller than ``margin`` px
     is whole there. Only windows with nuclei are read. ``max_patches``: a random subset
     (seeded) of the windows. Memory: one window plus the tile cache.
+
+    Classified annotations give a typed bank whose ``class_names`` is the slides' shared class
+    table (``with_types``, ``class_names``: as for :class:`WSIPatchSource`, so a bank and a
+    source built with the same arguments number the classes alike).
     """
     from ..bank import InstanceBank
 
@@ -401,6 +483,8 @@ def build_bank_from_slides(slides, annotations="auto", *, mpp: float | None = No
     margin = check_int("margin", margin, 0, patch - 1)
     if max_patches is not None:
         max_patches = check_int("max_patches", max_patches, 1)
+    if with_types is not None:
+        with_types = check_bool("with_types", with_types)
     slides = list_slides(slides)
     if annotations == "auto":
         annotations = [find_annotations(s.path if isinstance(s, Slide) else s) for s in slides]
@@ -429,6 +513,13 @@ def build_bank_from_slides(slides, annotations="auto", *, mpp: float | None = No
         for c, a0, a1 in zip(cells, bounds[:-1], bounds[1:]):
             ids = order[a0:a1]
             jobs.append((k, float(gx[ids[0]] * step0), float(gy[ids[0]] * step0), np.sort(ids), m))
+    try:
+        names, luts = shared_class_table([ann for _, ann in opened], class_names, with_types,
+                                         [str(sl.path) for sl, _ in opened])
+    except Exception:
+        for sl, _ in opened:
+            sl.close()
+        raise
     if max_patches is not None and len(jobs) > max_patches:
         rng = np.random.Generator(np.random.Philox(np.random.SeedSequence([seed, 0x42414E4B])))
         keep = np.sort(rng.choice(len(jobs), size=int(max_patches), replace=False))
@@ -438,9 +529,14 @@ def build_bank_from_slides(slides, annotations="auto", *, mpp: float | None = No
         for k, x0, y0, ids, m in jobs:
             sl, ann = opened[k]
             img = sl.read(x0, y0, patch, patch, m)
-            lab = ann.rasterize(x0, y0, (patch, patch), m / sl.mpp, ids=ids)
-            yield img, lab
+            if names is None:
+                yield img, ann.rasterize(x0, y0, (patch, patch), m / sl.mpp, ids=ids)
+            else:
+                lab, typ = ann.rasterize(x0, y0, (patch, patch), m / sl.mpp, ids=ids, with_types=True)
+                yield img, lab, luts[k][typ]
 
+    if names is not None:
+        bank_kwargs.setdefault("class_names", names)
     try:
         return InstanceBank.from_samples(samples(), total=len(jobs), progress=progress, **bank_kwargs)
     finally:
