@@ -68,7 +68,8 @@ from .validation import check_batch, check_bool, check_int, check_number, check_
 
 __all__ = ["TraditionalAugment", "AugmentDraw", "traditional_augment", "augment_batch_kernel", "augment_sample",
            "crop_stats", "reflect_canvas", "area_filter", "gaussian_taps", "colour_matrix", "reflect101",
-           "reflection_cell", "warp_geometry", "coded_label", "colour_channel", "colour_constants", "blur_round", "canvas_source",
+           "reflection_cell", "label_source", "reflected_neighbours", "warp_geometry", "coded_label",
+           "colour_channel", "colour_constants", "blur_round", "canvas_source",
            "N_PARAMS", "COLOUR_BITS", "TAP_BITS", "LUMA_WEIGHTS", "P_A00", "P_A01", "P_A10", "P_A11", "P_T0",
            "P_T1", "P_FRAC", "P_C", "P_TC", "P_MAXID", "P_R", "P_MIN_AREA", "P_BLUR_R", "P_SIGMA"]
 
@@ -164,6 +165,30 @@ def _cell_code(cy, cx, r):
 
 
 @njit(cache=True, nogil=True)
+def label_source(sx, sy, f, h, w):
+    """The label's source pixel ``(iy, ix) = floor(src)`` of the fixed-point source coordinates
+    ``(sy, sx)`` (``f`` fraction bits), reflected into an ``h×w`` crop, and its reflection cell
+    ``(cy, cx)`` (``0, 0`` inside the crop): returns ``(iy, ix, cy, cx)``."""
+    ix = sx >> f
+    iy = sy >> f
+    cy = 0
+    cx = 0
+    if ix < 0 or ix >= w or iy < 0 or iy >= h:
+        cy = reflection_cell(iy, h)
+        cx = reflection_cell(ix, w)
+        ix = reflect101(ix, w)
+        iy = reflect101(iy, h)
+    return iy, ix, cy, cx
+
+
+@njit(cache=True, nogil=True)
+def reflected_neighbours(y0, x0, h, w):
+    """The bilinear neighbour rows and columns ``(ya, yb, xa, xb)`` of ``(y0, x0)``, each
+    reflected into an ``h×w`` crop (the border case of the warp)."""
+    return reflect101(y0, h), reflect101(y0 + 1, h), reflect101(x0, w), reflect101(x0 + 1, w)
+
+
+@njit(cache=True, nogil=True)
 def warp_geometry(y, x, a00, a01, a10, a11, t0, t1, f, h, w):
     """Where output pixel ``(y, x)`` samples an ``h×w`` crop, for the matrix row of :data:`N_PARAMS`.
 
@@ -175,15 +200,7 @@ def warp_geometry(y, x, a00, a01, a10, a11, t0, t1, f, h, w):
     py = 2 * y + 1
     sx = a00 * px + a01 * py + t0
     sy = a10 * px + a11 * py + t1
-    ix = sx >> f
-    iy = sy >> f
-    cy = 0
-    cx = 0
-    if ix < 0 or ix >= w or iy < 0 or iy >= h:
-        cy = reflection_cell(iy, h)
-        cx = reflection_cell(ix, w)
-        ix = reflect101(ix, w)
-        iy = reflect101(iy, h)
+    iy, ix, cy, cx = label_source(sx, sy, f, h, w)
     one = np.int64(1) << f
     ux = sx - (one >> 1)
     uy = sy - (one >> 1)
@@ -197,10 +214,7 @@ def warp_geometry(y, x, a00, a01, a10, a11, t0, t1, f, h, w):
         ya = y0
         yb = y0 + 1
     else:
-        xa = reflect101(x0, w)
-        xb = reflect101(x0 + 1, w)
-        ya = reflect101(y0, h)
-        yb = reflect101(y0 + 1, h)
+        ya, yb, xa, xb = reflected_neighbours(y0, x0, h, w)
     return iy, ix, cy, cx, ya, yb, xa, xb, (one - fy) * (one - fx), (one - fy) * fx, fy * (one - fx), fy * fx
 
 
@@ -295,20 +309,9 @@ def augment_sample(img, lab, prm, taps, out_img, out_lab, blur, clean):
                 ya = y0
                 yb = y0 + 1
             else:
-                ix = sx >> f
-                iy = sy >> f
-                cy = 0
-                cx = 0
-                if ix < 0 or ix >= w or iy < 0 or iy >= h:
-                    cy = reflection_cell(iy, h)
-                    cx = reflection_cell(ix, w)
-                    ix = reflect101(ix, w)
-                    iy = reflect101(iy, h)
+                iy, ix, cy, cx = label_source(sx, sy, f, h, w)
                 out_lab[y, x] = coded_label(np.int64(lab[iy, ix]), cy, cx, maxid, r)
-                xa = reflect101(x0, w)
-                xb = reflect101(x0 + 1, w)
-                ya = reflect101(y0, h)
-                yb = reflect101(y0 + 1, h)
+                ya, yb, xa, xb = reflected_neighbours(y0, x0, h, w)
             gx = one - fx
             gy = one - fy
             w00 = gy * gx
