@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from .alloc import empty, zeros
 from .classes import TEMPLATE_ANY, TEMPLATE_SAME, mark_ignored
 from .instances import build_table_rows, new_scratch, tile_stats
 from .jit import njit
@@ -39,16 +40,18 @@ def plan_tile(work, bt, ct, P, seed, sample, rec_i, rec_f, moves, max_id, id_cla
     k = ids.shape[0]
     n = 0
     if P.foreground and k > 0 and bt.area.shape[0] > 0:
-        selected = np.empty(k, np.bool_)
+        selected = empty(k, np.bool_)
         for i in range(k):
             selected[i] = uniform01(seed, sample, STREAM_SELECT, i) < P.p_paste
         t_area, anchor, hw, origin, offset, masks, desc, fits = build_table_rows(work, ids, area, sum_r, sum_c,
                                                                                  bbox, selected)
-        ot = Table(t_area, anchor, hw, offset, masks, np.empty(0, np.uint8), desc, fits)
+        ot = Table(t_area, anchor, hw, offset, masks, empty(0, np.uint8), desc, fits)
         # per rank c = i + 1: the chosen template (-1: none) and the absolute anchor
-        choice = np.full(k + 1, -1, np.int64)
-        anchor_abs = np.zeros((k + 1, 2), np.int64)
+        choice = empty(k + 1, np.int64)
+        anchor_abs = zeros((k + 1, 2), np.int64)
+        choice[0] = -1
         for i in range(k):
+            choice[i + 1] = -1
             if selected[i]:
                 if P.template_class == TEMPLATE_ANY:  # the bank itself: the paper's choice, no class table
                     choice[i + 1] = choose_in(ot, i, bt, bt.area, None, 0, bt.area.shape[0], P.eps, P.rho, P.ssd,
@@ -60,10 +63,12 @@ def plan_tile(work, bt, ct, P, seed, sample, rec_i, rec_f, moves, max_id, id_cla
             anchor_abs[i + 1, 0] = np.int64(origin[i, 0]) + anchor[i, 0]
             anchor_abs[i + 1, 1] = np.int64(origin[i, 1]) + anchor[i, 1]
         cap_ids = k + 1 + rec_i.shape[0]
-        ids_ext = np.zeros(cap_ids, np.int64)
-        cur_area = np.zeros(cap_ids, np.int64)
-        ibbox = np.zeros((cap_ids, 4), np.int32)
-        pieces = np.full(cap_ids, -1, np.int64)
+        ids_ext = zeros(cap_ids, np.int64)
+        cur_area = zeros(cap_ids, np.int64)
+        ibbox = zeros((cap_ids, 4), np.int32)
+        pieces = empty(cap_ids, np.int64)
+        for c in range(cap_ids):
+            pieces[c] = -1
         for c in range(1, k + 1):
             cur_area[c] = area[c]
             for j in range(4):  # element-wise (a slice assignment compiles Numba's shape-error formatting)
@@ -73,7 +78,7 @@ def plan_tile(work, bt, ct, P, seed, sample, rec_i, rec_f, moves, max_id, id_cla
         for c in range(1, k + 1):
             big = max(big, (bbox[c, 2] - bbox[c, 0]) * (bbox[c, 3] - bbox[c, 1]))
         n = place_pastes(work, k, max_id, choice, area, anchor_abs, lut, ids_ext, cur_area, ibbox, pieces, occupied,
-                         np.zeros(cap_ids, np.int64), np.zeros(cap_ids, np.int64), new_scratch(big), bt.area,
+                         zeros(cap_ids, np.int64), zeros(cap_ids, np.int64), new_scratch(big), bt.area,
                          bt.anchor, bt.hw, bt.offset, bt.masks, ct.classes, ignore, use_ignore, P.patch, P.n_tries,
                          P.ssd, P.diagonal, P.delta, P.gamma, P.max_occlusion, seed, sample, rec_i, rec_f)
         if n < 0:
