@@ -27,15 +27,18 @@ def plan_tile(work, bt, ct, P, seed, sample, rec_i, rec_f, moves, max_id, id_cla
     ``work`` holds the tile's label map on entry (largest id ``max_id``) and the
     new label map on return (pasted instances written in). ``ct`` is the bank's
     :class:`~.classes.ClassTable`; ``id_class[id]`` the class of each instance (read
-    with ``P.template_class == TEMPLATE_SAME``); with ``use_ignore`` no template
-    pixel lands on an ``ignore`` pixel and patches holding one never move.
+    with ``P.template_class == TEMPLATE_SAME``), or None for ``template_class="any"``;
+    ``ignore`` (or None): with ``use_ignore`` no template pixel lands on an ``ignore``
+    pixel and patches holding one never move. A None is compiled out: the plain call
+    (``id_class`` and ``ignore`` None) compiles neither the class choice nor the ignore
+    tests (issue 15: ~2 s less to compile on first use).
 
     Writes paste records into ``rec_i`` / ``rec_f`` (layout of :mod:`.records`) and
     background moves into ``moves``. Returns ``(n_pastes, n_moves)``; ``n_pastes = -1``
     when ``rec_i`` is too small (the caller retries with room for one paste per instance).
     """
     ids, lut, area, sum_r, sum_c, bbox, occupied = tile_stats(work, P.patch, max_id, rec_i.shape[0])
-    if use_ignore:
+    if ignore is not None and use_ignore:
         mark_ignored(occupied, ignore, P.patch)
     k = ids.shape[0]
     n = 0
@@ -53,7 +56,7 @@ def plan_tile(work, bt, ct, P, seed, sample, rec_i, rec_f, moves, max_id, id_cla
         for i in range(k):
             choice[i + 1] = -1
             if selected[i]:
-                if P.template_class == TEMPLATE_ANY:  # the bank itself: the paper's choice, no class table
+                if id_class is None or P.template_class == TEMPLATE_ANY:  # the paper's choice, no class table
                     choice[i + 1] = choose_in(ot, i, bt, bt.area, None, 0, bt.area.shape[0], P.eps, P.rho, P.ssd,
                                               P.max_draws, seed, sample, i)
                 else:
@@ -132,17 +135,26 @@ def insmix_tile(image, labels, bt, ct, P, seed, sample, rec_i, rec_f, moves, out
     return n, n_moves
 
 
+@njit(cache=True, nogil=True)
+def row_or_none(a, b):
+    """``a[b]``, or None when ``a`` is None (a function: a conditional expression inside a
+    ``prange`` loop trips Numba's parfor array analysis)."""
+    if a is None:
+        return None
+    return a[b]
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def insmix_batch_kernel(images, labels, bt, ct, P, seed, samples, rec_i, rec_f, moves, out_images, out_labels,
                         paste_masks, shuffled, counts, max_ids, typed, types, out_types, id_classes, ignore,
                         use_ignore):
     """``insmix_tile`` over a batch, tiles in parallel; ``counts[b] = (n_pastes, n_moves)``.
-    ``types``/``out_types``/``id_classes``/``ignore`` have one row per tile (stand-ins of
-    one pixel when unused)."""
+    ``types``/``out_types`` have one row per tile (stand-ins of one pixel when untyped);
+    ``id_classes`` and ``ignore`` one row per tile, or None (compiled out, as in :func:`plan_tile`)."""
     for b in prange(images.shape[0]):
         n, m = insmix_tile(images[b], labels[b], bt, ct, P, seed, samples[b], rec_i[b], rec_f[b], moves[b],
                            out_images[b], out_labels[b], paste_masks[b], shuffled[b], max_ids[b], typed, types[b],
-                           out_types[b], id_classes[b], ignore[b], use_ignore)
+                           out_types[b], row_or_none(id_classes, b), row_or_none(ignore, b), use_ignore)
         counts[b, 0] = n
         counts[b, 1] = m
 

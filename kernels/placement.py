@@ -54,7 +54,7 @@ def placement_ok(work, lut, ids_ext, cur_area, ibbox, pieces, masks, t_off, h, w
 
     ``work`` is the label map as it stands (raw ids); ``lut`` maps a raw id to its
     rank ``c`` and ``ids_ext[c]`` back. Rejects a crop leaving the tile, putting a
-    pixel on an ignore pixel (``ignore``, read when ``use_ignore``), covering
+    pixel on an ignore pixel (``ignore``, read when ``use_ignore``; None: compiled out), covering
     more than ``max_occ`` of any existing instance, or splitting an instance into
     more pieces than it has. ``occ``/``touched`` are zeroed scratch arrays (left
     zeroed on return); ``pieces[c]`` caches piece counts (-1 = unknown);
@@ -63,7 +63,7 @@ def placement_ok(work, lut, ids_ext, cur_area, ibbox, pieces, masks, t_off, h, w
     hh, ww = work.shape
     if y0 < 0 or x0 < 0 or y0 + h > hh or x0 + w > ww:
         return False
-    if use_ignore:
+    if ignore is not None and use_ignore:  # ignore None (CPU calls without one): compiled out
         for y in range(h):
             row = t_off + y * w
             for x in range(w):
