@@ -29,18 +29,20 @@ from .devices import parse_device
 from .errors import BankError, ConfigError, InputError, InputTypeError
 from .kernels.classes import ClassTable, any_class_table
 from .kernels.instances import DENSE_ID_LIMIT, build_table, tile_stats
-from .kernels.pipeline import apply_tile, insmix_batch_kernel, insmix_tile, plan_tile
+from .kernels.pipeline import apply_tile, insmix_batch_kernel, insmix_tile, plan_tile, replay_images
 from .kernels.ssd import admissible_list
 from .kernels.tables import Params, Table, empty_table, largest_crop, make_params
 from .results import (PASTE_DTYPE, InsMixBatchResult, InsMixPlan, InsMixResult, PlanFingerprint, labels_fingerprint,
                       paste_records, record_rows, record_tables)
 from .threads import start_numba_threads
-from .validation import (check_batch, check_index, check_indices, check_int, check_labels, check_sample,
-                         check_seed)
+from .validation import (check_batch, check_index, check_indices, check_int, check_labels, check_number,
+                         check_sample, check_seed)
 
 __all__ = [
     "plan_insmix",
     "apply_plan",
+    "insmix_into",
+    "replay_image",
     "insmix",
     "insmix_batch",
     "admissible_templates",
@@ -215,6 +217,14 @@ def _fingerprint(labels: np.ndarray | None, bank, config: InsMixConfig) -> PlanF
     return PlanFingerprint(None if labels is None else labels_fingerprint(labels), *_bank_part(bank, config))
 
 
+def _check_same_bank(fp: PlanFingerprint, bank: InstanceBank, what: str) -> None:
+    """Refuse ``bank`` when it is not the bank fingerprinted in ``fp`` (whose ``bank_hash`` is set)."""
+    if (len(bank), bank.content_hash) != (fp.bank_size, fp.bank_hash):
+        mine = PlanFingerprint(None, len(bank), bank.content_hash)
+        raise InputError(f"the {what} was made with another bank ({fp.describe_bank()}); this bank has "
+                         f"{mine.describe_bank()}: use the bank the {what} was made with")
+
+
 def _check_fingerprint(plan: InsMixPlan, labels: np.ndarray, bank) -> None:
     """Refuse a plan made for another label map or another bank (both fingerprints named)."""
     fp = getattr(plan, "fingerprint", None)  # None: plans built by hand or before fingerprints
@@ -224,10 +234,7 @@ def _check_fingerprint(plan: InsMixPlan, labels: np.ndarray, bank) -> None:
             raise InputError(f"the plan was made for another label map (fingerprint {fp.labels:#018x}); these "
                              f"labels have fingerprint {got:#018x}: apply a plan to the tile it was planned for")
     if fp is not None and fp.bank_hash is not None and len(plan.pastes) and isinstance(bank, InstanceBank):
-        if (len(bank), bank.content_hash) != (fp.bank_size, fp.bank_hash):
-            mine = PlanFingerprint(None, len(bank), bank.content_hash)
-            raise InputError(f"the plan was made with another bank ({fp.describe_bank()}); this bank has "
-                             f"{mine.describe_bank()}: use the bank the plan was made with")
+        _check_same_bank(fp, bank, "plan")
     if len(plan.pastes):  # every plan: pasted ids are max + 1, max + 2, … of the map it was made for
         pasted = plan.pastes["label"]
         top = _max_id(labels)
@@ -251,6 +258,14 @@ def plan_insmix(labels, bank: InstanceBank | None, config: InsMixConfig | None =
     labels = check_labels(labels)
     if image is not None:
         image, labels = check_sample(image, labels)
+    pastes, moves, _work, _ex, _rows = _plan(labels, bank, config, seed, index, image, types, ignore)
+    return InsMixPlan(pastes, moves, config.patch, labels.shape, seed, index, _fingerprint(labels, bank, config))
+
+
+def _plan(labels: np.ndarray, bank, config: InsMixConfig, seed: int, index: int, image, types, ignore):
+    """Plan one checked tile: ``(pastes, moves, label map, extras, rows)`` — the label map with
+    the pasted instances written in (ids as in the output of :func:`insmix`), ``extras`` the
+    tile's checked :class:`_Extras`, ``rows`` the pastes as the apply kernels read them."""
     dense = _Dense(labels, _max_id(labels))
     ex = _Extras.of(types, ignore, dense, bank, config)
     tpl = _templates(bank, config, image, labels, *ex.for_templates())
@@ -266,8 +281,9 @@ def plan_insmix(labels, bank: InstanceBank | None, config: InsMixConfig | None =
         cap = _n_instances(labels) + 1
     pastes = paste_records(rec_i, rec_f, n)
     dense.restore(work, pastes)
-    return InsMixPlan(pastes, moves[:k].copy(), config.patch, labels.shape, seed, index,
-                      _fingerprint(labels, bank, config))
+    if dense.ids is not None:  # the rows carry kernel ids: give them the restored ones
+        rec_i = record_rows(pastes)
+    return pastes, moves[:k].copy(), work, ex, rec_i[:n]
 
 
 def apply_plan(image, labels, plan: InsMixPlan, bank: InstanceBank | None, *, types=None) -> InsMixResult:
@@ -304,6 +320,131 @@ def apply_plan(image, labels, plan: InsMixPlan, bank: InstanceBank | None, *, ty
                out_image, out_labels, paste_mask, shuffled, ex.typed, ex.types, out_types)
     return InsMixResult(out_image, out_labels, paste_mask, shuffled, plan.pastes, plan,
                         types=out_types if ex.typed else None)
+
+
+#: Template value → float image value tables of :func:`replay_image`, by (dtype, max_value).
+_LUTS: dict = {}
+_FLOAT_IMAGES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _lut(dtype: np.dtype, max_value) -> np.ndarray | None:
+    """``None`` for uint8 (template values are copied), else ``v / (255 / max_value)`` for v = 0..255,
+    computed in float64 and rounded once to ``dtype`` (exactly what a float64 division stored into
+    ``dtype`` gives)."""
+    if dtype == np.uint8:
+        return None
+    if dtype not in _FLOAT_IMAGES:
+        raise InputError(f"out must be uint8 or float32/float64, got dtype {dtype}")
+    if max_value is None:
+        raise InputError("a float image needs max_value= (its full intensity: 1.0 for [0, 1], 255.0 for 0..255)")
+    max_value = check_number("max_value", max_value, 0.0, lo_open=True, error=InputError)
+    lut = _LUTS.get((dtype, max_value))
+    if lut is None:
+        lut = _LUTS[dtype, max_value] = (np.arange(256, dtype=np.float64) / (255.0 / max_value)).astype(dtype)
+    return lut
+
+
+def _check_out(out, want: tuple[int, ...], max_value, what: str) -> np.ndarray | None:
+    """Check an image InsMix writes into in place; return its template-value table (:func:`_lut`)."""
+    if not isinstance(out, np.ndarray):
+        raise InputTypeError(f"out must be a numpy array, got {type(out).__name__}")
+    if out.shape != want:
+        raise InputError(f"out must be {'×'.join(map(str, want))} (any strides) to match {what}, got shape "
+                         f"{out.shape}")
+    if not out.flags.writeable:
+        raise InputError("out is read-only: InsMix writes into it")
+    return _lut(out.dtype, max_value)
+
+
+def insmix_into(out, labels, bank: InstanceBank | None, config: InsMixConfig | None = None, *, seed: int = 0,
+                index: int = 0, types=None, ignore=None, max_value=None) -> InsMixResult:
+    """InsMix one tile whose image is ``out``, written in place in its own layout and dtype.
+
+    ``out`` is H×W×3 with any strides — ``x.transpose(1, 2, 0)`` of a channel-first 3×H×W
+    array is written in place, channel-first — holding uint8, or float32 / float64
+    intensities in ``[0, max_value]``; ``labels``, ``types``, ``ignore``, ``seed`` and
+    ``index`` are those of :func:`insmix`, whose plan this is. A uint8 ``out`` ends up equal,
+    bit for bit, to ``insmix(out, labels, ...).image``; a float one has each pasted pixel
+    ``template / 255 · max_value`` (computed in float64, rounded once) and every other pixel
+    its own value, or the value it had in the background patch that moved onto it. The
+    returned :class:`~insmix_fast.results.InsMixResult` has ``image`` = ``out`` and the label
+    map, masks, pastes, plan and types of :func:`insmix`.
+
+    Templates must come from ``bank`` (or ``config.foreground`` be False): the plan then never
+    reads the image's pixels, which is why any layout and dtype will do.
+    ``template_source='self'`` cuts templates from the tile's own uint8 pixels: use
+    :func:`insmix` for it.
+    """
+    config = _config(config)
+    if config.foreground and config.template_source == "self":
+        raise ConfigError("insmix_into takes templates from a bank; template_source='self' cuts them from the "
+                          "tile's own uint8 H×W×3 pixels: use insmix() for it")
+    seed = check_seed(seed)
+    index = check_index(index)
+    labels = check_labels(labels)
+    lut = _check_out(out, labels.shape + (3,), max_value, "labels")
+    pastes, moves, work, ex, rows = _plan(labels, bank, config, seed, index, None, types, ignore)
+    paste_mask = np.empty(labels.shape, np.bool_)
+    shuffled = np.empty(labels.shape, np.bool_)
+    out_types = ex.out_types()
+    apply_tile(None, None, bank.table if len(pastes) else empty_table(), config.patch, rows, len(rows), moves,
+               len(moves), out, work, paste_mask, shuffled, ex.typed, ex.types, out_types, lut)
+    plan = InsMixPlan(pastes, moves, config.patch, labels.shape, seed, index, _fingerprint(None, bank, config))
+    return InsMixResult(out, work, paste_mask, shuffled, pastes, plan, types=out_types if ex.typed else None)
+
+
+def _starts(sizes) -> np.ndarray:
+    starts = np.zeros(len(sizes) + 1, np.int64)
+    np.cumsum(sizes, out=starts[1:])
+    return starts
+
+
+def _as_moves(moves) -> np.ndarray:
+    if isinstance(moves, np.ndarray) and moves.dtype == np.int64 and moves.ndim == 2 and moves.flags.c_contiguous:
+        return moves
+    return np.ascontiguousarray(moves, dtype=np.int64).reshape(-1, 2)
+
+
+def replay_image(out, result, *, max_value=None) -> np.ndarray:
+    """Write what InsMix did to a tile's image into another copy of that image, ``out``, in
+    place, and return ``out``.
+
+    ``result`` is an :class:`~insmix_fast.results.InsMixResult` (``out`` H×W×3) or an
+    :class:`~insmix_fast.results.InsMixBatchResult` (``out`` N×H×W×3) from :func:`insmix` /
+    :func:`insmix_batch`. ``out`` holds the input image(s) of that call in any memory layout —
+    ``x.transpose(1, 2, 0)`` of a channel-first 3×H×W array (``x.transpose(0, 2, 3, 1)`` of
+    N×3×H×W) is written in place — as uint8, or as float32 / float64 intensities in
+    ``[0, max_value]``. Its background patches are moved as the result's were (moving their
+    own values) and every pasted pixel takes the result's value (float: ``value / 255 ·
+    max_value``, computed in float64 and rounded once). A uint8 ``out`` then equals
+    ``result.image`` bit for bit.
+
+    When the plan reads no pixels (templates from a bank), the call may even have run on a
+    stand-in image (zeros, say): replayed here onto the real one, its result is the real result
+    in the real image's layout and dtype — what the batch adapter of
+    :mod:`insmix_fast.transforms` does (:func:`insmix_into` does it for one tile without the
+    stand-in).
+    """
+    if isinstance(result, InsMixResult):
+        moves = _as_moves(result.plan.moves)
+        move_start = np.array([0, len(moves)], np.int64)
+        images, paste_masks, patch = result.image[None], result.paste_mask[None], result.plan.patch
+    elif isinstance(result, InsMixBatchResult):
+        move_start = _starts([len(m) for m in result.moves])
+        moves = _as_moves(np.concatenate(result.moves))
+        images, paste_masks, patch = result.images, result.paste_masks, result.patch
+    else:
+        raise InputTypeError(f"result must be an InsMixResult or InsMixBatchResult, got {type(result).__name__}")
+    want = images.shape if isinstance(result, InsMixBatchResult) else images.shape[1:]
+    lut = _check_out(out, want, max_value, "the result")
+    patch = check_int("the result's patch", patch, 2, error=InputError)
+    if paste_masks.shape != images.shape[:3] or images.dtype != np.uint8 or paste_masks.dtype != np.bool_:
+        raise InputError(f"the result's image must be uint8 …×H×W×3 and its paste mask bool …×H×W, got "
+                         f"{images.dtype} {images.shape} and {paste_masks.dtype} {paste_masks.shape}")
+    bad = replay_images(out[None] if out.ndim == 3 else out, images, paste_masks, patch, moves, move_start, lut)
+    if bad >= 0:
+        raise InputError(f"the result's sample {bad} moves a patch outside its {want[-3]}×{want[-2]} tile")
+    return out
 
 
 def _check_pastes_fit(pastes: np.ndarray, bank: InstanceBank, shape: tuple[int, int]) -> None:
