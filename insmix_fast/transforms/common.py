@@ -454,13 +454,16 @@ def copy_checked(x: np.ndarray, max_value: float, name: str) -> np.ndarray:
     stays channel-first in memory), and for a float ``x`` the check that its values lie in
     ``[0, max_value]`` — one pass when ``x`` is contiguous in some axis order."""
     out = np.empty_like(x)
-    order = _memory_order(x) if x.size else None
-    if x.dtype == np.uint8 or order is None:
+    if x.dtype == np.uint8 or not x.size:
         np.copyto(out, x)
-        if x.dtype != np.uint8 and x.size:
-            _check_range(float(x.min()), float(x.max()), max_value, name)
         return out
-    if not _copy_in_range(x.transpose(order), out.transpose(order), max_value):
+    order = _memory_order(x)
+    if order is None:
+        np.copyto(out, x)
+        ok = bool(np.all((x >= 0.0) & (x <= max_value)))
+    else:
+        ok = _copy_in_range(x.transpose(order), out.transpose(order), max_value)
+    if not ok:
         _check_range(float(x.min()), float(x.max()), max_value, name)
     return out
 

@@ -76,6 +76,7 @@ class InsMixd(RandomizableTransform, MapTransform):
         self.max_value = check_max_value(max_value)
         self._seed = 0
         self._context = f"InsMixd(keys={self.keys!r})"
+        self._wanted = (*self.keys, *(() if type_key is None else (type_key,)))
         self._names = (repr(self.keys[0]), repr(self.keys[1]), repr(type_key))
 
     @property
@@ -89,15 +90,15 @@ class InsMixd(RandomizableTransform, MapTransform):
         return self
 
     def randomize(self, data=None) -> None:
-        """The ``prob`` coin, then (when applied) the InsMix seed, both from ``self.R``."""
-        super().randomize(None)
+        """The ``prob`` coin (``RandomizableTransform.randomize``'s draw), then (when applied) the
+        InsMix seed, both from ``self.R``."""
+        self._do_transform = self.R.rand() < self.prob
         if self._do_transform:
             self._seed = int(self.R.randint(0, _SEED_BOUND, dtype=np.uint64))
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
-        wanted = (*self.keys, *(() if self.type_key is None else (self.type_key,)))
-        missing = [k for k in wanted if k not in d]
+        missing = [k for k in self._wanted if k not in d]
         if missing:
             if self.allow_missing_keys:
                 return d
