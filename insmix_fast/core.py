@@ -168,7 +168,12 @@ def _records(shape: tuple[int, int], patch: int, cap: int):
 
 
 _PIXEL_I32 = np.zeros((1, 1), np.int32)
-_PIXEL_BOOL = np.zeros((1, 1), np.bool_)
+
+
+def _for_class_choice(id_class: np.ndarray, config: InsMixConfig) -> np.ndarray | None:
+    """The per-id classes the kernels read for the template-class choice; None when
+    ``template_class="any"`` makes no such choice (a None is compiled out of the kernels)."""
+    return None if config.template_class == "any" else id_class
 
 
 @dataclass
@@ -178,7 +183,7 @@ class _Extras:
     typed: bool
     types: np.ndarray      #: H×W int32
     id_class: np.ndarray   #: class of each kernel id
-    ignore: np.ndarray     #: H×W bool
+    ignore: np.ndarray | None  #: H×W bool (None: no ignore region, compiled out of the kernels)
     use_ignore: bool
 
     @classmethod
@@ -192,7 +197,7 @@ class _Extras:
             types, lut = check_types(types, dense.labels, n_classes, max_id=dense.kernel_max, ids=dense.ids,
                                      class_names=names)
         if ignore is None:
-            return cls(typed, types, lut, _PIXEL_BOOL, False)
+            return cls(typed, types, lut, None, False)
         return cls(typed, types, lut, check_ignore(ignore, dense.labels.shape), True)
 
     def out_types(self) -> np.ndarray:
@@ -275,7 +280,7 @@ def _plan(labels: np.ndarray, bank, config: InsMixConfig, seed: int, index: int,
         rec_i, rec_f, moves = _records(labels.shape, config.patch, cap)
         work = dense.labels.copy()
         n, k = plan_tile(work, tpl.table, tpl.classes, P, np.uint64(seed), np.int64(index), rec_i, rec_f, moves,
-                         dense.kernel_max, ex.id_class, ex.ignore, ex.use_ignore)
+                         dense.kernel_max, _for_class_choice(ex.id_class, config), ex.ignore, ex.use_ignore)
         if n >= 0:
             break
         cap = _n_instances(labels) + 1
@@ -497,7 +502,7 @@ def insmix(image, labels, bank: InstanceBank | None, config: InsMixConfig | None
         rec_i, rec_f, moves = _records(labels.shape, config.patch, cap)
         n, k = insmix_tile(image, dense.labels, tpl.table, tpl.classes, P, np.uint64(seed), np.int64(index), rec_i,
                            rec_f, moves, out_image, out_labels, paste_mask, shuffled, dense.kernel_max, ex.typed,
-                           ex.types, out_types, ex.id_class, ex.ignore, ex.use_ignore)
+                           ex.types, out_types, _for_class_choice(ex.id_class, config), ex.ignore, ex.use_ignore)
         if n >= 0:
             break
         cap = _n_instances(labels) + 1
@@ -594,11 +599,10 @@ def _insmix_batch_cpu(images: np.ndarray, labels: np.ndarray, bank, config: InsM
     else:
         kernel_types = out_types = np.zeros((n, 1, 1), np.int32)
         luts = np.zeros((n, 1), np.int32)
-    ign = ignore if ignore is not None else np.zeros((n, 1, 1), np.bool_)
     start_numba_threads()  # Numba's pool start must not change torch's thread count
     insmix_batch_kernel(images, kernel_labels, tpl.table, tpl.classes, P, np.uint64(seed), indices, rec_i, rec_f,
                         moves, out_images, out_labels, paste_masks, shuffled, counts, kernel_max, typed, kernel_types,
-                        out_types, luts, ign, ignore is not None)
+                        out_types, _for_class_choice(luts, config), ignore, ignore is not None)
     fingerprints = [_fingerprint(None, bank, config)] * n
     pastes, mv = [], []
     for b in range(n):

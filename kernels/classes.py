@@ -31,6 +31,7 @@ from numba import prange
 
 from .jit import njit
 
+from .alloc import zeros
 from .instances import max_label
 from .rng import STREAM_CLASS, uniform01
 
@@ -89,7 +90,7 @@ def any_class_table(classes: np.ndarray, area: np.ndarray) -> ClassTable:
                       np.zeros(1, np.float64))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def draw_class(cum, seed, sample, key):
     """The class of the balanced draw for original ``key`` of ``sample`` (-1 when the bank has no class)."""
     u = uniform01(seed, sample, STREAM_CLASS, key)
@@ -99,7 +100,7 @@ def draw_class(cum, seed, sample, key):
     return -1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def class_segment(mode, o_class, start, cum, seed, sample, key):
     """``(begin, end)``: the rows of the class-ordered bank the template of original ``key`` is
     chosen from — its own class ``o_class`` (``TEMPLATE_SAME``) or the drawn one
@@ -156,8 +157,8 @@ def fill_class_lut(labels, types, n_classes, lut):
 def class_luts(labels, types, n_classes, width):
     """:func:`fill_class_lut` for every tile of a batch: ``(luts (B, width) int32, verdicts (B, 6) int64)``."""
     nb = labels.shape[0]
-    luts = np.zeros((nb, width), np.int32)
-    errs = np.zeros((nb, 6), np.int64)
+    luts = zeros((nb, width), np.int32)
+    errs = zeros((nb, 6), np.int64)
     for b in prange(nb):
         r = fill_class_lut(labels[b], types[b], n_classes, luts[b])
         for j in range(6):
@@ -165,7 +166,7 @@ def class_luts(labels, types, n_classes, width):
     return luts, errs
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def mark_ignored(occupied, ignore, patch):
     """Mark the ``patch``×``patch`` background-grid patches holding an ignore pixel as occupied
     (they never move)."""
@@ -182,7 +183,7 @@ def mark_ignored(occupied, ignore, patch):
 def touches_ignore(labels, ignore):
     """``hit[id]``: instance ``id`` has a pixel on, or 8-adjacent to, an ignore pixel."""
     h, w = labels.shape
-    hit = np.zeros(max_label(labels) + 1, np.bool_)
+    hit = zeros(max_label(labels) + 1, np.bool_)
     for y in range(h):
         for x in range(w):
             if ignore[y, x]:

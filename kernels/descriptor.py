@@ -33,7 +33,7 @@ _K4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 _KF = np.uint64(0x0101010101010101)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def popcount64(x):
     x = x - ((x >> np.uint64(1)) & _K1)
     x = (x & _K2) + ((x >> np.uint64(2)) & _K2)
@@ -41,7 +41,7 @@ def popcount64(x):
     return np.int64((x * _KF) >> np.uint64(56))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def desc_and_count(da, db):
     """popcount(da & db) over the 16 words of two descriptors."""
     s = 0
@@ -50,7 +50,7 @@ def desc_and_count(da, db):
     return s
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def descriptor_from_mask(mask, ar, ac, out):
     """Fill ``out`` (16 uint64) from a 2-D 0/1 mask crop whose anchor is (ar, ac).
 
@@ -72,7 +72,7 @@ def descriptor_from_mask(mask, ar, ac, out):
     return fits
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def crop_intersection(mask_a, ar_a, ac_a, mask_b, ar_b, ac_b):
     """|A ∧ B| of two mask crops aligned on their anchors (direct count)."""
     ha, wa = mask_a.shape

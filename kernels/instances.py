@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from .jit import njit
 
+from .alloc import empty, zeros
 from .descriptor import DESC_WORDS, descriptor_from_mask
 
 
@@ -39,13 +40,13 @@ def tile_stats(labels, patch, max_id, extra):
     """
     h, w = labels.shape
     n = max_id + 1
-    r_area = np.zeros(n, np.int64)
-    r_sr = np.zeros(n, np.int64)
-    r_sc = np.zeros(n, np.int64)
-    r_box = np.empty((n, 4), np.int32)
+    r_area = zeros(n, np.int64)
+    r_sr = zeros(n, np.int64)
+    r_sc = zeros(n, np.int64)
+    r_box = empty((n, 4), np.int32)
     gh = h // patch
     gw = w // patch
-    occupied = np.zeros((gh, gw), np.bool_)
+    occupied = zeros((gh, gw), np.bool_)
     for y in range(h):
         py = y // patch
         for x in range(w):
@@ -73,12 +74,12 @@ def tile_stats(labels, patch, max_id, extra):
     for v in range(1, n):
         if r_area[v]:
             k += 1
-    lut = np.zeros(n + extra, np.int32)
-    ids = np.empty(k, np.int32)
-    area = np.zeros(k + 1, np.int64)
-    sum_r = np.zeros(k + 1, np.int64)
-    sum_c = np.zeros(k + 1, np.int64)
-    bbox = np.zeros((k + 1, 4), np.int32)
+    lut = zeros(n + extra, np.int32)
+    ids = empty(k, np.int32)
+    area = zeros(k + 1, np.int64)
+    sum_r = zeros(k + 1, np.int64)
+    sum_c = zeros(k + 1, np.int64)
+    bbox = zeros((k + 1, 4), np.int32)
     c = 0
     for v in range(1, n):
         if r_area[v]:
@@ -97,7 +98,7 @@ def tile_stats(labels, patch, max_id, extra):
 DENSE_ID_LIMIT = 1 << 16
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def rounded_mean(total, n):
     """floor(total / n + 1/2) in exact integer arithmetic (n > 0, total ≥ 0)."""
     return (2 * total + n) // (2 * n)
@@ -111,7 +112,10 @@ def build_table(labels, ids, area, sum_r, sum_c, bbox):
     ``anchor`` is relative to the bbox, ``origin`` the bbox top-left in the map,
     ``offset`` (K+1,) indexes ``masks`` (uint8 0/1, row-major crops).
     """
-    return build_table_rows(labels, ids, area, sum_r, sum_c, bbox, np.ones(area.shape[0] - 1, np.bool_))
+    want = empty(area.shape[0] - 1, np.bool_)
+    for i in range(want.shape[0]):
+        want[i] = True
+    return build_table_rows(labels, ids, area, sum_r, sum_c, bbox, want)
 
 
 @njit(cache=True, nogil=True)
@@ -119,11 +123,11 @@ def build_table_rows(labels, ids, area, sum_r, sum_c, bbox, want):
     """:func:`build_table` filling masks and descriptors only where ``want[i]``
     (area, anchor, size and origin are filled for every row)."""
     k = area.shape[0] - 1
-    t_area = np.empty(k, np.int64)
-    anchor = np.empty((k, 2), np.int32)
-    hw = np.empty((k, 2), np.int32)
-    origin = np.empty((k, 2), np.int32)
-    offset = np.zeros(k + 1, np.int64)
+    t_area = empty(k, np.int64)
+    anchor = empty((k, 2), np.int32)
+    hw = empty((k, 2), np.int32)
+    origin = empty((k, 2), np.int32)
+    offset = zeros(k + 1, np.int64)
     for i in range(k):
         c = i + 1
         hh = bbox[c, 2] - bbox[c, 0]
@@ -134,9 +138,9 @@ def build_table_rows(labels, ids, area, sum_r, sum_c, bbox, want):
         hw[i, 0] = hh
         hw[i, 1] = ww
         offset[i + 1] = offset[i] + hh * ww
-    masks = np.zeros(offset[k], np.uint8)
-    desc = np.zeros((k, DESC_WORDS), np.uint64)
-    fits = np.zeros(k, np.bool_)
+    masks = zeros(offset[k], np.uint8)
+    desc = zeros((k, DESC_WORDS), np.uint64)
+    fits = zeros(k, np.bool_)
     for i in range(k):
         c = i + 1
         t_area[i] = area[c]
@@ -228,10 +232,10 @@ def count_components(cmap, v, y0, x0, y1, x1, cov, cy0, cx0, cy1, cx1, cov_off, 
 def new_scratch(size):
     """Reusable run buffers for :func:`count_components` on boxes of up to ``size`` pixels."""
     n = size // 2 + 2
-    return np.empty(n, np.int32), np.empty(n, np.int32), np.empty(n, np.int32)
+    return empty(n, np.int32), empty(n, np.int32), empty(n, np.int32)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def enclosed_pixels(mask, cmap, y0, x0):
     """Pixels of a 0/1 crop's complement not 4-connected to the crop border.
 
@@ -240,8 +244,8 @@ def enclosed_pixels(mask, cmap, y0, x0):
     by this one). ``cmap`` is the map the crop was cut from at (y0, x0).
     """
     hh, ww = mask.shape
-    seen = np.zeros((hh, ww), np.uint8)
-    stack = np.empty(hh * ww + 1, np.int64)
+    seen = zeros((hh, ww), np.uint8)
+    stack = empty(hh * ww + 1, np.int64)
     top = 0
     for y in range(hh):
         for x in range(ww):
@@ -287,15 +291,15 @@ def bank_entries(image, labels):
     ids, _lut, area, sum_r, sum_c, bbox, _occ = tile_stats(labels, hh + ww + 1, max_label(labels), 0)
     t_area, anchor, hw, origin, offset, masks, desc, fits = build_table(labels, ids, area, sum_r, sum_c, bbox)
     k = ids.shape[0]
-    pixels = np.zeros(3 * offset[k], np.uint8)
-    pieces = np.zeros(k, np.int64)
+    pixels = zeros(3 * offset[k], np.uint8)
+    pieces = zeros(k, np.int64)
     big = 1
     for i in range(k):
         big = max(big, hw[i, 0] * hw[i, 1])
     scratch = new_scratch(big)
-    hole = np.zeros(k, np.bool_)
-    encloses = np.zeros(k, np.bool_)
-    border = np.zeros(k, np.bool_)
+    hole = zeros(k, np.bool_)
+    encloses = zeros(k, np.bool_)
+    border = zeros(k, np.bool_)
     for i in range(k):
         c = i + 1
         y0 = bbox[c, 0]
@@ -326,11 +330,11 @@ def gather_segments(buf, offset, order, scale):
     Returns the new buffer and the new (len(order)+1,) offsets (in units of ``scale``).
     """
     n = order.shape[0]
-    new_off = np.zeros(n + 1, np.int64)
+    new_off = zeros(n + 1, np.int64)
     for j in range(n):
         i = order[j]
         new_off[j + 1] = new_off[j] + offset[i + 1] - offset[i]
-    out = np.empty(scale * new_off[n], buf.dtype)
+    out = empty(scale * new_off[n], buf.dtype)
     for j in range(n):
         i = order[j]
         a = scale * offset[i]

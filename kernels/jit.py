@@ -20,15 +20,25 @@ Use it like ``numba.njit`` (``@njit(cache=True, nogil=True)``, ``inline=...``,
 ``parallel=...``); ``NUMBA_DISABLE_JIT=1`` returns the plain Python function. It also makes no
 C-callable (cfunc) wrapper: kernels are never passed as first-class function objects.
 
-Compile-time rules the kernels follow (issue 15; measured with an empty cache):
+Compile-time rules the kernels follow (issue 15; measured with an empty cache, ``bench/RESULTS.md``):
 
+* allocate with :mod:`.alloc` (``empty``/``zeros``), not ``np.empty``/``np.zeros``/``np.full``:
+  Numba compiles those overloads once per (shape type, dtype), 1–3 small functions each
+  (≈ 50 ms apiece; 44 of them in the first ``insmix`` after a bank);
 * no array slice assignment (``a[i] = b[j]`` with array sides): each one compiles Numba's
-  shape-mismatch error message, string formatting included (~3 s once per process);
-* ``inline="always"`` only for a wrapper called from one place (``plan_tile`` inside
-  ``insmix_tile``, ``build_table`` inside ``bank_entries``): the caller then compiles one
-  layer less. Small helpers called from many places are compiled once and left to LLVM's
-  inliner (Numba's IR inlining types and lowers them again at every call site);
-* a call with 30 or more arguments cannot be IR-inlined (CPython passes them as ``*args``).
+  shape-mismatch error message, string formatting included (~1–3 s once per process);
+* an optional feature is an argument that is None when unused, tested with ``x is not None``
+  (``ignore``, ``id_class``): Numba prunes the dead branch before typing, so the plain call
+  never types, lowers or optimises the feature's code (ignore tests, the class-aware template
+  choice: ~2 s). A runtime flag (``use_ignore``) alone would compile both branches;
+* ``inline="always"`` for a helper called from one place (``plan_tile``, ``build_table``,
+  the placement, descriptor and background helpers): the helper then costs no library of its
+  own (wrapper, LLVM finalisation, machine code and cache entry; ≈ 0.05–0.15 s each). Helpers
+  called from many places are compiled once and left to LLVM's inliner: Numba's IR inlining
+  copies (deep-copies: slow for big functions) and types them again at every call site;
+* a call with 30 or more arguments cannot be IR-inlined (CPython passes them as ``*args``);
+* a conditional expression choosing between None and an array inside a ``prange`` loop trips
+  Numba's parfor array analysis: use a small function (``pipeline.row_or_none``).
 """
 
 from __future__ import annotations

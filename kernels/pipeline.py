@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from .alloc import empty, zeros
 from .classes import TEMPLATE_ANY, TEMPLATE_SAME, mark_ignored
 from .instances import build_table_rows, new_scratch, tile_stats
 from .jit import njit
@@ -26,31 +27,36 @@ def plan_tile(work, bt, ct, P, seed, sample, rec_i, rec_f, moves, max_id, id_cla
     ``work`` holds the tile's label map on entry (largest id ``max_id``) and the
     new label map on return (pasted instances written in). ``ct`` is the bank's
     :class:`~.classes.ClassTable`; ``id_class[id]`` the class of each instance (read
-    with ``P.template_class == TEMPLATE_SAME``); with ``use_ignore`` no template
-    pixel lands on an ``ignore`` pixel and patches holding one never move.
+    with ``P.template_class == TEMPLATE_SAME``), or None for ``template_class="any"``;
+    ``ignore`` (or None): with ``use_ignore`` no template pixel lands on an ``ignore``
+    pixel and patches holding one never move. A None is compiled out: the plain call
+    (``id_class`` and ``ignore`` None) compiles neither the class choice nor the ignore
+    tests (issue 15: ~2 s less to compile on first use).
 
     Writes paste records into ``rec_i`` / ``rec_f`` (layout of :mod:`.records`) and
     background moves into ``moves``. Returns ``(n_pastes, n_moves)``; ``n_pastes = -1``
     when ``rec_i`` is too small (the caller retries with room for one paste per instance).
     """
     ids, lut, area, sum_r, sum_c, bbox, occupied = tile_stats(work, P.patch, max_id, rec_i.shape[0])
-    if use_ignore:
+    if ignore is not None and use_ignore:
         mark_ignored(occupied, ignore, P.patch)
     k = ids.shape[0]
     n = 0
     if P.foreground and k > 0 and bt.area.shape[0] > 0:
-        selected = np.empty(k, np.bool_)
+        selected = empty(k, np.bool_)
         for i in range(k):
             selected[i] = uniform01(seed, sample, STREAM_SELECT, i) < P.p_paste
         t_area, anchor, hw, origin, offset, masks, desc, fits = build_table_rows(work, ids, area, sum_r, sum_c,
                                                                                  bbox, selected)
-        ot = Table(t_area, anchor, hw, offset, masks, np.empty(0, np.uint8), desc, fits)
+        ot = Table(t_area, anchor, hw, offset, masks, empty(0, np.uint8), desc, fits)
         # per rank c = i + 1: the chosen template (-1: none) and the absolute anchor
-        choice = np.full(k + 1, -1, np.int64)
-        anchor_abs = np.zeros((k + 1, 2), np.int64)
+        choice = empty(k + 1, np.int64)
+        anchor_abs = zeros((k + 1, 2), np.int64)
+        choice[0] = -1
         for i in range(k):
+            choice[i + 1] = -1
             if selected[i]:
-                if P.template_class == TEMPLATE_ANY:  # the bank itself: the paper's choice, no class table
+                if id_class is None or P.template_class == TEMPLATE_ANY:  # the paper's choice, no class table
                     choice[i + 1] = choose_in(ot, i, bt, bt.area, None, 0, bt.area.shape[0], P.eps, P.rho, P.ssd,
                                               P.max_draws, seed, sample, i)
                 else:
@@ -60,10 +66,12 @@ def plan_tile(work, bt, ct, P, seed, sample, rec_i, rec_f, moves, max_id, id_cla
             anchor_abs[i + 1, 0] = np.int64(origin[i, 0]) + anchor[i, 0]
             anchor_abs[i + 1, 1] = np.int64(origin[i, 1]) + anchor[i, 1]
         cap_ids = k + 1 + rec_i.shape[0]
-        ids_ext = np.zeros(cap_ids, np.int64)
-        cur_area = np.zeros(cap_ids, np.int64)
-        ibbox = np.zeros((cap_ids, 4), np.int32)
-        pieces = np.full(cap_ids, -1, np.int64)
+        ids_ext = zeros(cap_ids, np.int64)
+        cur_area = zeros(cap_ids, np.int64)
+        ibbox = zeros((cap_ids, 4), np.int32)
+        pieces = empty(cap_ids, np.int64)
+        for c in range(cap_ids):
+            pieces[c] = -1
         for c in range(1, k + 1):
             cur_area[c] = area[c]
             for j in range(4):  # element-wise (a slice assignment compiles Numba's shape-error formatting)
@@ -73,7 +81,7 @@ def plan_tile(work, bt, ct, P, seed, sample, rec_i, rec_f, moves, max_id, id_cla
         for c in range(1, k + 1):
             big = max(big, (bbox[c, 2] - bbox[c, 0]) * (bbox[c, 3] - bbox[c, 1]))
         n = place_pastes(work, k, max_id, choice, area, anchor_abs, lut, ids_ext, cur_area, ibbox, pieces, occupied,
-                         np.zeros(cap_ids, np.int64), np.zeros(cap_ids, np.int64), new_scratch(big), bt.area,
+                         zeros(cap_ids, np.int64), zeros(cap_ids, np.int64), new_scratch(big), bt.area,
                          bt.anchor, bt.hw, bt.offset, bt.masks, ct.classes, ignore, use_ignore, P.patch, P.n_tries,
                          P.ssd, P.diagonal, P.delta, P.gamma, P.max_occlusion, seed, sample, rec_i, rec_f)
         if n < 0:
@@ -181,17 +189,26 @@ def insmix_tile(image, labels, bt, ct, P, seed, sample, rec_i, rec_f, moves, out
     return n, n_moves
 
 
+@njit(cache=True, nogil=True)
+def row_or_none(a, b):
+    """``a[b]``, or None when ``a`` is None (a function: a conditional expression inside a
+    ``prange`` loop trips Numba's parfor array analysis)."""
+    if a is None:
+        return None
+    return a[b]
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def insmix_batch_kernel(images, labels, bt, ct, P, seed, samples, rec_i, rec_f, moves, out_images, out_labels,
                         paste_masks, shuffled, counts, max_ids, typed, types, out_types, id_classes, ignore,
                         use_ignore):
     """``insmix_tile`` over a batch, tiles in parallel; ``counts[b] = (n_pastes, n_moves)``.
-    ``types``/``out_types``/``id_classes``/``ignore`` have one row per tile (stand-ins of
-    one pixel when unused)."""
+    ``types``/``out_types`` have one row per tile (stand-ins of one pixel when untyped);
+    ``id_classes`` and ``ignore`` one row per tile, or None (compiled out, as in :func:`plan_tile`)."""
     for b in prange(images.shape[0]):
         n, m = insmix_tile(images[b], labels[b], bt, ct, P, seed, samples[b], rec_i[b], rec_f[b], moves[b],
                            out_images[b], out_labels[b], paste_masks[b], shuffled[b], max_ids[b], typed, types[b],
-                           out_types[b], id_classes[b], ignore[b], use_ignore)
+                           out_types[b], row_or_none(id_classes, b), row_or_none(ignore, b), use_ignore)
         counts[b, 0] = n
         counts[b, 1] = m
 

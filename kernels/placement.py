@@ -20,7 +20,7 @@ from .rng import STREAM_PLACE, STREAM_TILE, counter2, uniform_int, uniform_int_p
 MAX_OFFSET_DRAWS = 256
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def draw_annulus_offset(seed, sample, key, try_idx, delta, gamma):
     """Integer (dy, dx) uniform on δ² ≤ dy²+dx² ≤ γ², by rejection from [−⌊γ⌋, ⌊γ⌋]²."""
     g = np.int64(np.floor(gamma))
@@ -37,7 +37,7 @@ def draw_annulus_offset(seed, sample, key, try_idx, delta, gamma):
     return False, np.int64(0), np.int64(0)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def draw_free_position(seed, sample, key, try_idx, h, w, tile_h, tile_w):
     """Top-left (y0, x0) uniform over positions where an h×w crop fits (no SSD)."""
     if h > tile_h or w > tile_w:
@@ -47,14 +47,14 @@ def draw_free_position(seed, sample, key, try_idx, h, w, tile_h, tile_w):
     return True, y0, x0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def placement_ok(work, lut, ids_ext, cur_area, ibbox, pieces, masks, t_off, h, w, y0, x0, max_occ, occ, touched,
                  scratch, ignore, use_ignore):
     """Is pasting the crop ``masks[t_off : t_off+h·w]`` at (y0, x0) allowed?
 
     ``work`` is the label map as it stands (raw ids); ``lut`` maps a raw id to its
     rank ``c`` and ``ids_ext[c]`` back. Rejects a crop leaving the tile, putting a
-    pixel on an ignore pixel (``ignore``, read when ``use_ignore``), covering
+    pixel on an ignore pixel (``ignore``, read when ``use_ignore``; None: compiled out), covering
     more than ``max_occ`` of any existing instance, or splitting an instance into
     more pieces than it has. ``occ``/``touched`` are zeroed scratch arrays (left
     zeroed on return); ``pieces[c]`` caches piece counts (-1 = unknown);
@@ -63,7 +63,7 @@ def placement_ok(work, lut, ids_ext, cur_area, ibbox, pieces, masks, t_off, h, w
     hh, ww = work.shape
     if y0 < 0 or x0 < 0 or y0 + h > hh or x0 + w > ww:
         return False
-    if use_ignore:
+    if ignore is not None and use_ignore:  # ignore None (CPU calls without one): compiled out
         for y in range(h):
             row = t_off + y * w
             for x in range(w):
@@ -105,7 +105,7 @@ def placement_ok(work, lut, ids_ext, cur_area, ibbox, pieces, masks, t_off, h, w
     return ok
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def paste_into_work(work, lut, cur_area, ibbox, pieces, occupied, patch, masks, t_off, h, w, y0, x0, new_c, new_id,
                     area_t):
     """Write the accepted crop (id ``new_id``, rank ``new_c``) into the working map; update state

@@ -19,7 +19,7 @@ F_SCALE, F_SHAPE, F_DIS = 0, 1, 2
 N_REC_F = 3
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def write_record(rec_i, rec_f, t, original, label, y0, x0, dy, dx, a_o, a_t, cls):
     """Fill one record (``rec_i``/``rec_f`` are its two rows); ``F_SHAPE`` is left to
     :func:`shape_gap`, which the caller computes with the shape test of its device."""
@@ -35,7 +35,7 @@ def write_record(rec_i, rec_f, t, original, label, y0, x0, dy, dx, a_o, a_t, cls
     rec_f[F_DIS] = np.sqrt(np.float64(dy * dy + dx * dx))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def shape_gap(xor, a_o, a_t):
     """``f_shape = |Mo xor Mt| / max(|Mo|, |Mt|)``."""
     return np.float64(xor) / np.float64(max(a_o, a_t))

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 from .jit import njit
 
+from .alloc import empty
 from .rng import STREAM_BACKGROUND, counter2, uniform_int
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def collect_background(occupied, free):
     """Write the row-major indices of the background patches (``occupied == False``)
     into ``free`` (length ≥ gh·gw) in row-major order; return their number."""
@@ -23,7 +24,7 @@ def collect_background(occupied, free):
     return nb
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def background_count(alpha, nb):
     """``k = ⌊α·n_background + ½⌋`` in float64 (the GPU reads it from :func:`background_count_table`)."""
     return np.int64(np.floor(alpha * np.float64(nb) + 0.5))
@@ -33,13 +34,13 @@ def background_count(alpha, nb):
 def background_count_table(alpha, g):
     """``background_count(alpha, n)`` for n = 0..g: the table the GPU plan indexes (made on the
     host by this same function, so both devices use one formula)."""
-    out = np.empty(g + 1, np.int64)
+    out = empty(g + 1, np.int64)
     for n in range(g + 1):
         out[n] = background_count(alpha, n)
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def plan_moves(free, nb, k, seed, sample, moves):
     """Choose ``k`` of the ``nb`` patches in ``free`` (seeded partial Fisher–Yates,
     reorders ``free``) and permute them (seeded Fisher–Yates; the permutation is
@@ -65,7 +66,7 @@ def plan_moves(free, nb, k, seed, sample, moves):
     return k
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def plan_background(occupied, alpha, seed, sample, moves):
     """Fill ``moves[:k] = (src_patch, dst_patch)`` (row-major patch indices); return k.
 
@@ -75,7 +76,7 @@ def plan_background(occupied, alpha, seed, sample, moves):
     The GPU plan (``kernels.cuda_pipeline.plan_background``) runs the same
     :func:`collect_background` and :func:`plan_moves`.
     """
-    free = np.empty(occupied.shape[0] * occupied.shape[1], np.int64)
+    free = empty(occupied.shape[0] * occupied.shape[1], np.int64)
     nb = collect_background(occupied, free)
     return plan_moves(free, nb, background_count(alpha, nb), seed, sample, moves)
 
@@ -88,7 +89,7 @@ def apply_background(image, moves, k, patch, shuffled):
     if k <= 0:
         return
     gw = image.shape[1] // patch
-    buf = np.empty((k, patch, patch, 3), image.dtype)
+    buf = empty((k, patch, patch, 3), image.dtype)
     for i in range(k):
         s = moves[i, 0]
         sy = (s // gw) * patch

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from .alloc import empty, zeros
 from .classes import TEMPLATE_ANY, class_segment, template_at
 from .descriptor import crop_intersection, desc_and_count
 from .jit import njit
@@ -88,7 +89,7 @@ def scale_range(bank_area, a_o, eps):
     return scale_range_in(bank_area, 0, bank_area.shape[0], a_o, eps)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def aligned_intersection(ot, i, bt, t):
     """|Mo ∧ Mt| with the two masks aligned on their anchors (exact)."""
     if ot.fits[i] or bt.fits[t]:
@@ -178,7 +179,7 @@ def score_originals_class(ot, bt, ct, mode, o_classes, eps, rho, ssd, max_draws,
     Returns ``choice`` (n,) int64, -1 where no template is admissible.
     """
     n = ot.area.shape[0]
-    choice = np.empty(n, np.int64)
+    choice = empty(n, np.int64)
     for i in prange(n):
         choice[i] = choose_template(ot, i, bt, ct, mode, o_classes[i], eps, rho, ssd, max_draws, seed, samples[i],
                                     keys[i])
@@ -190,7 +191,7 @@ def score_originals(ot, bt, eps, rho, ssd, max_draws, seed, samples, keys):
     """:func:`score_originals_class` with ``template_class="any"`` (no class table needed)."""
     n = ot.area.shape[0]
     n_bank = bt.area.shape[0]
-    choice = np.empty(n, np.int64)
+    choice = empty(n, np.int64)
     for i in prange(n):
         choice[i] = choose_in(ot, i, bt, bt.area, None, 0, n_bank, eps, rho, ssd, max_draws, seed, samples[i], keys[i])
     return choice
@@ -200,7 +201,7 @@ def score_originals(ot, bt, eps, rho, ssd, max_draws, seed, samples, keys):
 def admissible_counts(ot, bt, eps, rho):
     """Exhaustive count of admissible templates per original (for statistics and tests)."""
     n = ot.area.shape[0]
-    counts = np.zeros(n, np.int64)
+    counts = zeros(n, np.int64)
     for i in prange(n):
         lo, hi = scale_range(bt.area, ot.area[i], eps)
         c = 0
@@ -215,7 +216,7 @@ def admissible_counts(ot, bt, eps, rho):
 def admissible_list(ot, i, bt, eps, rho):
     """All bank indices admissible for original ``i`` (ascending)."""
     lo, hi = scale_range(bt.area, ot.area[i], eps)
-    out = np.empty(max(hi - lo, 0), np.int64)
+    out = empty(max(hi - lo, 0), np.int64)
     n = 0
     for t in range(lo, hi):
         if shape_ok(shape_xor(ot, i, bt, t), ot.area[i], bt.area[t], rho):

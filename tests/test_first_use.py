@@ -1,6 +1,8 @@
-"""First use with an empty Numba cache (issue 15): one specialisation per kernel, the compile
-hook, and the background compile process (kernels/warmup.py) — safe under fork, never
-changing a result, never waiting on a dead process. Timings live in bench/bench_first_use.py."""
+"""First use with an empty Numba cache (issue 15): one specialisation per kernel, allocations
+that compile nothing of their own, the plain call compiling neither the class choice nor the
+ignore tests, the compile hook, and the background compile process (kernels/warmup.py) — safe
+under fork, never changing a result, never waiting on a dead process. Timings live in
+bench/bench_first_use.py."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pytest
 from insmix_fast.config import InsMixConfig
 from insmix_fast.core import insmix
 from insmix_fast.kernels import warmup
+from insmix_fast.kernels.alloc import empty, zeros
 from insmix_fast.kernels.jit import KernelDispatcher, add_compile_hook, njit
 from insmix_fast.precompile import tiny_inputs
 
@@ -41,6 +44,39 @@ def test_one_specialisation_for_constants_and_narrow_ints():
     assert isinstance(_leaf, KernelDispatcher)
     assert _caller(np.arange(3, dtype=np.int64)) == 0 + 3 + 7
     assert [str(sig[1]) for sig in _leaf.signatures] == ["int64"]
+
+
+@njit(nogil=True)
+def _allocate(n):
+    a = empty((n, 2), np.int16)
+    b = zeros(n, np.uint16)
+    c = zeros((n, 3, 2), b.dtype)
+    for i in range(n):
+        a[i, 0] = i
+        a[i, 1] = -i
+    return a, b, c
+
+
+_ALLOCATOR = "numba.np.arrayobj"  # where Numba's dtype-independent array allocator lives
+
+
+def test_alloc_is_numpy_allocation_without_a_compilation_of_its_own():
+    from numba.core import event
+
+    with event.install_recorder("numba:compile") as rec:
+        a, b, c = _allocate(4)
+    compiled = [ev.data["dispatcher"].py_func.__module__ for _, ev in rec.buffer if ev.is_start]
+    # no np.empty / np.zeros overload compiled; Numba's raw allocator (one function for every
+    # dtype and shape, which np.empty compiles too) may be compiled once per process
+    assert [m for m in compiled if m != _ALLOCATOR] == [_allocate.py_func.__module__], compiled
+    assert compiled.count(_ALLOCATOR) <= 1, compiled
+    assert a.shape == (4, 2) and a.dtype == np.int16 and a.flags.c_contiguous
+    np.testing.assert_array_equal(a, np.stack([np.arange(4), -np.arange(4)], axis=1))
+    assert b.shape == (4,) and b.dtype == np.uint16 and not b.any()
+    assert c.shape == (4, 3, 2) and c.dtype == np.uint16 and c.flags.c_contiguous and not c.any()
+    assert _allocate(0)[1].shape == (0,)
+    with pytest.raises(ValueError, match="negative dimensions"):  # as np.empty
+        _allocate(-1)
 
 
 def test_compile_hook_runs_once_before_the_first_compile(monkeypatch):
@@ -169,3 +205,46 @@ def test_cold_start_with_a_background_compile_is_fork_safe_and_deterministic(tmp
             np.testing.assert_array_equal(z["image"], ref.image)
             np.testing.assert_array_equal(z["labels"], ref.labels)
     assert not list((tmp_path / "numba-cache").rglob("*.tmp"))
+
+
+# ---------------------------------------------------------------------- what the plain call compiles
+_PLAIN = textwrap.dedent("""
+    import json
+    from numba.core import event
+    from insmix_fast.config import InsMixConfig
+    from insmix_fast.core import insmix
+    from insmix_fast.kernels import pipeline, placement, ssd
+    from insmix_fast.precompile import tiny_inputs
+
+    bank, images, labels = tiny_inputs()
+    with event.install_recorder("numba:compile") as rec:
+        r = insmix(images[0], labels[0], bank, InsMixConfig(p_paste=1.0), seed=3)
+    print(json.dumps({
+        "valid": bool(r.labels.shape == labels[0].shape),
+        "modules": [ev.data["dispatcher"].py_func.__module__ for _, ev in rec.buffer if ev.is_start],
+        "choose_template": len(ssd.choose_template.signatures),
+        "choose_in_order": [str(sig[4]) for sig in ssd.choose_in.signatures],
+        "place_pastes_ignore": [str(sig[21]) for sig in placement.place_pastes.signatures],
+        "tile_class_ignore": [[str(sig[18]), str(sig[19])] for sig in pipeline.insmix_tile.signatures],
+    }))
+""")
+
+
+@pytest.mark.slow
+def test_the_plain_call_compiles_no_class_choice_ignore_tests_or_allocation_overloads(tmp_path):
+    """An untyped ``insmix`` without ``ignore`` on an empty cache: ``id_class`` and ``ignore`` reach
+    the kernels as None, so Numba compiles neither the class-aware template choice nor the ignore
+    tests, and the allocations compile no ``np.empty``/``np.zeros`` overload."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"), PYTHONPATH=str(ROOT))
+    env[warmup.ENV] = "0"
+    proc = subprocess.run([sys.executable, "-c", _PLAIN], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["valid"], out
+    assert out["choose_template"] == 0, out
+    assert out["choose_in_order"] == ["none"], out
+    assert out["place_pastes_ignore"] == ["none"], out
+    assert out["tile_class_ignore"] == [["none", "none"]], out
+    # no allocation overloads: at most Numba's one dtype-independent allocator
+    assert [m for m in out["modules"] if m.startswith("numba.np")] in ([], [_ALLOCATOR]), out
+    assert all(m.startswith("insmix_fast.kernels.") or m.startswith("numba.") for m in out["modules"]), out

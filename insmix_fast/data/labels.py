@@ -28,9 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
 
 from ..errors import InputError, LabelMapError
+from ..kernels.alloc import empty, zeros
+from ..kernels.jit import njit
 from ..validation import check_choice, check_int, check_labels
 
 __all__ = [
@@ -88,10 +89,10 @@ def _analyze(lab, fg_diag):
         for c in range(1, W):
             if lab[r, c] != lab[r, c - 1]:
                 cap += 1
-    start = np.empty(cap, np.int32)
-    end = np.empty(cap, np.int32)
-    val = np.empty(cap, np.int32)
-    row_start = np.empty(H + 1, np.int64)
+    start = empty(cap, np.int32)  # kernels.alloc: no compilation per allocation (first use, issue 15)
+    end = empty(cap, np.int32)
+    val = empty(cap, np.int32)
+    row_start = empty(H + 1, np.int64)
     n = 0
     for r in range(H):
         row_start[r] = n
@@ -112,8 +113,11 @@ def _analyze(lab, fg_diag):
         n += 1
     row_start[H] = n
 
-    parent = np.arange(n).astype(np.int64)
-    nbr = np.full(n, -1, np.int32)
+    parent = empty(n, np.int64)
+    nbr = empty(n, np.int32)
+    for k in range(n):
+        parent[k] = k
+        nbr[k] = -1
     # horizontal neighbours of background runs (always 4-adjacent)
     for r in range(H):
         a = row_start[r]
@@ -159,7 +163,7 @@ def _analyze(lab, fg_diag):
                 i += 1
 
     # flatten (parents always point to smaller indices) and number components
-    comp = np.empty(n, np.int32)
+    comp = empty(n, np.int32)
     n_comp = 0
     for k in range(n):
         p = parent[k]
@@ -170,10 +174,12 @@ def _analyze(lab, fg_diag):
             p = parent[p]
             parent[k] = p
             comp[k] = comp[p]
-    comp_val = np.zeros(n_comp, np.int32)
-    comp_area = np.zeros(n_comp, np.int64)
-    comp_border = np.zeros(n_comp, np.bool_)
-    comp_nbr = np.full(n_comp, -1, np.int32)
+    comp_val = zeros(n_comp, np.int32)
+    comp_area = zeros(n_comp, np.int64)
+    comp_border = zeros(n_comp, np.bool_)
+    comp_nbr = empty(n_comp, np.int32)
+    for q in range(n_comp):
+        comp_nbr[q] = -1
     for r in range(H):
         edge_row = r == 0 or r == H - 1
         for k in range(row_start[r], row_start[r + 1]):
@@ -189,7 +195,7 @@ def _analyze(lab, fg_diag):
 
 @njit(cache=True, nogil=True)
 def _paint(H, W, row_start, start, end, comp, new_val):
-    out = np.empty((H, W), np.int32)
+    out = empty((H, W), np.int32)
     for r in range(H):
         for k in range(row_start[r], row_start[r + 1]):
             v = new_val[comp[k]]
