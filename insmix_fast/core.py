@@ -28,7 +28,7 @@ from .config import InsMixConfig
 from .devices import parse_device
 from .errors import BankError, ConfigError, InputError, InputTypeError
 from .kernels.classes import ClassTable, any_class_table
-from .kernels.instances import DENSE_ID_LIMIT, build_table, tile_stats
+from .kernels.instances import DENSE_ID_LIMIT, build_table, tile_extrema, tile_stats
 from .kernels.pipeline import apply_tile, insmix_batch_kernel, insmix_tile, plan_tile, replay_images
 from .kernels.ssd import admissible_list
 from .kernels.tables import Params, Table, empty_table, largest_crop, make_params
@@ -42,6 +42,7 @@ __all__ = [
     "plan_insmix",
     "apply_plan",
     "insmix_into",
+    "insmix_batch_into",
     "replay_image",
     "insmix",
     "insmix_batch",
@@ -381,9 +382,7 @@ def insmix_into(out, labels, bank: InstanceBank | None, config: InsMixConfig | N
     :func:`insmix` for it.
     """
     config = _config(config)
-    if config.foreground and config.template_source == "self":
-        raise ConfigError("insmix_into takes templates from a bank; template_source='self' cuts them from the "
-                          "tile's own uint8 H×W×3 pixels: use insmix() for it")
+    _refuse_self_templates(config, "insmix_into", "insmix")
     seed = check_seed(seed)
     index = check_index(index)
     labels = check_labels(labels)
@@ -396,6 +395,12 @@ def insmix_into(out, labels, bank: InstanceBank | None, config: InsMixConfig | N
                len(moves), out, work, paste_mask, shuffled, ex.typed, ex.types, out_types, lut)
     plan = InsMixPlan(pastes, moves, config.patch, labels.shape, seed, index, _fingerprint(None, bank, config))
     return InsMixResult(out, work, paste_mask, shuffled, pastes, plan, types=out_types if ex.typed else None)
+
+
+def _refuse_self_templates(config: InsMixConfig, what: str, instead: str) -> None:
+    if config.foreground and config.template_source == "self":
+        raise ConfigError(f"{what} takes templates from a bank; template_source='self' cuts them from the "
+                          f"tiles' own uint8 …×H×W×3 pixels: use {instead}() for it")
 
 
 def _starts(sizes) -> np.ndarray:
@@ -557,6 +562,69 @@ def insmix_batch(images, labels, bank: InstanceBank | None, config: InsMixConfig
     return _insmix_batch_cpu(images, labels, bank, config, seed, indices, types, ignore)
 
 
+def insmix_batch_into(out, labels, bank: InstanceBank | None, config: InsMixConfig | None = None, *, seed: int = 0,
+                      indices=None, types=None, ignore=None, max_value=None, out_labels=None) -> InsMixBatchResult:
+    """:func:`insmix_batch` on the CPU whose images are ``out``, written in place in their own
+    layout and dtype (what :func:`insmix_into` does for one tile).
+
+    ``out`` is N×H×W×3 with any strides — ``x.transpose(0, 2, 3, 1)`` of a channel-first
+    N×3×H×W array is written in place, channel-first — holding uint8, or float32 / float64
+    intensities in ``[0, max_value]``; the other arguments are those of :func:`insmix_batch`.
+    Tile ``b`` of a uint8 ``out`` ends up equal, bit for bit, to ``insmix_batch(out,
+    ...).images[b]``; a float one as :func:`insmix_into` describes. The returned
+    :class:`~insmix_fast.results.InsMixBatchResult` has ``images`` = ``out`` and the labels,
+    masks, pastes, moves and types of :func:`insmix_batch`. Templates must come from
+    ``bank`` (or ``config.foreground`` be False), as for :func:`insmix_into`.
+
+    ``out_labels`` (optional): a C-contiguous N×H×W int32 or int64 array the output label maps
+    are written into (then ``result.labels``), so an int64 pipeline gets int64 maps without a
+    casting pass; default a new int32 array.
+    """
+    config = _config(config)
+    _refuse_self_templates(config, "insmix_batch_into", "insmix_batch")
+    seed = check_seed(seed)
+    labels, max_ids = _as_label_batch(labels, types is not None)
+    _check_out(out, labels.shape + (3,), max_value, "labels")
+    indices = check_indices(indices, labels.shape[0])
+    if types is not None:
+        types = as_types_map(types, labels.shape)
+    if ignore is not None:
+        ignore = check_ignore(ignore, labels.shape)
+    if out_labels is not None:
+        if not (isinstance(out_labels, np.ndarray) and out_labels.shape == labels.shape
+                and out_labels.dtype in (np.int32, np.int64) and out_labels.flags.c_contiguous
+                and out_labels.flags.writeable):
+            raise InputError(f"out_labels must be a writeable C-contiguous int32/int64 array of shape {labels.shape}, "
+                             f"got {getattr(out_labels, 'dtype', type(out_labels).__name__)} "
+                             f"{getattr(out_labels, 'shape', '')}")
+    return _insmix_batch_cpu(None, labels, bank, config, seed, indices, types, ignore, out=out, max_value=max_value,
+                             max_ids=max_ids, wide=out_labels)
+
+
+#: Label dtypes the batch kernel narrows to int32 as it copies them (checked in one pass by tile_extrema).
+_WIDE_LABELS = frozenset(np.dtype(t) for t in (np.int64, np.uint32, np.uint64))
+
+
+def _as_label_batch(labels, typed: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """N×H×W label maps checked as :func:`~insmix_fast.validation.check_batch` checks them, and
+    each tile's largest id (None: not computed). A C-contiguous int64/uint32/uint64 batch is
+    checked in one pass and kept as it is (the kernel narrows it as it copies it; typed batches
+    excepted); others become int32."""
+    if not isinstance(labels, np.ndarray):
+        labels = np.asarray(labels)
+    if labels.ndim != 3 or labels.shape[0] == 0:
+        raise InputError(f"labels must be N×H×W with N ≥ 1, got shape {labels.shape}")
+    if not typed and labels.dtype in _WIDE_LABELS and labels.size and labels.flags.c_contiguous:
+        ext = tile_extrema(labels)
+        lo, hi = int(ext[:, 0].min()), int(ext[:, 1].max())
+        if lo >= 0 and hi <= np.iinfo(np.int32).max:
+            max_ids = ext[:, 1].copy()
+            if int(max_ids.max()) + labels[0].size >= np.iinfo(np.int32).max:
+                _max_id(labels[int(max_ids.argmax())])  # raises, with _max_id's message
+            return labels, max_ids
+    return check_labels(labels.reshape(-1, labels.shape[2]) if labels.size else labels[0]).reshape(labels.shape), None
+
+
 def _insmix_batch_gpu(images, labels, bank, config: InsMixConfig, seed: int, indices, device, stream, types, ignore):
     """The one way from here to the GPU path (imported on first use: numba.cuda stays unloaded otherwise)."""
     from .gpu.batch import insmix_batch_cuda
@@ -565,19 +633,26 @@ def _insmix_batch_gpu(images, labels, bank, config: InsMixConfig, seed: int, ind
                              types=types, ignore=ignore)
 
 
-def _insmix_batch_cpu(images: np.ndarray, labels: np.ndarray, bank, config: InsMixConfig, seed: int,
-                      indices: np.ndarray, types, ignore) -> InsMixBatchResult:
-    """The batch kernel over checked inputs; tiles it cannot take are redone one by one."""
-    n = images.shape[0]
-    max_ids = np.array([_max_id(labels[b]) for b in range(n)], np.int64)
+def _insmix_batch_cpu(images: np.ndarray | None, labels: np.ndarray, bank, config: InsMixConfig, seed: int,
+                      indices: np.ndarray, types, ignore, *, out: np.ndarray | None = None,
+                      max_value=None, max_ids: np.ndarray | None = None, wide=None) -> InsMixBatchResult:
+    """The batch kernel over checked inputs; tiles it cannot take are redone one by one.
+    ``images`` None: ``out`` (checked by :func:`_check_out`) holds them and is written in place
+    (:func:`insmix_batch_into`). ``max_ids``: each tile's largest id, when known already.
+    ``wide``: the N×H×W int32/int64 array the output labels go to (checked)."""
+    n = labels.shape[0]
+    lut = None if images is not None else _lut(out.dtype, max_value)
+    if max_ids is None:
+        max_ids = np.array([_max_id(labels[b]) for b in range(n)], np.int64)
     typed = types is not None
     tpl = _templates(bank, config, None, None, types if typed else None)
     P = tpl.params(config)
     h, w = labels.shape[1:]
     rec_i, rec_f = record_tables(_INITIAL_RECORDS, n)
     moves = np.zeros((n, max((h // config.patch) * (w // config.patch), 1), 2), np.int64)
-    out_images = np.empty_like(images)
-    out_labels = np.empty_like(labels)
+    out_images = np.empty_like(images) if images is not None else out
+    out_labels = wide if wide is not None and wide.dtype == np.int32 else np.empty(labels.shape, np.int32)
+    wide = None if wide is out_labels else wide
     paste_masks = np.empty(labels.shape, np.bool_)
     shuffled = np.empty(labels.shape, np.bool_)
     counts = np.zeros((n, 2), np.int64)
@@ -600,16 +675,29 @@ def _insmix_batch_cpu(images: np.ndarray, labels: np.ndarray, bank, config: InsM
         kernel_types = out_types = np.zeros((n, 1, 1), np.int32)
         luts = np.zeros((n, 1), np.int32)
     start_numba_threads()  # Numba's pool start must not change torch's thread count
-    insmix_batch_kernel(images, kernel_labels, tpl.table, tpl.classes, P, np.uint64(seed), indices, rec_i, rec_f,
-                        moves, out_images, out_labels, paste_masks, shuffled, counts, kernel_max, typed, kernel_types,
-                        out_types, _for_class_choice(luts, config), ignore, ignore is not None)
+    # in place, the kernel shuffles the background of the stand-in empty maps of sparse tiles: keep their inputs
+    kept = {b: out[b].copy() for b in np.flatnonzero(sparse)} if images is None else {}
+    kernel_args = (images, kernel_labels, tpl.table, tpl.classes, P, np.uint64(seed), indices, rec_i, rec_f, moves,
+                   out_images, out_labels, paste_masks, shuffled, counts, kernel_max, typed, kernel_types, out_types,
+                   _for_class_choice(luts, config), ignore, ignore is not None)
+    # lut and wide only when given: omitted, they leave insmix_batch's specialisation (and cache entry) as it was
+    insmix_batch_kernel(*kernel_args, *((lut, wide) if wide is not None else (lut,) if lut is not None else ()))
     fingerprints = [_fingerprint(None, bank, config)] * n
     pastes, mv = [], []
     for b in range(n):
         if counts[b, 0] < 0 or sparse[b]:  # record buffer too small, or huge ids: redo this tile alone
-            r = insmix(images[b], labels[b], bank, config, seed=seed, index=int(indices[b]),
-                       types=types[b] if typed else None, ignore=None if ignore is None else ignore[b])
-            out_images[b], out_labels[b], paste_masks[b], shuffled[b] = r.image, r.labels, r.paste_mask, r.shuffled_mask
+            tile = dict(seed=seed, index=int(indices[b]), types=types[b] if typed else None,
+                        ignore=None if ignore is None else ignore[b])
+            if images is None:  # (a tile whose records were too small is untouched)
+                if b in kept:
+                    out[b] = kept[b]
+                r = insmix_into(out[b], labels[b], bank, config, max_value=max_value, **tile)
+            else:
+                r = insmix(images[b], labels[b], bank, config, **tile)
+                out_images[b] = r.image
+            out_labels[b], paste_masks[b], shuffled[b] = r.labels, r.paste_mask, r.shuffled_mask
+            if wide is not None:
+                wide[b] = r.labels
             if typed:
                 out_types[b] = r.types
             pastes.append(r.pastes)
@@ -617,7 +705,8 @@ def _insmix_batch_cpu(images: np.ndarray, labels: np.ndarray, bank, config: InsM
             continue
         pastes.append(paste_records(rec_i[b], rec_f[b], int(counts[b, 0])))
         mv.append(moves[b, :counts[b, 1]].copy())
-    return InsMixBatchResult(out_images, out_labels, paste_masks, shuffled, pastes, mv, indices, seed, config.patch,
+    return InsMixBatchResult(out_images, out_labels if wide is None else wide, paste_masks, shuffled, pastes, mv,
+                             indices, seed, config.patch,
                              types=out_types if typed else None, fingerprints=fingerprints)
 
 

@@ -36,13 +36,13 @@ from numba import njit
 
 from ..bank import InstanceBank
 from ..config import InsMixConfig
-from ..core import insmix, insmix_batch, insmix_into, replay_image
+from ..core import insmix, insmix_batch, insmix_batch_into, insmix_into
 from ..errors import ConfigError, InputError, InputTypeError, InsMixError
 from ..validation import check_number
 
 __all__ = ["INSTALL_HINT", "TYPED_INSMIX", "TYPED_INSMIX_BATCH", "missing_library", "check_bank", "check_config",
            "check_probability", "check_max_value", "patch_size", "label_dtype", "is_integer_dtype", "check_integer_map", "require_types",
-           "error_context", "run_insmix", "run_insmix_into", "run_insmix_batch", "check_float_range", "to_uint8", "float_result",
+           "error_context", "run_insmix", "run_insmix_into", "run_insmix_batch", "run_insmix_batch_into", "check_float_range", "to_uint8", "float_result",
            "moves_of", "staging", "channels_last", "channels_first", "contiguous_nchw", "check_nchw", "insmix_nchw",
            "batch_output", "insmix_hwc", "plans_without_pixels", "zeros_hwc", "copy_checked", "narrow_labels",
            "REPLAY_DTYPES"]
@@ -176,7 +176,20 @@ def run_insmix_into(out, labels, bank, config: InsMixConfig, *, seed: int, index
                     max_value: float = 1.0):
     """The one per-sample call of :func:`~insmix_fast.core.insmix_into` (InsMix written into
     ``out``, a copy of the caller's image in its own layout and dtype)."""
+    if types is not None:
+        require_types("types")
     return insmix_into(out, labels, bank, config, seed=seed, index=index, types=types, max_value=max_value)
+
+
+def run_insmix_batch_into(out, labels, bank, config: InsMixConfig, *, seed: int, indices, types=None,
+                          max_value: float = 1.0, out_labels=None):
+    """The one call of :func:`~insmix_fast.core.insmix_batch_into` (InsMix written into ``out``,
+    a copy of the caller's N×H×W×3-seen batch in its own layout and dtype; labels into
+    ``out_labels`` when given)."""
+    if types is not None:
+        require_types("types")
+    return insmix_batch_into(out, labels, bank, config, seed=seed, indices=indices, types=types, max_value=max_value,
+                             out_labels=out_labels)
 
 
 def run_insmix_batch(images, labels, bank, config: InsMixConfig, *, seed: int, indices, device: str = "cpu",
@@ -549,17 +562,16 @@ def _replayed_nchw(images: torch.Tensor, labels: torch.Tensor, bank, config: Ins
     x = images.numpy()
     out = copy_checked(x, max_value, names[0])
     in_labels = labels.detach().numpy()
-    lab = narrow_labels(in_labels)
     typ = None if types is None else types.detach().numpy()
     host_bank = getattr(bank, "host", bank)  # a DeviceBank's host copy
-    n, _, h, w = x.shape
-    if n == 1:  # one tile: the per-sample call, no batch bookkeeping
-        res = run_insmix_into(out[0].transpose(1, 2, 0), lab[0], host_bank, config, seed=seed, index=int(indices[0]),
-                              types=None if typ is None else typ[0], max_value=max_value)
+    if x.shape[0] == 1:  # one tile: the per-sample call, no batch bookkeeping
+        res = run_insmix_into(out[0].transpose(1, 2, 0), narrow_labels(in_labels[0]), host_bank, config, seed=seed,
+                              index=int(indices[0]), types=None if typ is None else typ[0], max_value=max_value)
         out_labels, out_types = res.labels[None], None if typ is None else res.types[None]
-    else:
-        res = run_insmix_batch(zeros_hwc((n, h, w, 3)), lab, host_bank, config, seed=seed, indices=indices, types=typ)
-        replay_image(out.transpose(0, 2, 3, 1), res, max_value=max_value)
+    else:  # (int64 labels are narrowed by the batch kernel as it copies them)
+        wide = np.empty(in_labels.shape, np.int64) if label_dtype(in_labels.dtype) == np.int64 else None
+        res = run_insmix_batch_into(out.transpose(0, 2, 3, 1), in_labels, host_bank, config, seed=seed,
+                                    indices=indices, types=typ, max_value=max_value, out_labels=wide)
         out_labels, out_types = res.labels, res.types
     # numpy casts: single-threaded, where torch's would wait for its thread pool (busy cores stall it)
     out_labels = torch.from_numpy(out_labels.astype(label_dtype(in_labels.dtype), copy=False))
