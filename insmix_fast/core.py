@@ -29,7 +29,7 @@ from .devices import parse_device
 from .errors import BankError, ConfigError, InputError, InputTypeError
 from .kernels.classes import ClassTable, any_class_table
 from .kernels.instances import DENSE_ID_LIMIT, build_table, tile_extrema, tile_stats
-from .kernels.pipeline import apply_tile, insmix_batch_kernel, insmix_tile, plan_tile, replay_images
+from .kernels.pipeline import apply_tile, insmix_batch_kernel, insmix_tile, plan_tile
 from .kernels.ssd import admissible_list
 from .kernels.tables import Params, Table, empty_table, largest_crop, make_params
 from .results import (PASTE_DTYPE, InsMixBatchResult, InsMixPlan, InsMixResult, PlanFingerprint, labels_fingerprint,
@@ -43,7 +43,6 @@ __all__ = [
     "apply_plan",
     "insmix_into",
     "insmix_batch_into",
-    "replay_image",
     "insmix",
     "insmix_batch",
     "admissible_templates",
@@ -328,7 +327,7 @@ def apply_plan(image, labels, plan: InsMixPlan, bank: InstanceBank | None, *, ty
                         types=out_types if ex.typed else None)
 
 
-#: Template value → float image value tables of :func:`replay_image`, by (dtype, max_value).
+#: Template value → float image value tables of :func:`insmix_into`, by (dtype, max_value).
 _LUTS: dict = {}
 _FLOAT_IMAGES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -401,60 +400,6 @@ def _refuse_self_templates(config: InsMixConfig, what: str, instead: str) -> Non
     if config.foreground and config.template_source == "self":
         raise ConfigError(f"{what} takes templates from a bank; template_source='self' cuts them from the "
                           f"tiles' own uint8 …×H×W×3 pixels: use {instead}() for it")
-
-
-def _starts(sizes) -> np.ndarray:
-    starts = np.zeros(len(sizes) + 1, np.int64)
-    np.cumsum(sizes, out=starts[1:])
-    return starts
-
-
-def _as_moves(moves) -> np.ndarray:
-    if isinstance(moves, np.ndarray) and moves.dtype == np.int64 and moves.ndim == 2 and moves.flags.c_contiguous:
-        return moves
-    return np.ascontiguousarray(moves, dtype=np.int64).reshape(-1, 2)
-
-
-def replay_image(out, result, *, max_value=None) -> np.ndarray:
-    """Write what InsMix did to a tile's image into another copy of that image, ``out``, in
-    place, and return ``out``.
-
-    ``result`` is an :class:`~insmix_fast.results.InsMixResult` (``out`` H×W×3) or an
-    :class:`~insmix_fast.results.InsMixBatchResult` (``out`` N×H×W×3) from :func:`insmix` /
-    :func:`insmix_batch`. ``out`` holds the input image(s) of that call in any memory layout —
-    ``x.transpose(1, 2, 0)`` of a channel-first 3×H×W array (``x.transpose(0, 2, 3, 1)`` of
-    N×3×H×W) is written in place — as uint8, or as float32 / float64 intensities in
-    ``[0, max_value]``. Its background patches are moved as the result's were (moving their
-    own values) and every pasted pixel takes the result's value (float: ``value / 255 ·
-    max_value``, computed in float64 and rounded once). A uint8 ``out`` then equals
-    ``result.image`` bit for bit.
-
-    When the plan reads no pixels (templates from a bank), the call may even have run on a
-    stand-in image (zeros, say): replayed here onto the real one, its result is the real result
-    in the real image's layout and dtype — what the batch adapter of
-    :mod:`insmix_fast.transforms` does (:func:`insmix_into` does it for one tile without the
-    stand-in).
-    """
-    if isinstance(result, InsMixResult):
-        moves = _as_moves(result.plan.moves)
-        move_start = np.array([0, len(moves)], np.int64)
-        images, paste_masks, patch = result.image[None], result.paste_mask[None], result.plan.patch
-    elif isinstance(result, InsMixBatchResult):
-        move_start = _starts([len(m) for m in result.moves])
-        moves = _as_moves(np.concatenate(result.moves))
-        images, paste_masks, patch = result.images, result.paste_masks, result.patch
-    else:
-        raise InputTypeError(f"result must be an InsMixResult or InsMixBatchResult, got {type(result).__name__}")
-    want = images.shape if isinstance(result, InsMixBatchResult) else images.shape[1:]
-    lut = _check_out(out, want, max_value, "the result")
-    patch = check_int("the result's patch", patch, 2, error=InputError)
-    if paste_masks.shape != images.shape[:3] or images.dtype != np.uint8 or paste_masks.dtype != np.bool_:
-        raise InputError(f"the result's image must be uint8 …×H×W×3 and its paste mask bool …×H×W, got "
-                         f"{images.dtype} {images.shape} and {paste_masks.dtype} {paste_masks.shape}")
-    bad = replay_images(out[None] if out.ndim == 3 else out, images, paste_masks, patch, moves, move_start, lut)
-    if bad >= 0:
-        raise InputError(f"the result's sample {bad} moves a patch outside its {want[-3]}×{want[-2]} tile")
-    return out
 
 
 def _check_pastes_fit(pastes: np.ndarray, bank: InstanceBank, shape: tuple[int, int]) -> None:

@@ -120,52 +120,6 @@ def apply_tile(image, labels, bt, patch, rec_i, n, moves, n_moves, out_image, ou
 
 
 @njit(cache=True, nogil=True)
-def replay_images(images, results, paste_masks, patch, moves, move_start, lut):
-    """Write what InsMix did to a batch of tiles into other copies of their input images:
-    ``images`` N×H×W×3 of any strides and dtype (a channel-first batch seen through
-    ``.transpose(0, 2, 3, 1)``), holding the inputs; ``results`` (N×H×W×3 uint8) and
-    ``paste_masks`` (N×H×W bool) InsMix's outputs for them; tile ``b``'s background moves rows
-    ``move_start[b]:move_start[b + 1]`` of ``moves``.
-
-    Moved patches are moved in ``images`` (:func:`.shuffle.apply_background`: background
-    patches hold no pasted pixel, so they move the input's own values) and every pasted pixel
-    takes the result's value (through ``lut`` when given, as in :func:`.paste.apply_pastes`).
-    Nothing is written unless every move names a patch of its tile; returns -1 then, else the
-    first tile with one that does not (the kernels below do not bounds-check)."""
-    n, h, w = images.shape[0], images.shape[1], images.shape[2]
-    g = (h // patch) * (w // patch)
-    for b in range(n):
-        for j in range(move_start[b], move_start[b + 1]):
-            if moves[j, 0] < 0 or moves[j, 0] >= g or moves[j, 1] < 0 or moves[j, 1] >= g:
-                return b
-    for b in range(n):
-        m0 = move_start[b]
-        apply_background(images[b], moves[m0:], move_start[b + 1] - m0, patch, None)
-        image = images[b]
-        result = results[b]
-        mask = paste_masks[b].reshape(-1)
-        n8 = mask.shape[0] // 8
-        words = mask[:n8 * 8].view(np.uint64)  # pasted pixels are few: skip eight unpasted ones at a time
-        for i in range(n8 + 1):
-            if i < n8 and words[i] == 0:
-                continue
-            y = (8 * i) // w
-            x = 8 * i - y * w
-            for p in range(8 * i, min(8 * i + 8, mask.shape[0])):
-                if mask[p]:
-                    for ch in range(3):
-                        if lut is None:
-                            image[y, x, ch] = result[y, x, ch]
-                        else:
-                            image[y, x, ch] = lut[result[y, x, ch]]
-                x += 1
-                if x == w:
-                    x = 0
-                    y += 1
-    return -1
-
-
-@njit(cache=True, nogil=True)
 def insmix_tile(image, labels, bt, ct, P, seed, sample, rec_i, rec_f, moves, out_image, out_labels, paste_mask,
                 shuffled, max_id, typed, types, out_types, id_class, ignore, use_ignore, lut=None):
     """Plan and apply for one tile; returns ``(n_pastes, n_moves)`` (-1 pastes: records too small,

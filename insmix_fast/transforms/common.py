@@ -11,14 +11,14 @@
   CPU passes its 3×H×W array seen through ``.transpose(1, 2, 0)``).
 * Layouts and dtypes the kernels do not work in cost no conversion: when templates come
   from a bank (:func:`plans_without_pixels`) InsMix's plan never reads the image, so the
-  core runs on a shared zero stand-in (:func:`zeros_hwc`) and
-  :func:`~insmix_fast.core.replay_image` writes its pastes and background moves into a
-  copy of the caller's image in the caller's layout and dtype (:func:`copy_checked`:
-  one pass, with the float range check). uint8 results are bit for bit the core's; float
-  ones keep every pixel InsMix did not touch, move background patches exactly, and give
-  pasted nuclei ``template / 255 · max_value``. Templates cut from the tile itself
-  (``template_source='self'``) need the real pixels: that path converts layouts
-  (:func:`channels_last` …) and composes floats with :func:`float_result`.
+  kernels write InsMix in place into a copy of the caller's image, in the caller's layout
+  and dtype (:func:`copy_checked`: one pass, with the float range check;
+  :func:`~insmix_fast.core.insmix_into` / :func:`~insmix_fast.core.insmix_batch_into`).
+  uint8 results are bit for bit the core's; float ones keep every pixel InsMix did not
+  touch, move background patches exactly, and give pasted nuclei ``template / 255 ·
+  max_value``. Templates cut from the tile itself (``template_source='self'``) need the real
+  pixels: that path converts layouts (:func:`channels_last` …) and composes floats with
+  :func:`float_result`.
 
 The names here are public so the adapter modules can import them; they are not part of
 the user-facing API (that is :mod:`insmix_fast.transforms`).
@@ -44,8 +44,8 @@ __all__ = ["INSTALL_HINT", "TYPED_INSMIX", "TYPED_INSMIX_BATCH", "missing_librar
            "check_probability", "check_max_value", "patch_size", "label_dtype", "is_integer_dtype", "check_integer_map", "require_types",
            "error_context", "run_insmix", "run_insmix_into", "run_insmix_batch", "run_insmix_batch_into", "check_float_range", "to_uint8", "float_result",
            "moves_of", "staging", "channels_last", "channels_first", "contiguous_nchw", "check_nchw", "insmix_nchw",
-           "batch_output", "insmix_hwc", "plans_without_pixels", "zeros_hwc", "copy_checked", "narrow_labels",
-           "REPLAY_DTYPES"]
+           "batch_output", "insmix_hwc", "plans_without_pixels", "copy_checked", "narrow_labels",
+           "IN_PLACE_DTYPES"]
 
 INSTALL_HINT = 'pip install "insmix-fast[transforms]"'
 
@@ -401,30 +401,16 @@ def contiguous_nchw(x: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ stand-in images, one-pass copies
-#: Image dtypes :func:`~insmix_fast.core.replay_image` writes (others take the converting path).
-REPLAY_DTYPES = frozenset(np.dtype(t) for t in (np.uint8, np.float32, np.float64))
-_REPLAY_TORCH = frozenset((torch.uint8, torch.float32, torch.float64))
+#: Image dtypes :func:`~insmix_fast.core.insmix_into` writes (others take the converting path).
+IN_PLACE_DTYPES = frozenset(np.dtype(t) for t in (np.uint8, np.float32, np.float64))
+_IN_PLACE_TORCH = frozenset((torch.uint8, torch.float32, torch.float64))
 
 
 def plans_without_pixels(config: InsMixConfig) -> bool:
     """Whether InsMix's plan ignores the image's pixels: templates come from a bank, or
-    nothing is pasted. Then the core can run on :func:`zeros_hwc` and its result be
-    replayed onto the caller's image (:func:`~insmix_fast.core.replay_image`)."""
+    nothing is pasted. Then InsMix can be written in place into a copy of the caller's image
+    (:func:`~insmix_fast.core.insmix_into`, :func:`~insmix_fast.core.insmix_batch_into`)."""
     return not config.foreground or config.template_source != "self"
-
-
-_ZEROS: dict[tuple[int, ...], np.ndarray] = {}
-
-
-def zeros_hwc(shape: tuple[int, ...]) -> np.ndarray:
-    """A zero uint8 image of ``shape`` (H×W×3 or N×H×W×3), shared by every call of that shape:
-    the stand-in InsMix runs on when its plan reads no pixels. The core only reads it."""
-    z = _ZEROS.get(shape)
-    if z is None:
-        if len(_ZEROS) >= 8:  # a few shapes are live at a time; drop the others
-            _ZEROS.clear()
-        z = _ZEROS[shape] = np.zeros(shape, np.uint8)
-    return z
 
 
 @njit(cache=True, nogil=True)
@@ -532,8 +518,8 @@ def insmix_nchw(images: torch.Tensor, labels: torch.Tensor, bank, config: InsMix
     """
     check_nchw(images, labels, types, names)
     images = images.detach()
-    if not images.is_cuda and images.dtype in _REPLAY_TORCH and plans_without_pixels(config):
-        return _replayed_nchw(images, labels, bank, config, seed, indices, types, max_value, names)
+    if not images.is_cuda and images.dtype in _IN_PLACE_TORCH and plans_without_pixels(config):
+        return _in_place_nchw(images, labels, bank, config, seed, indices, types, max_value, names)
     if images.dtype == torch.uint8:
         u8 = images
     else:
@@ -555,10 +541,10 @@ def insmix_nchw(images: torch.Tensor, labels: torch.Tensor, bank, config: InsMix
     return batch_output(images, labels, types, res, config, max_value)
 
 
-def _replayed_nchw(images: torch.Tensor, labels: torch.Tensor, bank, config: InsMixConfig, seed: int, indices,
+def _in_place_nchw(images: torch.Tensor, labels: torch.Tensor, bank, config: InsMixConfig, seed: int, indices,
                    types, max_value: float, names: tuple[str, str, str]):
-    """:func:`insmix_nchw` on the CPU when the plan reads no pixels: the core on
-    :func:`zeros_hwc`, its result replayed onto a copy of ``images`` (layout kept)."""
+    """:func:`insmix_nchw` on the CPU when the plan reads no pixels: InsMix written in place
+    into a copy of ``images`` (layout kept)."""
     x = images.numpy()
     out = copy_checked(x, max_value, names[0])
     in_labels = labels.detach().numpy()
@@ -608,7 +594,7 @@ def insmix_hwc(image: np.ndarray, labels: np.ndarray, bank, config: InsMixConfig
     per-sample adapters' path. Returns ``(image, labels, types or None)`` as numpy: image in
     its dtype and memory layout (float: exact, see the module docstring), labels in
     :func:`label_dtype` of theirs, types in theirs. A C-contiguous uint8 image is one plain
-    :func:`run_insmix` call; other images cost one copy (:func:`copy_checked`) and a replay."""
+    :func:`run_insmix` call; other images cost one copy (:func:`copy_checked`) InsMix is written into in place."""
     check_integer_map(labels, names[1])
     if types is not None:
         check_integer_map(types, names[2], "type map")
@@ -616,10 +602,10 @@ def insmix_hwc(image: np.ndarray, labels: np.ndarray, bank, config: InsMixConfig
     if image.dtype == np.uint8 and image.flags.c_contiguous:
         r = run_insmix(image, lab, bank, config, seed=seed, index=index, types=types)
         out = r.image
-    elif image.dtype in REPLAY_DTYPES and plans_without_pixels(config):
+    elif image.dtype in IN_PLACE_DTYPES and plans_without_pixels(config):
         out = copy_checked(image, max_value, names[0])
         r = run_insmix_into(out, lab, bank, config, seed=seed, index=index, types=types, max_value=max_value)
-    else:  # the plan reads the pixels (templates cut from the tile), or a dtype replay_image does not write
+    else:  # the plan reads the pixels (templates cut from the tile), or a dtype insmix_into does not write
         x = torch.from_numpy(image if min(image.strides, default=0) >= 0 else image.copy()).permute(2, 0, 1)
         typ = None if types is None else torch.from_numpy(np.ascontiguousarray(types))[None]
         img, lab, typ = insmix_nchw(x[None], torch.from_numpy(np.ascontiguousarray(labels))[None], bank, config,
