@@ -28,7 +28,7 @@ from .config import InsMixConfig
 from .devices import parse_device
 from .errors import BankError, ConfigError, InputError, InputTypeError
 from .kernels.classes import ClassTable, any_class_table
-from .kernels.instances import DENSE_ID_LIMIT, build_table, tile_extrema, tile_stats
+from .kernels.instances import DENSE_ID_LIMIT, build_table, tile_stats
 from .kernels.pipeline import apply_tile, insmix_batch_kernel, insmix_tile, plan_tile
 from .kernels.ssd import admissible_list
 from .kernels.tables import Params, Table, empty_table, largest_crop, make_params
@@ -523,12 +523,14 @@ def insmix_batch_into(out, labels, bank: InstanceBank | None, config: InsMixConf
 
     ``out_labels`` (optional): a C-contiguous N×H×W int32 or int64 array the output label maps
     are written into (then ``result.labels``), so an int64 pipeline gets int64 maps without a
-    casting pass; default a new int32 array.
+    casting pass; default a new int32 array. A C-contiguous int64 ``labels`` batch is checked
+    by the kernel as it copies it: on a bad id (negative, or beyond int32) the
+    :class:`~insmix_fast.errors.InputError` comes after the other tiles of ``out`` were written.
     """
     config = _config(config)
     _refuse_self_templates(config, "insmix_batch_into", "insmix_batch")
     seed = check_seed(seed)
-    labels, max_ids = _as_label_batch(labels, types is not None)
+    labels, in_kernel = _as_label_batch(labels, types is not None)
     _check_out(out, labels.shape + (3,), max_value, "labels")
     indices = check_indices(indices, labels.shape[0])
     if types is not None:
@@ -543,31 +545,22 @@ def insmix_batch_into(out, labels, bank: InstanceBank | None, config: InsMixConf
                              f"got {getattr(out_labels, 'dtype', type(out_labels).__name__)} "
                              f"{getattr(out_labels, 'shape', '')}")
     return _insmix_batch_cpu(None, labels, bank, config, seed, indices, types, ignore, out=out, max_value=max_value,
-                             max_ids=max_ids, wide=out_labels)
+                             check_in_kernel=in_kernel, wide=out_labels)
 
 
-#: Label dtypes the batch kernel narrows to int32 as it copies them (checked in one pass by tile_extrema).
-_WIDE_LABELS = frozenset(np.dtype(t) for t in (np.int64, np.uint32, np.uint64))
-
-
-def _as_label_batch(labels, typed: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _as_label_batch(labels, typed: bool) -> tuple[np.ndarray, bool]:
     """N×H×W label maps checked as :func:`~insmix_fast.validation.check_batch` checks them, and
-    each tile's largest id (None: not computed). A C-contiguous int64/uint32/uint64 batch is
-    checked in one pass and kept as it is (the kernel narrows it as it copies it; typed batches
-    excepted); others become int32."""
+    whether the batch kernel checks them instead: a C-contiguous int64 batch (torch's label
+    dtype) is passed on as it is and narrowed, checked and scanned for its largest ids by the
+    kernel's own copy (typed batches excepted: their checks need the ids first); others become
+    int32 here."""
     if not isinstance(labels, np.ndarray):
         labels = np.asarray(labels)
     if labels.ndim != 3 or labels.shape[0] == 0:
         raise InputError(f"labels must be N×H×W with N ≥ 1, got shape {labels.shape}")
-    if not typed and labels.dtype in _WIDE_LABELS and labels.size and labels.flags.c_contiguous:
-        ext = tile_extrema(labels)
-        lo, hi = int(ext[:, 0].min()), int(ext[:, 1].max())
-        if lo >= 0 and hi <= np.iinfo(np.int32).max:
-            max_ids = ext[:, 1].copy()
-            if int(max_ids.max()) + labels[0].size >= np.iinfo(np.int32).max:
-                _max_id(labels[int(max_ids.argmax())])  # raises, with _max_id's message
-            return labels, max_ids
-    return check_labels(labels.reshape(-1, labels.shape[2]) if labels.size else labels[0]).reshape(labels.shape), None
+    if not typed and labels.dtype == np.int64 and labels.size and labels.flags.c_contiguous:
+        return labels, True
+    return check_labels(labels.reshape(-1, labels.shape[2]) if labels.size else labels[0]).reshape(labels.shape), False
 
 
 def _insmix_batch_gpu(images, labels, bank, config: InsMixConfig, seed: int, indices, device, stream, types, ignore):
@@ -580,14 +573,17 @@ def _insmix_batch_gpu(images, labels, bank, config: InsMixConfig, seed: int, ind
 
 def _insmix_batch_cpu(images: np.ndarray | None, labels: np.ndarray, bank, config: InsMixConfig, seed: int,
                       indices: np.ndarray, types, ignore, *, out: np.ndarray | None = None,
-                      max_value=None, max_ids: np.ndarray | None = None, wide=None) -> InsMixBatchResult:
+                      max_value=None, check_in_kernel: bool = False, wide=None) -> InsMixBatchResult:
     """The batch kernel over checked inputs; tiles it cannot take are redone one by one.
     ``images`` None: ``out`` (checked by :func:`_check_out`) holds them and is written in place
-    (:func:`insmix_batch_into`). ``max_ids``: each tile's largest id, when known already.
-    ``wide``: the N×H×W int32/int64 array the output labels go to (checked)."""
+    (:func:`insmix_batch_into`). ``check_in_kernel``: ``labels`` are unchecked C-contiguous int64
+    maps the kernel narrows and checks (see :func:`_as_label_batch`); a bad one then raises after
+    the kernel wrote the other tiles. ``wide``: the N×H×W int32/int64 array the output labels go to."""
     n = labels.shape[0]
     lut = None if images is not None else _lut(out.dtype, max_value)
-    if max_ids is None:
+    if check_in_kernel:
+        max_ids = np.zeros(n, np.int64)  # the kernel finds them
+    else:
         max_ids = np.array([_max_id(labels[b]) for b in range(n)], np.int64)
     typed = types is not None
     tpl = _templates(bank, config, None, None, types if typed else None)
@@ -625,8 +621,17 @@ def _insmix_batch_cpu(images: np.ndarray | None, labels: np.ndarray, bank, confi
     kernel_args = (images, kernel_labels, tpl.table, tpl.classes, P, np.uint64(seed), indices, rec_i, rec_f, moves,
                    out_images, out_labels, paste_masks, shuffled, counts, kernel_max, typed, kernel_types, out_types,
                    _for_class_choice(luts, config), ignore, ignore is not None)
-    # lut and wide only when given: omitted, they leave insmix_batch's specialisation (and cache entry) as it was
-    insmix_batch_kernel(*kernel_args, *((lut, wide) if wide is not None else (lut,) if lut is not None else ()))
+    # the optional arguments only when given: omitted, they leave insmix_batch's specialisation (and cache entry)
+    # as it was
+    extra = (lut, wide, DENSE_ID_LIMIT) if check_in_kernel else (lut, wide) if wide is not None else \
+        (lut,) if lut is not None else ()
+    insmix_batch_kernel(*kernel_args, *extra)
+    if check_in_kernel:  # tiles the kernel left alone: a bad id (raise as check_labels does), or sparse ids
+        for b in np.flatnonzero(counts[:, 0] == -2):
+            if kernel_max[b] < 0:
+                check_labels(labels[b], name=f"labels[{b}]")
+            _max_id(labels[b])
+            sparse[b] = True
     fingerprints = [_fingerprint(None, bank, config)] * n
     pastes, mv = [], []
     for b in range(n):

@@ -26,26 +26,6 @@ def max_label(labels):
 
 
 @njit(cache=True, nogil=True)
-def tile_extrema(labels):
-    """``(N, 2)`` int64: the smallest and the largest id of each tile of a C-contiguous N×H×W
-    label batch of any integer dtype, in one pass (the batch's checks and ``max_id``s without
-    an int32 copy: the batch kernel narrows as it copies)."""
-    n = labels.shape[0]
-    out = empty((n, 2), np.int64)
-    flat = labels.reshape(n, -1)
-    for b in range(n):
-        lo = flat[b, 0]
-        hi = flat[b, 0]
-        for i in range(flat.shape[1]):
-            v = flat[b, i]
-            lo = min(lo, v)
-            hi = max(hi, v)
-        out[b, 0] = lo
-        out[b, 1] = hi
-    return out
-
-
-@njit(cache=True, nogil=True)
 def tile_stats(labels, patch, max_id, extra):
     """One pass over a label map: per-instance statistics and the id lookup table.
 
