@@ -222,14 +222,6 @@ def _fingerprint(labels: np.ndarray | None, bank, config: InsMixConfig) -> PlanF
     return PlanFingerprint(None if labels is None else labels_fingerprint(labels), *_bank_part(bank, config))
 
 
-def _check_same_bank(fp: PlanFingerprint, bank: InstanceBank, what: str) -> None:
-    """Refuse ``bank`` when it is not the bank fingerprinted in ``fp`` (whose ``bank_hash`` is set)."""
-    if (len(bank), bank.content_hash) != (fp.bank_size, fp.bank_hash):
-        mine = PlanFingerprint(None, len(bank), bank.content_hash)
-        raise InputError(f"the {what} was made with another bank ({fp.describe_bank()}); this bank has "
-                         f"{mine.describe_bank()}: use the bank the {what} was made with")
-
-
 def _check_fingerprint(plan: InsMixPlan, labels: np.ndarray, bank) -> None:
     """Refuse a plan made for another label map or another bank (both fingerprints named)."""
     fp = getattr(plan, "fingerprint", None)  # None: plans built by hand or before fingerprints
@@ -239,7 +231,10 @@ def _check_fingerprint(plan: InsMixPlan, labels: np.ndarray, bank) -> None:
             raise InputError(f"the plan was made for another label map (fingerprint {fp.labels:#018x}); these "
                              f"labels have fingerprint {got:#018x}: apply a plan to the tile it was planned for")
     if fp is not None and fp.bank_hash is not None and len(plan.pastes) and isinstance(bank, InstanceBank):
-        _check_same_bank(fp, bank, "plan")
+        if (len(bank), bank.content_hash) != (fp.bank_size, fp.bank_hash):
+            mine = PlanFingerprint(None, len(bank), bank.content_hash)
+            raise InputError(f"the plan was made with another bank ({fp.describe_bank()}); this bank has "
+                             f"{mine.describe_bank()}: use the bank the plan was made with")
     if len(plan.pastes):  # every plan: pasted ids are max + 1, max + 2, … of the map it was made for
         pasted = plan.pastes["label"]
         top = _max_id(labels)
@@ -263,14 +258,6 @@ def plan_insmix(labels, bank: InstanceBank | None, config: InsMixConfig | None =
     labels = check_labels(labels)
     if image is not None:
         image, labels = check_sample(image, labels)
-    pastes, moves, _work, _ex, _rows = _plan(labels, bank, config, seed, index, image, types, ignore)
-    return InsMixPlan(pastes, moves, config.patch, labels.shape, seed, index, _fingerprint(labels, bank, config))
-
-
-def _plan(labels: np.ndarray, bank, config: InsMixConfig, seed: int, index: int, image, types, ignore):
-    """Plan one checked tile: ``(pastes, moves, label map, extras, rows)`` — the label map with
-    the pasted instances written in (ids as in the output of :func:`insmix`), ``extras`` the
-    tile's checked :class:`_Extras`, ``rows`` the pastes as the apply kernels read them."""
     dense = _Dense(labels, _max_id(labels))
     ex = _Extras.of(types, ignore, dense, bank, config)
     tpl = _templates(bank, config, image, labels, *ex.for_templates())
@@ -286,9 +273,8 @@ def _plan(labels: np.ndarray, bank, config: InsMixConfig, seed: int, index: int,
         cap = _n_instances(labels) + 1
     pastes = paste_records(rec_i, rec_f, n)
     dense.restore(work, pastes)
-    if dense.ids is not None:  # the rows carry kernel ids: give them the restored ones
-        rec_i = record_rows(pastes)
-    return pastes, moves[:k].copy(), work, ex, rec_i[:n]
+    return InsMixPlan(pastes, moves[:k].copy(), config.patch, labels.shape, seed, index,
+                      _fingerprint(labels, bank, config))
 
 
 def apply_plan(image, labels, plan: InsMixPlan, bank: InstanceBank | None, *, types=None) -> InsMixResult:
@@ -386,14 +372,7 @@ def insmix_into(out, labels, bank: InstanceBank | None, config: InsMixConfig | N
     index = check_index(index)
     labels = check_labels(labels)
     lut = _check_out(out, labels.shape + (3,), max_value, "labels")
-    pastes, moves, work, ex, rows = _plan(labels, bank, config, seed, index, None, types, ignore)
-    paste_mask = np.empty(labels.shape, np.bool_)
-    shuffled = np.empty(labels.shape, np.bool_)
-    out_types = ex.out_types()
-    apply_tile(None, None, bank.table if len(pastes) else empty_table(), config.patch, rows, len(rows), moves,
-               len(moves), out, work, paste_mask, shuffled, ex.typed, ex.types, out_types, lut)
-    plan = InsMixPlan(pastes, moves, config.patch, labels.shape, seed, index, _fingerprint(None, bank, config))
-    return InsMixResult(out, work, paste_mask, shuffled, pastes, plan, types=out_types if ex.typed else None)
+    return _insmix_tile(None, labels, out, lut, bank, config, seed, index, types, ignore)
 
 
 def _refuse_self_templates(config: InsMixConfig, what: str, instead: str) -> None:
@@ -437,22 +416,29 @@ def insmix(image, labels, bank: InstanceBank | None, config: InsMixConfig | None
     seed = check_seed(seed)
     index = check_index(index)
     image, labels = check_sample(image, labels)
+    return _insmix_tile(image, labels, np.empty_like(image), None, bank, config, seed, index, types, ignore)
+
+
+def _insmix_tile(image: np.ndarray | None, labels: np.ndarray, out_image: np.ndarray, lut, bank, config: InsMixConfig,
+                 seed: int, index: int, types, ignore) -> InsMixResult:
+    """:func:`insmix` (``image`` given) or :func:`insmix_into` (``image`` None: ``out_image``
+    holds it, any strides, float through ``lut``) on checked arguments: one kernel call."""
     fingerprint = _fingerprint(None, bank, config)
     dense = _Dense(labels, _max_id(labels))
     ex = _Extras.of(types, ignore, dense, bank, config)
     tpl = _templates(bank, config, image, labels, *ex.for_templates())
     P = tpl.params(config)
-    out_image = np.empty_like(image)
     out_labels = np.empty_like(labels)
     out_types = ex.out_types()
     paste_mask = np.empty(labels.shape, np.bool_)
     shuffled = np.empty(labels.shape, np.bool_)
     cap = _INITIAL_RECORDS
-    while True:
+    while True:  # (a call whose records are too small writes no image: retried with room for every instance)
         rec_i, rec_f, moves = _records(labels.shape, config.patch, cap)
         n, k = insmix_tile(image, dense.labels, tpl.table, tpl.classes, P, np.uint64(seed), np.int64(index), rec_i,
                            rec_f, moves, out_image, out_labels, paste_mask, shuffled, dense.kernel_max, ex.typed,
-                           ex.types, out_types, _for_class_choice(ex.id_class, config), ex.ignore, ex.use_ignore)
+                           ex.types, out_types, _for_class_choice(ex.id_class, config), ex.ignore, ex.use_ignore,
+                           *(() if lut is None else (lut,)))  # omitted: insmix's specialisation stays as it was
         if n >= 0:
             break
         cap = _n_instances(labels) + 1

@@ -98,24 +98,16 @@ def plan_tile(work, bt, ct, P, seed, sample, rec_i, rec_f, moves, max_id, id_cla
 
 @njit(cache=True, nogil=True)
 def apply_tile(image, labels, bt, patch, rec_i, n, moves, n_moves, out_image, out_labels, paste_mask, shuffled, typed,
-               types, out_types, lut=None):
+               types, out_types):
     """Apply a plan: copy inputs to the outputs, paste, then move background patches (``patch``×``patch``);
-    with ``typed``, ``out_types`` is ``types`` with each paste's class on its pixels.
-
-    ``image`` / ``labels`` may be ``None`` when ``out_image`` / ``out_labels`` hold them already
-    (the plan is then applied in place). ``out_image`` may have any strides and, with ``lut``
-    (see :func:`.paste.apply_pastes`), a float dtype: a channel-first image seen through
-    ``.transpose(1, 2, 0)`` is written in its own layout. A ``None`` (or omitted) argument's
-    branch is removed at compile time."""
-    if image is not None:
-        copy_into(out_image, image)
-    if labels is not None:
-        copy_into(out_labels, labels)
+    with ``typed``, ``out_types`` is ``types`` with each paste's class on its pixels."""
+    copy_into(out_image, image)
+    copy_into(out_labels, labels)
     if typed:
         copy_into(out_types, types)
     fill_false(paste_mask)
     fill_false(shuffled)
-    apply_pastes(out_image, out_labels, paste_mask, rec_i, n, bt, typed, out_types, lut)
+    apply_pastes(out_image, out_labels, paste_mask, rec_i, n, bt, typed, out_types)
     apply_background(out_image, moves, n_moves, patch, shuffled)
 
 

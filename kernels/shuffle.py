@@ -84,8 +84,8 @@ def plan_background(occupied, alpha, seed, sample, moves):
 @njit(cache=True, nogil=True)
 def apply_background(image, moves, k, patch, shuffled):
     """Move patch ``src`` to ``dst`` for each planned move (reads before writing) and mark the
-    moved pixels in ``shuffled`` (``None``: not recorded; that branch is removed at compile time).
-    ``image`` is H×W×3 of any dtype and strides (see :func:`.paste.apply_pastes`)."""
+    moved pixels in ``shuffled``. ``image`` is H×W×3 of any dtype and strides (see
+    :func:`.paste.apply_pastes`)."""
     if k <= 0:
         return
     gw = image.shape[1] // patch
@@ -107,5 +107,5 @@ def apply_background(image, moves, k, patch, shuffled):
             for x in range(patch):
                 for ch in range(3):
                     image[dy + y, dx + x, ch] = buf[i, y, x, ch]
-                if moved and shuffled is not None:
+                if moved:
                     shuffled[dy + y, dx + x] = True
