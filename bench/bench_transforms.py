@@ -12,8 +12,8 @@ the median cost of a flip of the same library on the same data (``hflip`` / ``ra
 * ``albumentations-compose`` — the same inside ``A.Compose([InsMix])`` (adds Compose's own
   per-call checks, which any albumentations transform pays);
 * ``monai-metatensor`` / ``monai-numpy`` — ``InsMixd`` on a channel-first dict (MetaTensor
-  with metadata, or numpy) vs ``insmix`` on the channel-last arrays (the adapter also does
-  the CHW ↔ HWC copies MONAI data needs);
+  with metadata, or numpy) vs ``insmix`` on the channel-last arrays (the adapter writes InsMix
+  in place into a channel-first copy, and re-wraps MetaTensors with their metadata);
 * ``batch-uint8`` / ``batch-float`` — ``InsMixBatch`` on N×3×H×W (int64 labels) vs
   ``insmix_batch`` on N×H×W×3 numpy (float: the exact float path, range check included).
 """

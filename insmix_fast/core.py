@@ -35,12 +35,14 @@ from .kernels.tables import Params, Table, empty_table, largest_crop, make_param
 from .results import (PASTE_DTYPE, InsMixBatchResult, InsMixPlan, InsMixResult, PlanFingerprint, labels_fingerprint,
                       paste_records, record_rows, record_tables)
 from .threads import start_numba_threads
-from .validation import (check_batch, check_index, check_indices, check_int, check_labels, check_sample,
-                         check_seed)
+from .validation import (check_batch, check_index, check_indices, check_int, check_labels, check_number,
+                         check_sample, check_seed)
 
 __all__ = [
     "plan_insmix",
     "apply_plan",
+    "insmix_into",
+    "insmix_batch_into",
     "insmix",
     "insmix_batch",
     "admissible_templates",
@@ -311,6 +313,74 @@ def apply_plan(image, labels, plan: InsMixPlan, bank: InstanceBank | None, *, ty
                         types=out_types if ex.typed else None)
 
 
+#: Template value → float image value tables of :func:`insmix_into`, by (dtype, max_value).
+_LUTS: dict = {}
+_FLOAT_IMAGES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _lut(dtype: np.dtype, max_value) -> np.ndarray | None:
+    """``None`` for uint8 (template values are copied), else ``v / (255 / max_value)`` for v = 0..255,
+    computed in float64 and rounded once to ``dtype`` (exactly what a float64 division stored into
+    ``dtype`` gives)."""
+    if dtype == np.uint8:
+        return None
+    if dtype not in _FLOAT_IMAGES:
+        raise InputError(f"out must be uint8 or float32/float64, got dtype {dtype}")
+    if max_value is None:
+        raise InputError("a float image needs max_value= (its full intensity: 1.0 for [0, 1], 255.0 for 0..255)")
+    max_value = check_number("max_value", max_value, 0.0, lo_open=True, error=InputError)
+    lut = _LUTS.get((dtype, max_value))
+    if lut is None:
+        lut = _LUTS[dtype, max_value] = (np.arange(256, dtype=np.float64) / (255.0 / max_value)).astype(dtype)
+    return lut
+
+
+def _check_out(out, want: tuple[int, ...], max_value, what: str) -> np.ndarray | None:
+    """Check an image InsMix writes into in place; return its template-value table (:func:`_lut`)."""
+    if not isinstance(out, np.ndarray):
+        raise InputTypeError(f"out must be a numpy array, got {type(out).__name__}")
+    if out.shape != want:
+        raise InputError(f"out must be {'×'.join(map(str, want))} (any strides) to match {what}, got shape "
+                         f"{out.shape}")
+    if not out.flags.writeable:
+        raise InputError("out is read-only: InsMix writes into it")
+    return _lut(out.dtype, max_value)
+
+
+def insmix_into(out, labels, bank: InstanceBank | None, config: InsMixConfig | None = None, *, seed: int = 0,
+                index: int = 0, types=None, ignore=None, max_value=None) -> InsMixResult:
+    """InsMix one tile whose image is ``out``, written in place in its own layout and dtype.
+
+    ``out`` is H×W×3 with any strides — ``x.transpose(1, 2, 0)`` of a channel-first 3×H×W
+    array is written in place, channel-first — holding uint8, or float32 / float64
+    intensities in ``[0, max_value]``; ``labels``, ``types``, ``ignore``, ``seed`` and
+    ``index`` are those of :func:`insmix`, whose plan this is. A uint8 ``out`` ends up equal,
+    bit for bit, to ``insmix(out, labels, ...).image``; a float one has each pasted pixel
+    ``template / 255 · max_value`` (computed in float64, rounded once) and every other pixel
+    its own value, or the value it had in the background patch that moved onto it. The
+    returned :class:`~insmix_fast.results.InsMixResult` has ``image`` = ``out`` and the label
+    map, masks, pastes, plan and types of :func:`insmix`.
+
+    Templates must come from ``bank`` (or ``config.foreground`` be False): the plan then never
+    reads the image's pixels, which is why any layout and dtype will do.
+    ``template_source='self'`` cuts templates from the tile's own uint8 pixels: use
+    :func:`insmix` for it.
+    """
+    config = _config(config)
+    _refuse_self_templates(config, "insmix_into", "insmix")
+    seed = check_seed(seed)
+    index = check_index(index)
+    labels = check_labels(labels)
+    lut = _check_out(out, labels.shape + (3,), max_value, "labels")
+    return _insmix_tile(None, labels, out, lut, bank, config, seed, index, types, ignore)
+
+
+def _refuse_self_templates(config: InsMixConfig, what: str, instead: str) -> None:
+    if config.foreground and config.template_source == "self":
+        raise ConfigError(f"{what} takes templates from a bank; template_source='self' cuts them from the "
+                          f"tiles' own uint8 …×H×W×3 pixels: use {instead}() for it")
+
+
 def _check_pastes_fit(pastes: np.ndarray, bank: InstanceBank, shape: tuple[int, int]) -> None:
     """Every planned template exists in ``bank`` and lies inside the tile (the kernels do not bounds-check)."""
     t = pastes["template"]
@@ -346,22 +416,29 @@ def insmix(image, labels, bank: InstanceBank | None, config: InsMixConfig | None
     seed = check_seed(seed)
     index = check_index(index)
     image, labels = check_sample(image, labels)
+    return _insmix_tile(image, labels, np.empty_like(image), None, bank, config, seed, index, types, ignore)
+
+
+def _insmix_tile(image: np.ndarray | None, labels: np.ndarray, out_image: np.ndarray, lut, bank, config: InsMixConfig,
+                 seed: int, index: int, types, ignore) -> InsMixResult:
+    """:func:`insmix` (``image`` given) or :func:`insmix_into` (``image`` None: ``out_image``
+    holds it, any strides, float through ``lut``) on checked arguments: one kernel call."""
     fingerprint = _fingerprint(None, bank, config)
     dense = _Dense(labels, _max_id(labels))
     ex = _Extras.of(types, ignore, dense, bank, config)
     tpl = _templates(bank, config, image, labels, *ex.for_templates())
     P = tpl.params(config)
-    out_image = np.empty_like(image)
     out_labels = np.empty_like(labels)
     out_types = ex.out_types()
     paste_mask = np.empty(labels.shape, np.bool_)
     shuffled = np.empty(labels.shape, np.bool_)
     cap = _INITIAL_RECORDS
-    while True:
+    while True:  # (a call whose records are too small writes no image: retried with room for every instance)
         rec_i, rec_f, moves = _records(labels.shape, config.patch, cap)
         n, k = insmix_tile(image, dense.labels, tpl.table, tpl.classes, P, np.uint64(seed), np.int64(index), rec_i,
                            rec_f, moves, out_image, out_labels, paste_mask, shuffled, dense.kernel_max, ex.typed,
-                           ex.types, out_types, _for_class_choice(ex.id_class, config), ex.ignore, ex.use_ignore)
+                           ex.types, out_types, _for_class_choice(ex.id_class, config), ex.ignore, ex.use_ignore,
+                           *(() if lut is None else (lut,)))  # omitted: insmix's specialisation stays as it was
         if n >= 0:
             break
         cap = _n_instances(labels) + 1
@@ -416,6 +493,62 @@ def insmix_batch(images, labels, bank: InstanceBank | None, config: InsMixConfig
     return _insmix_batch_cpu(images, labels, bank, config, seed, indices, types, ignore)
 
 
+def insmix_batch_into(out, labels, bank: InstanceBank | None, config: InsMixConfig | None = None, *, seed: int = 0,
+                      indices=None, types=None, ignore=None, max_value=None, out_labels=None) -> InsMixBatchResult:
+    """:func:`insmix_batch` on the CPU whose images are ``out``, written in place in their own
+    layout and dtype (what :func:`insmix_into` does for one tile).
+
+    ``out`` is N×H×W×3 with any strides — ``x.transpose(0, 2, 3, 1)`` of a channel-first
+    N×3×H×W array is written in place, channel-first — holding uint8, or float32 / float64
+    intensities in ``[0, max_value]``; the other arguments are those of :func:`insmix_batch`.
+    Tile ``b`` of a uint8 ``out`` ends up equal, bit for bit, to ``insmix_batch(out,
+    ...).images[b]``; a float one as :func:`insmix_into` describes. The returned
+    :class:`~insmix_fast.results.InsMixBatchResult` has ``images`` = ``out`` and the labels,
+    masks, pastes, moves and types of :func:`insmix_batch`. Templates must come from
+    ``bank`` (or ``config.foreground`` be False), as for :func:`insmix_into`.
+
+    ``out_labels`` (optional): a C-contiguous N×H×W int32 or int64 array the output label maps
+    are written into (then ``result.labels``), so an int64 pipeline gets int64 maps without a
+    casting pass; default a new int32 array. A C-contiguous int64 ``labels`` batch is checked
+    by the kernel as it copies it: on a bad id (negative, or beyond int32) the
+    :class:`~insmix_fast.errors.InputError` comes after the other tiles of ``out`` were written.
+    """
+    config = _config(config)
+    _refuse_self_templates(config, "insmix_batch_into", "insmix_batch")
+    seed = check_seed(seed)
+    labels, in_kernel = _as_label_batch(labels, types is not None)
+    _check_out(out, labels.shape + (3,), max_value, "labels")
+    indices = check_indices(indices, labels.shape[0])
+    if types is not None:
+        types = as_types_map(types, labels.shape)
+    if ignore is not None:
+        ignore = check_ignore(ignore, labels.shape)
+    if out_labels is not None:
+        if not (isinstance(out_labels, np.ndarray) and out_labels.shape == labels.shape
+                and out_labels.dtype in (np.int32, np.int64) and out_labels.flags.c_contiguous
+                and out_labels.flags.writeable):
+            raise InputError(f"out_labels must be a writeable C-contiguous int32/int64 array of shape {labels.shape}, "
+                             f"got {getattr(out_labels, 'dtype', type(out_labels).__name__)} "
+                             f"{getattr(out_labels, 'shape', '')}")
+    return _insmix_batch_cpu(None, labels, bank, config, seed, indices, types, ignore, out=out, max_value=max_value,
+                             check_in_kernel=in_kernel, wide=out_labels)
+
+
+def _as_label_batch(labels, typed: bool) -> tuple[np.ndarray, bool]:
+    """N×H×W label maps checked as :func:`~insmix_fast.validation.check_batch` checks them, and
+    whether the batch kernel checks them instead: a C-contiguous int64 batch (torch's label
+    dtype) is passed on as it is and narrowed, checked and scanned for its largest ids by the
+    kernel's own copy (typed batches excepted: their checks need the ids first); others become
+    int32 here."""
+    if not isinstance(labels, np.ndarray):
+        labels = np.asarray(labels)
+    if labels.ndim != 3 or labels.shape[0] == 0:
+        raise InputError(f"labels must be N×H×W with N ≥ 1, got shape {labels.shape}")
+    if not typed and labels.dtype == np.int64 and labels.size and labels.flags.c_contiguous:
+        return labels, True
+    return check_labels(labels.reshape(-1, labels.shape[2]) if labels.size else labels[0]).reshape(labels.shape), False
+
+
 def _insmix_batch_gpu(images, labels, bank, config: InsMixConfig, seed: int, indices, device, stream, types, ignore):
     """The one way from here to the GPU path (imported on first use: numba.cuda stays unloaded otherwise)."""
     from .gpu.batch import insmix_batch_cuda
@@ -424,19 +557,29 @@ def _insmix_batch_gpu(images, labels, bank, config: InsMixConfig, seed: int, ind
                              types=types, ignore=ignore)
 
 
-def _insmix_batch_cpu(images: np.ndarray, labels: np.ndarray, bank, config: InsMixConfig, seed: int,
-                      indices: np.ndarray, types, ignore) -> InsMixBatchResult:
-    """The batch kernel over checked inputs; tiles it cannot take are redone one by one."""
-    n = images.shape[0]
-    max_ids = np.array([_max_id(labels[b]) for b in range(n)], np.int64)
+def _insmix_batch_cpu(images: np.ndarray | None, labels: np.ndarray, bank, config: InsMixConfig, seed: int,
+                      indices: np.ndarray, types, ignore, *, out: np.ndarray | None = None,
+                      max_value=None, check_in_kernel: bool = False, wide=None) -> InsMixBatchResult:
+    """The batch kernel over checked inputs; tiles it cannot take are redone one by one.
+    ``images`` None: ``out`` (checked by :func:`_check_out`) holds them and is written in place
+    (:func:`insmix_batch_into`). ``check_in_kernel``: ``labels`` are unchecked C-contiguous int64
+    maps the kernel narrows and checks (see :func:`_as_label_batch`); a bad one then raises after
+    the kernel wrote the other tiles. ``wide``: the N×H×W int32/int64 array the output labels go to."""
+    n = labels.shape[0]
+    lut = None if images is not None else _lut(out.dtype, max_value)
+    if check_in_kernel:
+        max_ids = np.zeros(n, np.int64)  # the kernel finds them
+    else:
+        max_ids = np.array([_max_id(labels[b]) for b in range(n)], np.int64)
     typed = types is not None
     tpl = _templates(bank, config, None, None, types if typed else None)
     P = tpl.params(config)
     h, w = labels.shape[1:]
     rec_i, rec_f = record_tables(_INITIAL_RECORDS, n)
     moves = np.zeros((n, max((h // config.patch) * (w // config.patch), 1), 2), np.int64)
-    out_images = np.empty_like(images)
-    out_labels = np.empty_like(labels)
+    out_images = np.empty_like(images) if images is not None else out
+    out_labels = wide if wide is not None and wide.dtype == np.int32 else np.empty(labels.shape, np.int32)
+    wide = None if wide is out_labels else wide
     paste_masks = np.empty(labels.shape, np.bool_)
     shuffled = np.empty(labels.shape, np.bool_)
     counts = np.zeros((n, 2), np.int64)
@@ -459,16 +602,38 @@ def _insmix_batch_cpu(images: np.ndarray, labels: np.ndarray, bank, config: InsM
         kernel_types = out_types = np.zeros((n, 1, 1), np.int32)
         luts = np.zeros((n, 1), np.int32)
     start_numba_threads()  # Numba's pool start must not change torch's thread count
-    insmix_batch_kernel(images, kernel_labels, tpl.table, tpl.classes, P, np.uint64(seed), indices, rec_i, rec_f,
-                        moves, out_images, out_labels, paste_masks, shuffled, counts, kernel_max, typed, kernel_types,
-                        out_types, _for_class_choice(luts, config), ignore, ignore is not None)
+    # in place, the kernel shuffles the background of the stand-in empty maps of sparse tiles: keep their inputs
+    kept = {b: out[b].copy() for b in np.flatnonzero(sparse)} if images is None else {}
+    kernel_args = (images, kernel_labels, tpl.table, tpl.classes, P, np.uint64(seed), indices, rec_i, rec_f, moves,
+                   out_images, out_labels, paste_masks, shuffled, counts, kernel_max, typed, kernel_types, out_types,
+                   _for_class_choice(luts, config), ignore, ignore is not None)
+    # the optional arguments only when given: omitted, they leave insmix_batch's specialisation (and cache entry)
+    # as it was
+    extra = (lut, wide, DENSE_ID_LIMIT) if check_in_kernel else (lut, wide) if wide is not None else \
+        (lut,) if lut is not None else ()
+    insmix_batch_kernel(*kernel_args, *extra)
+    if check_in_kernel:  # tiles the kernel left alone: a bad id (raise as check_labels does), or sparse ids
+        for b in np.flatnonzero(counts[:, 0] == -2):
+            if kernel_max[b] < 0:
+                check_labels(labels[b], name=f"labels[{b}]")
+            _max_id(labels[b])
+            sparse[b] = True
     fingerprints = [_fingerprint(None, bank, config)] * n
     pastes, mv = [], []
     for b in range(n):
         if counts[b, 0] < 0 or sparse[b]:  # record buffer too small, or huge ids: redo this tile alone
-            r = insmix(images[b], labels[b], bank, config, seed=seed, index=int(indices[b]),
-                       types=types[b] if typed else None, ignore=None if ignore is None else ignore[b])
-            out_images[b], out_labels[b], paste_masks[b], shuffled[b] = r.image, r.labels, r.paste_mask, r.shuffled_mask
+            tile = dict(seed=seed, index=int(indices[b]), types=types[b] if typed else None,
+                        ignore=None if ignore is None else ignore[b])
+            if images is None:  # (a tile whose records were too small is untouched)
+                if b in kept:
+                    out[b] = kept[b]
+                r = insmix_into(out[b], labels[b], bank, config, max_value=max_value, **tile)
+            else:
+                r = insmix(images[b], labels[b], bank, config, **tile)
+                out_images[b] = r.image
+            out_labels[b], paste_masks[b], shuffled[b] = r.labels, r.paste_mask, r.shuffled_mask
+            if wide is not None:
+                wide[b] = r.labels
             if typed:
                 out_types[b] = r.types
             pastes.append(r.pastes)
@@ -476,7 +641,8 @@ def _insmix_batch_cpu(images: np.ndarray, labels: np.ndarray, bank, config: InsM
             continue
         pastes.append(paste_records(rec_i[b], rec_f[b], int(counts[b, 0])))
         mv.append(moves[b, :counts[b, 1]].copy())
-    return InsMixBatchResult(out_images, out_labels, paste_masks, shuffled, pastes, mv, indices, seed, config.patch,
+    return InsMixBatchResult(out_images, out_labels if wide is None else wide, paste_masks, shuffled, pastes, mv,
+                             indices, seed, config.patch,
                              types=out_types if typed else None, fingerprints=fingerprints)
 
 

@@ -26,10 +26,15 @@ def fill_false(mask):
 
 
 @njit(cache=True, nogil=True)
-def apply_pastes(image, labels, paste_mask, rec_i, n, bt, typed, types):
+def apply_pastes(image, labels, paste_mask, rec_i, n, bt, typed, types, lut=None):
     """Template pixels replace image pixels inside Mt; the label map gets the new id there
     (and, when ``typed``, the type map the template's class, in a loop of its own so untyped
-    calls run the loop they always ran)."""
+    calls run the loop they always ran).
+
+    ``image`` is H×W×3 with any strides (a channel-first array seen through
+    ``.transpose(1, 2, 0)`` works). ``lut`` (256 values of the image's dtype) maps template
+    values to image values for a float image; omitted, they are copied as they are (the
+    branch is removed at compile time, so the uint8 specialisation is the plain copy)."""
     for j in range(n):
         t = rec_i[j, R_TEMPLATE]
         y0 = rec_i[j, R_Y]
@@ -44,9 +49,14 @@ def apply_pastes(image, labels, paste_mask, rec_i, n, bt, typed, types):
                 if bt.masks[p]:
                     yy = y0 + y
                     xx = x0 + x
-                    image[yy, xx, 0] = bt.pixels[3 * p]
-                    image[yy, xx, 1] = bt.pixels[3 * p + 1]
-                    image[yy, xx, 2] = bt.pixels[3 * p + 2]
+                    if lut is None:
+                        image[yy, xx, 0] = bt.pixels[3 * p]
+                        image[yy, xx, 1] = bt.pixels[3 * p + 1]
+                        image[yy, xx, 2] = bt.pixels[3 * p + 2]
+                    else:
+                        image[yy, xx, 0] = lut[bt.pixels[3 * p]]
+                        image[yy, xx, 1] = lut[bt.pixels[3 * p + 1]]
+                        image[yy, xx, 2] = lut[bt.pixels[3 * p + 2]]
                     labels[yy, xx] = lab
                     paste_mask[yy, xx] = True
         if typed:

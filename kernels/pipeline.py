@@ -113,24 +113,29 @@ def apply_tile(image, labels, bt, patch, rec_i, n, moves, n_moves, out_image, ou
 
 @njit(cache=True, nogil=True)
 def insmix_tile(image, labels, bt, ct, P, seed, sample, rec_i, rec_f, moves, out_image, out_labels, paste_mask,
-                shuffled, max_id, typed, types, out_types, id_class, ignore, use_ignore):
-    """Plan and apply for one tile; returns ``(n_pastes, n_moves)`` (-1 pastes: records too small).
+                shuffled, max_id, typed, types, out_types, id_class, ignore, use_ignore, lut=None):
+    """Plan and apply for one tile; returns ``(n_pastes, n_moves)`` (-1 pastes: records too small,
+    nothing written to ``out_image``).
 
     The planner works directly in ``out_labels``; the apply step then pastes the
     image (and writes the same labels again, which costs only the pasted pixels).
-    Arguments as :func:`plan_tile` and :func:`apply_tile`.
+    Arguments as :func:`plan_tile` and :func:`apply_tile`: ``image`` None applies the plan in
+    place on ``out_image`` (any strides; float with ``lut``), ``labels`` None plans on the map
+    ``out_labels`` holds already; both compiled out when None.
     """
-    copy_into(out_labels, labels)
+    if labels is not None:
+        copy_into(out_labels, labels)
     n, n_moves = plan_tile(out_labels, bt, ct, P, seed, sample, rec_i, rec_f, moves, max_id, id_class, ignore,
                            use_ignore)
     if n < 0:
         return n, n_moves
-    copy_into(out_image, image)
+    if image is not None:
+        copy_into(out_image, image)
     if typed:
         copy_into(out_types, types)
     fill_false(paste_mask)
     fill_false(shuffled)
-    apply_pastes(out_image, out_labels, paste_mask, rec_i, n, bt, typed, out_types)
+    apply_pastes(out_image, out_labels, paste_mask, rec_i, n, bt, typed, out_types, lut)
     apply_background(out_image, moves, n_moves, P.patch, shuffled)
     return n, n_moves
 
@@ -144,17 +149,59 @@ def row_or_none(a, b):
     return a[b]
 
 
+@njit(cache=True, nogil=True)
+def narrow_into(dst, src):
+    """``dst[...] = src`` (C-contiguous, one shape; ``dst`` int32, ``src`` int64) in one pass, and
+    ``src``'s largest value, or -1 when some value lies outside ``[0, 2**31 - 1]``."""
+    d = dst.reshape(-1)
+    s = src.reshape(-1)
+    bad = 0
+    hi = 0
+    for i in range(s.shape[0]):
+        v = s[i]
+        bad |= v >> 31  # non-zero for a negative id and for one int32 cannot hold
+        d[i] = v
+        hi = max(hi, v)
+    return -1 if bad != 0 else hi
+
+
+@njit(cache=True, nogil=True)
+def row_unless(a, b, flag):
+    """``a[b]``, or None when ``flag`` is not None (a function, as :func:`row_or_none`)."""
+    if flag is not None:
+        return None
+    return a[b]
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def insmix_batch_kernel(images, labels, bt, ct, P, seed, samples, rec_i, rec_f, moves, out_images, out_labels,
                         paste_masks, shuffled, counts, max_ids, typed, types, out_types, id_classes, ignore,
-                        use_ignore):
+                        use_ignore, lut=None, wide_labels=None, id_limit=None):
     """``insmix_tile`` over a batch, tiles in parallel; ``counts[b] = (n_pastes, n_moves)``.
     ``types``/``out_types`` have one row per tile (stand-ins of one pixel when untyped);
-    ``id_classes`` and ``ignore`` one row per tile, or None (compiled out, as in :func:`plan_tile`)."""
-    for b in prange(images.shape[0]):
-        n, m = insmix_tile(images[b], labels[b], bt, ct, P, seed, samples[b], rec_i[b], rec_f[b], moves[b],
-                           out_images[b], out_labels[b], paste_masks[b], shuffled[b], max_ids[b], typed, types[b],
-                           out_types[b], row_or_none(id_classes, b), row_or_none(ignore, b), use_ignore)
+    ``id_classes`` and ``ignore`` one row per tile, or None (compiled out, as in :func:`plan_tile`).
+    ``images`` None: ``out_images`` (any strides; float with ``lut``) hold the inputs and are
+    written in place (see :func:`insmix_tile`). ``wide_labels`` (or None, compiled out) gets a
+    copy of each finished ``out_labels`` tile in its own dtype, while the tile is in cache.
+
+    ``id_limit`` (or None): ``labels`` are unchecked int64 maps, narrowed to ``out_labels`` as
+    they are copied (:func:`narrow_into`), which also gives ``max_ids[b]`` (-1: an id outside
+    int32); a tile with such an id or one above ``id_limit`` is left alone (nothing written to
+    its image) with ``counts[b, 0] = -2``, for the caller to check or redo."""
+    for b in prange(labels.shape[0]):
+        n = -2
+        m = 0
+        go = True
+        if id_limit is not None:
+            max_ids[b] = narrow_into(out_labels[b], labels[b])
+            go = 0 <= max_ids[b] <= id_limit
+        if go:
+            n, m = insmix_tile(row_or_none(images, b), row_unless(labels, b, id_limit), bt, ct, P, seed, samples[b],
+                               rec_i[b], rec_f[b], moves[b], out_images[b], out_labels[b], paste_masks[b], shuffled[b],
+                               max_ids[b], typed, types[b], out_types[b], row_or_none(id_classes, b),
+                               row_or_none(ignore, b), use_ignore, lut)
+            if wide_labels is not None and n >= 0:
+                copy_into(wide_labels[b], out_labels[b])
         counts[b, 0] = n
         counts[b, 1] = m
 

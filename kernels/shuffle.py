@@ -83,11 +83,13 @@ def plan_background(occupied, alpha, seed, sample, moves):
 
 @njit(cache=True, nogil=True)
 def apply_background(image, moves, k, patch, shuffled):
-    """Move patch ``src`` to ``dst`` for each planned move (reads before writing)."""
+    """Move patch ``src`` to ``dst`` for each planned move (reads before writing) and mark the
+    moved pixels in ``shuffled``. ``image`` is H×W×3 of any dtype and strides (see
+    :func:`.paste.apply_pastes`)."""
     if k <= 0:
         return
     gw = image.shape[1] // patch
-    buf = empty((k, patch, patch, 3), np.uint8)
+    buf = empty((k, patch, patch, 3), image.dtype)
     for i in range(k):
         s = moves[i, 0]
         sy = (s // gw) * patch

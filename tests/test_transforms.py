@@ -90,8 +90,24 @@ def typed_core(monkeypatch):
         r.types = np.where(r.paste_masks, PASTED_CLASS, types).astype(np.int32)
         return r
 
+    def insmix_into(out, labels, bank, config=None, *, seed=0, index=0, types=None, max_value=None):
+        r = core.insmix_into(out, labels, bank, config, seed=seed, index=index, max_value=max_value)
+        received.append(np.array(types))
+        r.types = np.where(r.paste_mask, PASTED_CLASS, types).astype(np.int32)
+        return r
+
+    def insmix_batch_into(out, labels, bank, config=None, *, seed=0, indices=None, types=None, max_value=None,
+                          out_labels=None):
+        r = core.insmix_batch_into(out, labels, bank, config, seed=seed, indices=indices, max_value=max_value,
+                                   out_labels=out_labels)
+        received.append(np.array(types))
+        r.types = np.where(r.paste_masks, PASTED_CLASS, types).astype(np.int32)
+        return r
+
     monkeypatch.setattr(common, "insmix", insmix)
     monkeypatch.setattr(common, "insmix_batch", insmix_batch)
+    monkeypatch.setattr(common, "insmix_into", insmix_into)
+    monkeypatch.setattr(common, "insmix_batch_into", insmix_batch_into)
     monkeypatch.setattr(common, "TYPED_INSMIX", True)
     monkeypatch.setattr(common, "TYPED_INSMIX_BATCH", True)
     return received

@@ -94,8 +94,10 @@ class InsMix(DualTransform):
         return super().update_transform_params(params, data)
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        """Run InsMix once on this call's image, mask (and type map); ``apply*`` hand out the parts."""
-        return {"insmix": self._insmix(params["insmix_seed"], data)}
+        """Nothing: InsMix runs once per call in :meth:`apply_with_params`, which sees image,
+        mask and type map together (the parameters — kept by ``get_applied_params`` and copied
+        into ``ReplayCompose`` records — stay the seed alone, not the output images)."""
+        return {}
 
     def apply(self, img: np.ndarray, insmix: dict[str, np.ndarray] | None = None, **params: Any) -> np.ndarray:
         return insmix["image"]
@@ -105,13 +107,11 @@ class InsMix(DualTransform):
         return insmix["mask"]
 
     def apply_with_params(self, params: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Hand each target its part of the one InsMix result (image, instance map, type map:
-        all mask-like targets share ``apply_to_mask``, so the dispatch is by key here).
-        In replay mode the saved seed is applied to this call's data."""
-        if self.replay_mode or "insmix" not in params:
-            params = {**params, "insmix": self._insmix(params["insmix_seed"], kwargs)}
+        """Run InsMix with the drawn (or, in replay mode, the saved) seed on this call's data
+        and hand each target its part (image, instance map, type map: all mask-like targets
+        share ``apply_to_mask``, so the dispatch is by key here)."""
         out = dict(kwargs)
-        out.update(params["insmix"])
+        out.update(self._insmix(params["insmix_seed"], kwargs))
         return out
 
     # ------------------------------------------------------------------ the work

@@ -7,12 +7,18 @@
   adapters need nothing but a typed core.
 * :func:`insmix_nchw` — InsMix on torch tensors laid out N×3×H×W (uint8, or float with
   full intensity ``max_value``) on the CPU or one CUDA device (the batch op, MONAI on CUDA);
-  :func:`insmix_hwc` — one H×W×3 numpy sample (albumentations, MONAI on the CPU): uint8
-  goes straight to the core call, floats through :func:`insmix_nchw`.
-* Float images are handled exactly: InsMix plans on a uint8 copy, then every pixel it did
-  not touch is returned bit for bit, moved background patches are copied from the float
-  input (:func:`float_result`), and only pasted nuclei carry template values
-  (``template / 255 · max_value``).
+  :func:`insmix_hwc` — one H×W×3 numpy sample of any strides (albumentations; MONAI on the
+  CPU passes its 3×H×W array seen through ``.transpose(1, 2, 0)``).
+* Layouts and dtypes the kernels do not work in cost no conversion: when templates come
+  from a bank (:func:`plans_without_pixels`) InsMix's plan never reads the image, so the
+  kernels write InsMix in place into a copy of the caller's image, in the caller's layout
+  and dtype (:func:`copy_checked`: one pass, with the float range check;
+  :func:`~insmix_fast.core.insmix_into` / :func:`~insmix_fast.core.insmix_batch_into`).
+  uint8 results are bit for bit the core's; float ones keep every pixel InsMix did not
+  touch, move background patches exactly, and give pasted nuclei ``template / 255 ·
+  max_value``. Templates cut from the tile itself (``template_source='self'``) need the real
+  pixels: that path converts layouts (:func:`channels_last` …) and composes floats with
+  :func:`float_result`.
 
 The names here are public so the adapter modules can import them; they are not part of
 the user-facing API (that is :mod:`insmix_fast.transforms`).
@@ -22,7 +28,6 @@ from __future__ import annotations
 
 import inspect
 import threading
-from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -31,15 +36,16 @@ from numba import njit
 
 from ..bank import InstanceBank
 from ..config import InsMixConfig
-from ..core import insmix, insmix_batch
+from ..core import insmix, insmix_batch, insmix_batch_into, insmix_into
 from ..errors import ConfigError, InputError, InputTypeError, InsMixError
 from ..validation import check_number
 
 __all__ = ["INSTALL_HINT", "TYPED_INSMIX", "TYPED_INSMIX_BATCH", "missing_library", "check_bank", "check_config",
-           "check_probability", "check_max_value", "patch_size", "label_dtype", "check_integer_map", "require_types",
-           "error_context", "run_insmix", "run_insmix_batch", "check_float_range", "to_uint8", "float_result",
+           "check_probability", "check_max_value", "patch_size", "label_dtype", "is_integer_dtype", "check_integer_map", "require_types",
+           "error_context", "run_insmix", "run_insmix_into", "run_insmix_batch", "run_insmix_batch_into", "check_float_range", "to_uint8", "float_result",
            "moves_of", "staging", "channels_last", "channels_first", "contiguous_nchw", "check_nchw", "insmix_nchw",
-           "batch_output", "insmix_hwc"]
+           "batch_output", "insmix_hwc", "plans_without_pixels", "copy_checked", "narrow_labels",
+           "IN_PLACE_DTYPES"]
 
 INSTALL_HINT = 'pip install "insmix-fast[transforms]"'
 
@@ -118,7 +124,8 @@ def label_dtype(dtype):
     return dtype if dtype.itemsize >= 4 else np.dtype(np.int32)
 
 
-def _is_integer(dtype) -> bool:
+def is_integer_dtype(dtype) -> bool:
+    """Whether a numpy or torch dtype is an integer type (bool is not)."""
     if isinstance(dtype, torch.dtype):
         return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
     dtype = np.dtype(dtype)
@@ -127,7 +134,7 @@ def _is_integer(dtype) -> bool:
 
 def check_integer_map(x, name: str, what: str = "instance map") -> None:
     """A label/type map must hold integers (not floats or bools); ``name`` says where it came from."""
-    if not _is_integer(x.dtype):
+    if not is_integer_dtype(x.dtype):
         raise InputError(f"{name} must be an integer {what} (0 = background), got dtype {x.dtype}")
 
 
@@ -138,14 +145,22 @@ def require_types(what: str) -> None:
                          "this version does not (leave the type map out)")
 
 
-@contextmanager
-def error_context(context: str):
-    """Re-raise an :class:`~insmix_fast.errors.InsMixError` from the core with ``context``
-    (which transform, which keys) in front of its message; the type stays the same."""
-    try:
-        yield
-    except InsMixError as e:
-        raise type(e)(f"{context}: {e}") from e
+class error_context:
+    """``with error_context(context):`` re-raises an :class:`~insmix_fast.errors.InsMixError`
+    from the core with ``context`` (which transform, which keys) in front of its message; the
+    type stays the same. A plain class (entering and leaving cost less than a generator's)."""
+
+    __slots__ = ("context",)
+
+    def __init__(self, context: str):
+        self.context = context
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, e, tb) -> None:
+        if isinstance(e, InsMixError):
+            raise type(e)(f"{self.context}: {e}") from e
 
 
 # ------------------------------------------------------------------ the calls into the core
@@ -155,6 +170,26 @@ def run_insmix(image, labels, bank, config: InsMixConfig, *, seed: int, index: i
         return insmix(image, labels, bank, config, seed=seed, index=index)
     require_types("types")
     return insmix(image, labels, bank, config, seed=seed, index=index, types=types)
+
+
+def run_insmix_into(out, labels, bank, config: InsMixConfig, *, seed: int, index: int = 0, types=None,
+                    max_value: float = 1.0):
+    """The one per-sample call of :func:`~insmix_fast.core.insmix_into` (InsMix written into
+    ``out``, a copy of the caller's image in its own layout and dtype)."""
+    if types is not None:
+        require_types("types")
+    return insmix_into(out, labels, bank, config, seed=seed, index=index, types=types, max_value=max_value)
+
+
+def run_insmix_batch_into(out, labels, bank, config: InsMixConfig, *, seed: int, indices, types=None,
+                          max_value: float = 1.0, out_labels=None):
+    """The one call of :func:`~insmix_fast.core.insmix_batch_into` (InsMix written into ``out``,
+    a copy of the caller's N×H×W×3-seen batch in its own layout and dtype; labels into
+    ``out_labels`` when given)."""
+    if types is not None:
+        require_types("types")
+    return insmix_batch_into(out, labels, bank, config, seed=seed, indices=indices, types=types, max_value=max_value,
+                             out_labels=out_labels)
 
 
 def run_insmix_batch(images, labels, bank, config: InsMixConfig, *, seed: int, indices, device: str = "cpu",
@@ -170,7 +205,10 @@ def run_insmix_batch(images, labels, bank, config: InsMixConfig, *, seed: int, i
 def check_float_range(x: torch.Tensor, max_value: float, name: str) -> None:
     """A float image must hold intensities in ``[0, max_value]`` (one pass; one scalar read on a GPU)."""
     lo, hi = torch.aminmax(x) if x.dtype in (torch.float32, torch.float64) else torch.aminmax(x.float())
-    lo, hi = float(lo), float(hi)
+    _check_range(float(lo), float(hi), max_value, name)
+
+
+def _check_range(lo: float, hi: float, max_value: float, name: str) -> None:
     if not (lo >= 0.0 and hi <= max_value):  # False for NaN too
         raise InputError(f"{name} is a float image with values in [{lo:g}, {hi:g}], outside [0, max_value={max_value:g}]"
                          "; float images must hold intensities in [0, max_value] (pass max_value=255.0 for 0..255 "
@@ -362,6 +400,85 @@ def contiguous_nchw(x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+# ------------------------------------------------------------------ stand-in images, one-pass copies
+#: Image dtypes :func:`~insmix_fast.core.insmix_into` writes (others take the converting path).
+IN_PLACE_DTYPES = frozenset(np.dtype(t) for t in (np.uint8, np.float32, np.float64))
+_IN_PLACE_TORCH = frozenset((torch.uint8, torch.float32, torch.float64))
+
+
+def plans_without_pixels(config: InsMixConfig) -> bool:
+    """Whether InsMix's plan ignores the image's pixels: templates come from a bank, or
+    nothing is pasted. Then InsMix can be written in place into a copy of the caller's image
+    (:func:`~insmix_fast.core.insmix_into`, :func:`~insmix_fast.core.insmix_batch_into`)."""
+    return not config.foreground or config.template_source != "self"
+
+
+@njit(cache=True, nogil=True)
+def _copy_in_range(src, dst, hi):
+    """``dst[...] = src`` (C-contiguous, one shape) and whether every value lies in ``[0, hi]``
+    (not NaN), in one pass."""
+    s = src.reshape(-1)
+    d = dst.reshape(-1)
+    ok = True
+    for i in range(s.shape[0]):
+        v = s[i]
+        d[i] = v
+        ok &= (v >= 0.0) & (v <= hi)
+    return ok
+
+
+@njit(cache=True, nogil=True)
+def _narrow(src, dst):
+    """``dst[...] = src`` (C-contiguous, one shape, ``dst`` int32) and ``(min, max)`` of ``src``, in one pass."""
+    s = src.reshape(-1)
+    d = dst.reshape(-1)
+    lo = s[0]
+    hi = s[0]
+    for i in range(s.shape[0]):
+        v = s[i]
+        d[i] = v
+        lo = min(lo, v)
+        hi = max(hi, v)
+    return lo, hi
+
+
+def _memory_order(x: np.ndarray) -> tuple[int, ...] | None:
+    """Axes that make ``x`` C-contiguous (``x.transpose(order)``), or ``None`` when no order does."""
+    order = tuple(sorted(range(x.ndim), key=lambda a: -x.strides[a]))
+    return order if x.transpose(order).flags.c_contiguous else None
+
+
+def copy_checked(x: np.ndarray, max_value: float, name: str) -> np.ndarray:
+    """A copy of ``x`` in its memory layout (``np.empty_like``: a 3×H×W array seen as H×W×3
+    stays channel-first in memory), and for a float ``x`` the check that its values lie in
+    ``[0, max_value]`` — one pass when ``x`` is contiguous in some axis order."""
+    out = np.empty_like(x)
+    if x.dtype == np.uint8 or not x.size:
+        np.copyto(out, x)
+        return out
+    order = _memory_order(x)
+    if order is None:
+        np.copyto(out, x)
+        ok = bool(np.all((x >= 0.0) & (x <= max_value)))
+    else:
+        ok = _copy_in_range(x.transpose(order), out.transpose(order), max_value)
+    if not ok:
+        _check_range(float(x.min()), float(x.max()), max_value, name)
+    return out
+
+
+def narrow_labels(labels: np.ndarray) -> np.ndarray:
+    """An int64/uint64/uint32 label map as the int32 map the core works on, in one pass (min and
+    max come with it), written to this thread's :func:`staging` buffer (the core reads it during
+    the call and copies it); the map itself when it is narrower already, not contiguous, or
+    holds ids int32 cannot (the core then casts it, or says what is wrong)."""
+    if labels.dtype.itemsize < 4 or labels.dtype == np.int32 or not labels.size or not labels.flags.c_contiguous:
+        return labels
+    out = staging("labels-int32", labels.shape, np.int32)
+    lo, hi = _narrow(labels, out)
+    return out if 0 <= lo and hi <= np.iinfo(np.int32).max else labels
+
+
 # ------------------------------------------------------------------ the shared tensor path
 def check_nchw(images, labels, types, names: tuple[str, str, str]) -> None:
     """Layout checks that name the caller's keys: images N×3×H×W, labels/types N×H×W integer, one device."""
@@ -394,13 +511,15 @@ def insmix_nchw(images: torch.Tensor, labels: torch.Tensor, bank, config: InsMix
     no host copy of the data on CUDA); ``indices`` are the samples' InsMix indices.
 
     Returns ``(images, labels, types or None)`` on the input's device: images N×3×H×W in the
-    input dtype (float: see :func:`float_result`; any strides — uint8 ones are a channel-last
-    buffer seen channel-first, call ``.contiguous()`` where it matters), labels in
-    :func:`label_dtype` of theirs, types in theirs. Sample ``b`` equals ``insmix(image_b,
-    labels_b, bank, config, seed=seed, index=indices[b])`` (channel-last, uint8).
+    input dtype (float: see :func:`float_result`; CPU results keep the input's memory layout,
+    others may be a channel-last buffer seen channel-first: call ``.contiguous()`` where it
+    matters), labels in :func:`label_dtype` of theirs, types in theirs. Sample ``b`` equals
+    ``insmix(image_b, labels_b, bank, config, seed=seed, index=indices[b])`` (channel-last, uint8).
     """
     check_nchw(images, labels, types, names)
     images = images.detach()
+    if not images.is_cuda and images.dtype in _IN_PLACE_TORCH and plans_without_pixels(config):
+        return _in_place_nchw(images, labels, bank, config, seed, indices, types, max_value, names)
     if images.dtype == torch.uint8:
         u8 = images
     else:
@@ -420,6 +539,30 @@ def insmix_nchw(images: torch.Tensor, labels: torch.Tensor, bank, config: InsMix
         else:
             res = run_insmix_batch(nhwc.numpy(), lab, host_bank, config, seed=seed, indices=indices, types=typ)
     return batch_output(images, labels, types, res, config, max_value)
+
+
+def _in_place_nchw(images: torch.Tensor, labels: torch.Tensor, bank, config: InsMixConfig, seed: int, indices,
+                   types, max_value: float, names: tuple[str, str, str]):
+    """:func:`insmix_nchw` on the CPU when the plan reads no pixels: InsMix written in place
+    into a copy of ``images`` (layout kept)."""
+    x = images.numpy()
+    out = copy_checked(x, max_value, names[0])
+    in_labels = labels.detach().numpy()
+    typ = None if types is None else types.detach().numpy()
+    host_bank = getattr(bank, "host", bank)  # a DeviceBank's host copy
+    if x.shape[0] == 1:  # one tile: the per-sample call, no batch bookkeeping
+        res = run_insmix_into(out[0].transpose(1, 2, 0), narrow_labels(in_labels[0]), host_bank, config, seed=seed,
+                              index=int(indices[0]), types=None if typ is None else typ[0], max_value=max_value)
+        out_labels, out_types = res.labels[None], None if typ is None else res.types[None]
+    else:  # (int64 labels are narrowed by the batch kernel as it copies them)
+        wide = np.empty(in_labels.shape, np.int64) if label_dtype(in_labels.dtype) == np.int64 else None
+        res = run_insmix_batch_into(out.transpose(0, 2, 3, 1), in_labels, host_bank, config, seed=seed,
+                                    indices=indices, types=typ, max_value=max_value, out_labels=wide)
+        out_labels, out_types = res.labels, res.types
+    # numpy casts: single-threaded, where torch's would wait for its thread pool (busy cores stall it)
+    out_labels = torch.from_numpy(out_labels.astype(label_dtype(in_labels.dtype), copy=False))
+    return (torch.from_numpy(out), out_labels,
+            None if types is None else torch.from_numpy(np.asarray(out_types).astype(typ.dtype, copy=False)))
 
 
 def batch_output(images: torch.Tensor, labels: torch.Tensor, types: torch.Tensor | None, res, config: InsMixConfig,
@@ -446,21 +589,38 @@ def batch_output(images: torch.Tensor, labels: torch.Tensor, types: torch.Tensor
 def insmix_hwc(image: np.ndarray, labels: np.ndarray, bank, config: InsMixConfig, *, seed: int, index: int = 0,
                types: np.ndarray | None = None, max_value: float = 1.0,
                names: tuple[str, str, str] = ("image", "labels", "types")):
-    """InsMix on one channel-last numpy sample (image H×W×3, labels and types H×W), the
+    """InsMix on one numpy sample: image H×W×3 of any strides (a 3×H×W array seen through
+    ``.transpose(1, 2, 0)``), uint8 or float in ``[0, max_value]``; labels and types H×W. The
     per-sample adapters' path. Returns ``(image, labels, types or None)`` as numpy: image in
-    its dtype (float: exact, see :func:`float_result`), labels in :func:`label_dtype` of
-    theirs, types in theirs. A uint8 image is one plain :func:`run_insmix` call."""
+    its dtype and memory layout (float: exact, see the module docstring), labels in
+    :func:`label_dtype` of theirs, types in theirs. A C-contiguous uint8 image is one plain
+    :func:`run_insmix` call; other images cost one copy (:func:`copy_checked`) InsMix is written into in place."""
     check_integer_map(labels, names[1])
     if types is not None:
         check_integer_map(types, names[2], "type map")
-    if image.dtype == np.uint8:
-        r = run_insmix(image, labels, bank, config, seed=seed, index=index, types=types)
-        out_types = None if types is None else np.asarray(r.types).astype(types.dtype, copy=False)
-        return r.image, r.labels.astype(label_dtype(labels.dtype), copy=False), out_types
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0)
-    lab = torch.from_numpy(np.ascontiguousarray(labels)).unsqueeze(0)
-    typ = None if types is None else torch.from_numpy(np.ascontiguousarray(types)).unsqueeze(0)
-    img, lab, typ = insmix_nchw(x, lab, bank, config, seed=seed, indices=(index,), types=typ, max_value=max_value,
-                                names=names)
-    return (np.ascontiguousarray(img[0].permute(1, 2, 0).numpy()), lab[0].numpy(),
-            None if typ is None else typ[0].numpy())
+    lab = narrow_labels(labels)
+    if image.dtype == np.uint8 and image.flags.c_contiguous:
+        r = run_insmix(image, lab, bank, config, seed=seed, index=index, types=types)
+        out = r.image
+    elif image.dtype in IN_PLACE_DTYPES and plans_without_pixels(config):
+        out = copy_checked(image, max_value, names[0])
+        r = run_insmix_into(out, lab, bank, config, seed=seed, index=index, types=types, max_value=max_value)
+    else:  # the plan reads the pixels (templates cut from the tile), or a dtype insmix_into does not write
+        x = torch.from_numpy(image if min(image.strides, default=0) >= 0 else image.copy()).permute(2, 0, 1)
+        typ = None if types is None else torch.from_numpy(np.ascontiguousarray(types))[None]
+        img, lab, typ = insmix_nchw(x[None], torch.from_numpy(np.ascontiguousarray(labels))[None], bank, config,
+                                    seed=seed, indices=(index,), types=typ, max_value=max_value, names=names)
+        return _in_layout_of(image, img[0].permute(1, 2, 0).numpy()), lab[0].numpy(), \
+            None if typ is None else typ[0].numpy()
+    out_types = None if types is None else np.asarray(r.types).astype(types.dtype, copy=False)
+    return out, r.labels.astype(label_dtype(labels.dtype), copy=False), out_types
+
+
+def _in_layout_of(like: np.ndarray, hwc: np.ndarray) -> np.ndarray:
+    """``hwc`` (H×W×3) copied into a new array laid out in memory as ``like`` is (channel-first via cv2)."""
+    out = np.empty_like(like)
+    if not out.flags.c_contiguous and out.transpose(2, 0, 1).flags.c_contiguous:
+        channels_first(np.ascontiguousarray(hwc), out.transpose(2, 0, 1))
+    else:
+        out[...] = hwc
+    return out

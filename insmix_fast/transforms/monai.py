@@ -19,14 +19,14 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, InputError, InputTypeError
-from .common import (channels_first, channels_last, check_bank, check_config, check_max_value, check_probability,
-                     error_context, insmix_hwc, insmix_nchw, label_dtype, missing_library, require_types, staging)
+from .common import (check_bank, check_config, check_max_value, check_probability, error_context, insmix_hwc,
+                     insmix_nchw, is_integer_dtype, missing_library, require_types)
 
 try:
     from monai.config import KeysCollection
     from monai.data import MetaTensor
     from monai.transforms import MapTransform, RandomizableTransform
-    from monai.utils import TransformBackends, convert_to_dst_type
+    from monai.utils import TransformBackends
 except ImportError as _e:  # pragma: no cover - exercised by a test that hides the library
     raise missing_library("monai", _e, ">=1.3") from _e
 
@@ -75,6 +75,9 @@ class InsMixd(RandomizableTransform, MapTransform):
         self.type_key = type_key
         self.max_value = check_max_value(max_value)
         self._seed = 0
+        self._context = f"InsMixd(keys={self.keys!r})"
+        self._wanted = (*self.keys, *(() if type_key is None else (type_key,)))
+        self._names = (repr(self.keys[0]), repr(self.keys[1]), repr(type_key))
 
     @property
     def insmix_seed(self) -> int:
@@ -87,15 +90,15 @@ class InsMixd(RandomizableTransform, MapTransform):
         return self
 
     def randomize(self, data=None) -> None:
-        """The ``prob`` coin, then (when applied) the InsMix seed, both from ``self.R``."""
-        super().randomize(None)
+        """The ``prob`` coin (``RandomizableTransform.randomize``'s draw), then (when applied) the
+        InsMix seed, both from ``self.R``."""
+        self._do_transform = self.R.rand() < self.prob
         if self._do_transform:
             self._seed = int(self.R.randint(0, _SEED_BOUND, dtype=np.uint64))
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
-        wanted = (*self.keys, *(() if self.type_key is None else (self.type_key,)))
-        missing = [k for k in wanted if k not in d]
+        missing = [k for k in self._wanted if k not in d]
         if missing:
             if self.allow_missing_keys:
                 return d
@@ -105,49 +108,68 @@ class InsMixd(RandomizableTransform, MapTransform):
         if not self._do_transform:
             return d
         image_key, label_key = self.keys
-        image = _tensor(d[image_key], image_key)
+        src = d[image_key]
+        image = _data(src, image_key)
         if image.ndim != 3 or image.shape[0] != 3:
             hint = ""
             if image.ndim == 3 and image.shape[-1] == 3:
                 hint = f" — it looks channel-last (H×W×3): add EnsureChannelFirstd(keys={image_key!r}) before InsMixd"
             raise InputError(f"InsMixd: {image_key!r} must be a channel-first 3×H×W RGB image, got shape "
                              f"{tuple(image.shape)}{hint}")
-        labels = _plane(d[label_key], label_key, image)
-        types = None if self.type_key is None else _plane(d[self.type_key], self.type_key, image)
-        names = (repr(image_key), repr(label_key), repr(self.type_key))
-        with error_context(f"InsMixd(keys={self.keys!r})"):
-            if image.is_cuda:  # on its device: insmix_batch(device=...) on a batch of one
+        cuda = isinstance(image, torch.Tensor)
+        labels = _plane(d[label_key], label_key, image, cuda)
+        types = None if self.type_key is None else _plane(d[self.type_key], self.type_key, image, cuda)
+        with error_context(self._context):
+            if cuda:  # on its device: insmix_batch(device=...) on a batch of one
                 img, lab, typ = insmix_nchw(image.unsqueeze(0), labels, self.bank, self.config, seed=self._seed,
-                                            indices=(0,), types=types, max_value=self.max_value, names=names)
+                                            indices=(0,), types=types, max_value=self.max_value, names=self._names)
                 img = img[0].contiguous()
-            else:
-                hwc = channels_last(image.numpy(), staging("monai-hwc", (*image.shape[1:], 3), image.numpy().dtype))
-                img, lab, typ = insmix_hwc(hwc, labels.numpy()[0], self.bank, self.config,
-                                           seed=self._seed, types=None if types is None else types.numpy()[0],
-                                           max_value=self.max_value, names=names)
-                img, lab = channels_first(img), lab[None]
+            else:  # the channel-first array seen channel-last: the result keeps its memory layout
+                img, lab, typ = insmix_hwc(image.transpose(1, 2, 0), labels[0], self.bank, self.config,
+                                           seed=self._seed, types=None if types is None else types[0],
+                                           max_value=self.max_value, names=self._names)
+                img, lab = img.transpose(2, 0, 1), lab[None]
                 typ = None if typ is None else typ[None]
-        d[image_key] = convert_to_dst_type(img, d[image_key])[0]
-        d[label_key] = convert_to_dst_type(lab, d[label_key], dtype=label_dtype(labels.dtype))[0]
+        d[image_key] = _like(img, src)
+        d[label_key] = _like(lab, d[label_key])
         if types is not None:
-            d[self.type_key] = convert_to_dst_type(typ, d[self.type_key])[0]
+            d[self.type_key] = _like(typ, d[self.type_key])
         return d
 
 
-def _tensor(x, key) -> torch.Tensor:
-    """A plain torch view of a MetaTensor / tensor / numpy array (no copy)."""
-    if isinstance(x, MetaTensor):
-        return x.as_tensor()
-    if isinstance(x, torch.Tensor):
-        return x
+def _like(x, dst):
+    """The output ``x`` (numpy, or a tensor on ``dst``'s device) as the kind ``dst`` is: numpy,
+    ``torch.Tensor``, or a ``MetaTensor`` carrying ``dst``'s metadata — what MONAI's
+    ``convert_to_dst_type`` gives (metadata copied with ``copy_meta_from``), without its
+    generic conversion machinery. Dtypes are already the output's."""
     if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x) if min(x.strides, default=0) < 0 else x)
+        if isinstance(dst, np.ndarray):
+            return x
+        x = torch.from_numpy(x)
+    if isinstance(dst, MetaTensor):
+        out = x.as_subclass(MetaTensor)
+        out.copy_meta_from(dst)
+        return out
+    return x
+
+
+def _data(x, key, cuda: bool = False):
+    """The array behind a MetaTensor / tensor / numpy value, without a copy: numpy for data on
+    the CPU, the plain tensor on a GPU (``cuda``: the image is there, so a CPU map stays a
+    tensor and is refused by the device check)."""
+    if isinstance(x, torch.Tensor):
+        t = x.as_tensor() if isinstance(x, MetaTensor) else x
+        if t.is_cuda or cuda:
+            return t
+        return (t.detach() if t.requires_grad else t).numpy()
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x)) if cuda else x
     raise InputTypeError(f"InsMixd: {key!r} must be a MetaTensor, torch.Tensor or numpy array, got {type(x).__name__}")
 
 
-def _plane(x, key, image: torch.Tensor) -> torch.Tensor:
-    """A 1×H×W label/type map (channel-first, one channel) as a 1×H×W tensor on the image's device."""
-    t = _tensor(x, key)
+def _plane(x, key, image, cuda: bool):
+    """A 1×H×W label/type map (channel-first, one channel) as a 1×H×W array of the image's kind."""
+    t = _data(x, key, cuda)
     h, w = image.shape[1:]
     if t.ndim != 3 or t.shape[0] != 1:
         if t.ndim == 2:
@@ -159,7 +181,7 @@ def _plane(x, key, image: torch.Tensor) -> torch.Tensor:
         raise InputError(f"InsMixd: {key!r} must be channel-first 1×H×W = 1×{h}×{w}, got shape {tuple(t.shape)}{hint}")
     if tuple(t.shape[1:]) != (h, w):
         raise InputError(f"InsMixd: {key!r} is 1×{t.shape[1]}×{t.shape[2]} but the image is 3×{h}×{w}")
-    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+    if not is_integer_dtype(t.dtype):
         raise InputError(f"InsMixd: {key!r} must hold integer ids (0 = background), got {t.dtype}. LoadImaged reads "
                          f"labels as float32 unless told otherwise: LoadImaged(..., dtype=None) or "
                          f"CastToTyped(keys={key!r}, dtype=np.int32) before InsMixd")

@@ -1,0 +1,98 @@
+"""InsMix written in place in the caller's layout and dtype (core.insmix_into / insmix_batch_into):
+the same pixels, labels and plans as insmix / insmix_batch for the same draw."""
+
+import numpy as np
+import pytest
+
+from insmix_fast.config import InsMixConfig
+from insmix_fast.core import insmix, insmix_batch, insmix_batch_into, insmix_into
+from insmix_fast.errors import ConfigError, InputError
+
+CFG = InsMixConfig()
+
+
+@pytest.fixture(scope="module")
+def batch(tiles256):
+    images = np.stack([t[0] for t in tiles256[:4]])
+    labels = np.stack([t[1] for t in tiles256[:4]]).astype(np.int32)
+    labels[2] = np.where(labels[2] > 0, labels[2] + 100_000, 0)  # sparse ids: the per-tile fallback path
+    return images, labels
+
+
+def _same_result(got, want):
+    np.testing.assert_array_equal(got.labels, want.labels)
+    np.testing.assert_array_equal(got.paste_masks, want.paste_masks)
+    np.testing.assert_array_equal(got.shuffled_masks, want.shuffled_masks)
+    for b in range(len(want.moves)):
+        assert np.array_equal(got.pastes[b], want.pastes[b]) and np.array_equal(got.moves[b], want.moves[b])
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+@pytest.mark.parametrize("label_dtype", [np.int32, np.int64])
+def test_batch_into_equals_insmix_batch(batch, bank256, layout, label_dtype):
+    images, labels = batch
+    want = insmix_batch(images, labels, bank256, CFG, seed=5, indices=[3, 1, 4, 1])
+    assert sum(len(p) for p in want.pastes) and sum(len(m) for m in want.moves)
+    if layout == "nhwc":
+        x = images.copy()
+        out = x
+    else:
+        x = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+        out = x.transpose(0, 2, 3, 1)  # written in place, channel-first in memory
+    got = insmix_batch_into(out, labels.astype(label_dtype), bank256, CFG, seed=5, indices=[3, 1, 4, 1])
+    assert got.images is out
+    np.testing.assert_array_equal(out, want.images)
+    _same_result(got, want)
+
+
+def test_batch_into_writes_out_labels(batch, bank256):
+    images, labels = batch
+    want = insmix_batch(images, labels, bank256, CFG, seed=2)
+    for dtype in (np.int32, np.int64):
+        out_labels = np.full(labels.shape, -1, dtype)
+        got = insmix_batch_into(images.copy(), labels.astype(np.int64), bank256, CFG, seed=2, out_labels=out_labels)
+        assert got.labels is out_labels
+        np.testing.assert_array_equal(out_labels, want.labels)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_into_float(batch, bank256, dtype):
+    """A float image of the uint8 one (v / 255): InsMix gives the float of the uint8 result."""
+    images, labels = batch
+    want = insmix_batch(images, labels, bank256, CFG, seed=9)
+    x = (images.astype(np.float64) / 255.0).astype(dtype).transpose(0, 3, 1, 2).copy()
+    got = insmix_batch_into(x.transpose(0, 2, 3, 1), labels, bank256, CFG, seed=9, max_value=1.0)
+    np.testing.assert_array_equal(x.transpose(0, 2, 3, 1), (want.images / 255.0).astype(dtype))
+    _same_result(got, want)
+
+
+def test_into_equals_insmix(tiles256, bank256):
+    image, labels = tiles256[5][:2]
+    want = insmix(image, labels, bank256, CFG, seed=3, index=8)
+    x = np.ascontiguousarray(image.transpose(2, 0, 1))
+    got = insmix_into(x.transpose(1, 2, 0), labels.astype(np.int64), bank256, CFG, seed=3, index=8)
+    np.testing.assert_array_equal(x.transpose(1, 2, 0), want.image)
+    np.testing.assert_array_equal(got.labels, want.labels)
+    assert got.plan == want.plan
+
+
+def test_into_errors(batch, bank256):
+    images, labels = batch
+    with pytest.raises(ConfigError, match="template_source='self'"):
+        insmix_batch_into(images.copy(), labels, None, InsMixConfig(template_source="self"))
+    with pytest.raises(InputError, match="max_value"):
+        insmix_batch_into(images.astype(np.float32), labels, bank256, CFG)
+    ro = images.copy()
+    ro.flags.writeable = False
+    with pytest.raises(InputError, match="read-only"):
+        insmix_batch_into(ro, labels, bank256, CFG)
+    with pytest.raises(InputError, match="to match labels"):
+        insmix_batch_into(images[:, :8].copy(), labels, bank256, CFG)
+    with pytest.raises(InputError, match="negative"):
+        insmix_batch_into(images.copy(), -labels.astype(np.int64) - 1, bank256, CFG)
+    with pytest.raises(InputError, match="int32"):
+        insmix_batch_into(images.copy(), labels.astype(np.int64) + 2**31, bank256, CFG)
+    with pytest.raises(InputError, match="out_labels"):
+        insmix_batch_into(images.copy(), labels, bank256, CFG, out_labels=np.zeros(labels.shape, np.int16))
+    with pytest.raises(InputError, match="uint8 or float"):
+        insmix_into(images[0].astype(np.int16), labels[0], bank256, CFG)
