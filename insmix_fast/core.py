@@ -34,7 +34,7 @@ from .kernels.ssd import admissible_list
 from .kernels.tables import Params, Table, empty_table, largest_crop, make_params
 from .results import (PASTE_DTYPE, InsMixBatchResult, InsMixPlan, InsMixResult, paste_records, record_rows,
                       record_tables)
-from .threads import start_numba_threads
+from .threads import numba_parallel
 from .validation import (check_batch, check_index, check_indices, check_int, check_labels, check_sample,
                          check_seed)
 
@@ -414,10 +414,10 @@ def _insmix_batch_cpu(images: np.ndarray, labels: np.ndarray, bank, config: InsM
         kernel_types = out_types = np.zeros((n, 1, 1), np.int32)
         luts = np.zeros((n, 1), np.int32)
     ign = ignore if ignore is not None else np.zeros((n, 1, 1), np.bool_)
-    start_numba_threads()  # Numba's pool start must not change torch's thread count
-    insmix_batch_kernel(images, kernel_labels, tpl.table, tpl.classes, P, np.uint64(seed), indices, rec_i, rec_f,
-                        moves, out_images, out_labels, paste_masks, shuffled, counts, kernel_max, typed, kernel_types,
-                        out_types, luts, ign, ignore is not None)
+    with numba_parallel():  # a fork-safe pool that keeps torch's thread count; one launch at a time if needed
+        insmix_batch_kernel(images, kernel_labels, tpl.table, tpl.classes, P, np.uint64(seed), indices, rec_i, rec_f,
+                            moves, out_images, out_labels, paste_masks, shuffled, counts, kernel_max, typed,
+                            kernel_types, out_types, luts, ign, ignore is not None)
     pastes, mv = [], []
     for b in range(n):
         if counts[b, 0] < 0 or sparse[b]:  # record buffer too small, or huge ids: redo this tile alone
