@@ -14,7 +14,8 @@ then: TBB, OpenMP or Numba's own ``workqueue``.
   (``NUMBA_THREADING_LAYER`` or ``numba.config.THREADING_LAYER``). It does so when
   ``insmix_fast`` is imported and again just before the pool starts (both only while the pool
   has not started). The choice does not change any result — each tile is computed by one
-  thread — and was not slower than OpenMP on the development machine (bench/RESULTS.md).
+  thread — and was not slower than OpenMP on the 2-core development machine
+  (``bench/bench_threading_layer.py``, bench/RESULTS.md).
 * **threads** — ``workqueue`` is not thread-safe: two Python threads that launch parallel
   kernels at the same time abort the process. :func:`numba_parallel` (every parallel kernel
   call of the package runs inside it) serialises those launches when the layer is not
