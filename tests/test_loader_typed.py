@@ -157,3 +157,22 @@ def test_typed_batches_with_a_blender(data, bank, backend):
     assert all(len(b) == 3 for b in blended)
     assert all(torch.equal(b[1], r[1]) and torch.equal(b[2], r[2]) for b, r in zip(blended, ref))
     assert not all(torch.equal(b[0], r[0]) for b, r in zip(blended, ref))
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_sparse_large_ids_keep_their_classes(data, bank, augment):
+    """Ids far above the instance count (renumbered before the augmentation) keep their class."""
+    class Sparse:
+        class_names = CLASS_NAMES
+
+        def __len__(self):
+            return len(data)
+
+        def __getitem__(self, i):
+            image, labels, types = data[i]
+            return image, np.where(labels > 0, labels * 5003 + 17, 0).astype(np.int32), types
+
+    got = collect(loader(Sparse(), bank, augment=augment))
+    check_aligned(got, bank)
+    ref = collect(loader(data, bank, augment=augment))
+    assert all(torch.equal(g[2], r[2]) for g, r in zip(got, ref))  # same classes where the pixels are
