@@ -9,6 +9,7 @@ import torch
 from typed_data import CLASS_NAMES, TypedTiles
 
 from insmix_fast import InstanceBank, InsMixConfig
+from insmix_fast.augment import TraditionalAugment
 from insmix_fast.errors import BankError, InputError
 from insmix_fast.loader import InsMixLoader, dali_available
 
@@ -207,3 +208,29 @@ def test_pannuke_layout_to_typed_loader_batches(tmp_path, backend):
         ref = collect(InsMixLoader(train, bank=tbank, batch_size=3, crop=48, backend="torch", seed=2,
                                    config=InsMixConfig(template_class="balanced", p_paste=1.0)))
         assert same(batches, ref)
+
+
+def test_torch_type_lookup_equals_the_kernel(data, bank):
+    """The CUDA path's torch lookup (here on CPU tensors) equals the host kernel on augmented
+    labels, mirrored copies and filtered ids included."""
+    from insmix_fast.loader.stages import SampleProgram, types_of, types_torch
+
+    prog = SampleProgram(data, crop=64, seed=3, augment=TraditionalAugment(), bank=None, config=None, insmix_p=0.0)
+    prog.read(0, 0, 0)
+    keys = prog.make_keys(1, np.arange(6), np.arange(6) % len(data))
+    batch = prog.prepare(keys)
+    _, labels = prog.augment_host(batch)
+    want = types_of(labels, batch["classes"], batch["maxid"])
+    got = types_torch(torch.from_numpy(labels), torch.from_numpy(batch["classes"]), torch.from_numpy(batch["maxid"]))
+    assert got.dtype == torch.int64 and np.array_equal(got.numpy(), want)
+    assert (labels > batch["maxid"][:, None, None]).any()  # mirrored copies were looked up too
+
+
+def test_resume_mid_epoch_gives_the_same_typed_batches(data, bank, reference):
+    lo = loader(data, bank)
+    it = iter(lo)
+    first = tuple(t.clone() for t in next(it))
+    state = lo.state_dict()
+    resumed = loader(data, bank, num_workers=2)
+    resumed.load_state_dict(state)
+    assert same([first] + collect(resumed), reference[0])

@@ -41,7 +41,7 @@ from ..errors import InputError, LoaderTimeoutError
 from ..kernels.rng import philox4x32_impl
 from ..validation import check_sample
 
-__all__ = ["SampleProgram", "CropBatch", "types_of", "run_with_timeout", "stage_seed", "IMAGENET_MEAN", "IMAGENET_STD",
+__all__ = ["SampleProgram", "CropBatch", "types_of", "types_torch", "run_with_timeout", "stage_seed", "IMAGENET_MEAN", "IMAGENET_STD",
            "STAGE_CROP", "STAGE_AUGMENT", "STAGE_INSMIX", "ID_LIMIT"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -279,12 +279,7 @@ class SampleProgram:
         """:meth:`types_host` for tensors where ``labels`` lives (no synchronisation on CUDA)."""
         if labels.device.type == "cpu":
             return torch.from_numpy(SampleProgram.types_host(labels.numpy(), classes.numpy(), maxid.numpy()))
-        n = labels.shape[0]
-        m = maxid.to(labels.device, non_blocking=True).clamp(min=1).view(n, 1, 1)
-        lab = labels.long()
-        idx = torch.where(lab > 0, torch.remainder(lab - 1, m) + 1, torch.zeros_like(lab))
-        lut = classes.to(labels.device, non_blocking=True)
-        return torch.gather(lut, 1, idx.view(n, -1)).view(labels.shape)
+        return types_torch(labels, classes, maxid)
 
     # ------------------------------------------------------------------ InsMix
     def insmix_mask(self, keys: np.ndarray) -> np.ndarray:
@@ -432,6 +427,17 @@ def types_of(labels: np.ndarray, classes: np.ndarray, maxid: np.ndarray) -> np.n
     the area filter removed is background, class 0. Exact for labels warped by any of the
     implementations (CPU, CUDA, DALI) and for unwarped crops."""
     return SampleProgram.types_host(labels, classes, maxid)
+
+
+def types_torch(labels: torch.Tensor, classes: torch.Tensor, maxid: torch.Tensor) -> torch.Tensor:
+    """:func:`types_of` in torch operations on ``labels``' device (the CUDA path; no host
+    synchronisation): int64 N×H×W."""
+    n = labels.shape[0]
+    m = maxid.to(labels.device, non_blocking=True).clamp(min=1).view(n, 1, 1)
+    lab = labels.long()
+    idx = torch.where(lab > 0, torch.remainder(lab - 1, m) + 1, torch.zeros_like(lab))
+    lut = classes.to(labels.device, non_blocking=True).long()
+    return torch.gather(lut, 1, idx.view(n, -1)).view(labels.shape)
 
 
 def _narrow(a: np.ndarray) -> np.ndarray:
