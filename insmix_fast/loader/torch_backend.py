@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import threading
@@ -199,7 +200,9 @@ class TorchBackend:
         self.sampler.tasks = list(tasks)
         if self.num_workers > 0 and getattr(self.dataloader, "_iterator", None) is None:
             check_fork(self.context)  # the workers start now
-        self._it = iter(self.dataloader)
+            self._it = _start_workers(self.dataloader, self.context)
+        else:
+            self._it = iter(self.dataloader)
         try:
             if self.stream is None:
                 for k in range(len(tasks)):
@@ -248,6 +251,21 @@ class TorchBackend:
             it._shutdown_workers()
         self.dataloader._iterator = None
         self._it = None
+
+
+def _start_workers(dataloader: DataLoader, context: str | None):
+    """``iter(dataloader)``, which starts the workers, made safe for ``fork``: garbage that owns
+    threads (an abandoned DALI pipeline in a reference cycle) is destroyed here first, and the
+    rest is frozen while the workers fork, so a child's garbage collector never runs the
+    destructor of a copy whose threads exist only in this process (it crashed or hung workers)."""
+    if context != "fork":
+        return iter(dataloader)
+    gc.collect()
+    gc.freeze()
+    try:
+        return iter(dataloader)
+    finally:
+        gc.unfreeze()
 
 
 def _kill_workers(it) -> None:
