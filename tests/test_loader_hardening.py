@@ -52,6 +52,7 @@ def plain(source, **kw):
 def test_timeout_names_the_batch_samples_and_leaves_no_worker(kw):
     import multiprocessing
 
+    before = set(multiprocessing.active_children())  # other tests' loaders may still hold workers
     src = BlockingSource(block={3})
     loader = plain(src, timeout=TIMEOUT, **kw)
     try:
@@ -64,9 +65,10 @@ def test_timeout_names_the_batch_samples_and_leaves_no_worker(kw):
         assert isinstance(e.value, InsMixError) and isinstance(e.value, TimeoutError)
         assert "timeout=1.5" in str(e.value)
         deadline = time.monotonic() + 10
-        while multiprocessing.active_children() and time.monotonic() < deadline:
+        mine = lambda: set(multiprocessing.active_children()) - before  # noqa: E731
+        while mine() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not multiprocessing.active_children(), "a worker process outlived the timeout"
+        assert not mine(), "a worker process outlived the timeout"
     finally:
         src.gate.set()
         loader.close()
