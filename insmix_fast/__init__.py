@@ -15,7 +15,7 @@ from .bank import InstanceBank
 from .config import OFFICIAL, InsMixConfig
 from .core import admissible_templates, apply_plan, insmix, insmix_batch, plan_insmix
 from .errors import (BankError, ConfigError, InputError, InputTypeError, InsMixError, LabelMapError,
-                     ReaderError)
+                     LoaderTimeoutError, ReaderError)
 from ._version import __version__
 from .results import PASTE_DTYPE, InsMixBatchResult, InsMixPlan, InsMixResult
 
@@ -33,4 +33,5 @@ __all__ = [
     "admissible_templates",
     "InsMixResult", "InsMixBatchResult", "InsMixPlan", "PASTE_DTYPE",
     "InsMixError", "InputError", "InputTypeError", "LabelMapError", "ConfigError", "BankError", "ReaderError",
+    "LoaderTimeoutError",
 ]

@@ -22,6 +22,7 @@ from .config import InsMixConfig
 from .errors import BankError, ConfigError, InputError, InputTypeError, LabelMapError
 from .kernels.classes import (TYPES_MIXED, TYPES_OK, TYPES_ON_BACKGROUND, TYPES_OUTSIDE, class_luts,
                               fill_class_lut)
+from .threads import numba_parallel
 
 __all__ = ["as_types_map", "check_types", "check_batch_types", "check_ignore", "check_class_names", "check_class_mode",
            "types_problem", "UNBOUNDED_CLASSES"]
@@ -100,7 +101,8 @@ def check_batch_types(types, labels: np.ndarray, n_classes: int, width: int,
     """:func:`check_types` for an N×H×W batch: ``(types N×H×W int32, luts (N, width) int32)``
     (``width`` > every tile's largest id); the message names the first bad tile."""
     types = as_types_map(types, labels.shape, "types")
-    luts, verdicts = class_luts(labels, types, np.int64(n_classes), np.int64(width))
+    with numba_parallel():  # a parallel kernel: fork-safe pool, one launch at a time if the layer needs it
+        luts, verdicts = class_luts(labels, types, np.int64(n_classes), np.int64(width))
     bad = np.flatnonzero(verdicts[:, 0] != TYPES_OK)
     if bad.size:
         b = int(bad[0])

@@ -34,7 +34,7 @@ from .kernels.ssd import admissible_list
 from .kernels.tables import Params, Table, empty_table, largest_crop, make_params
 from .results import (PASTE_DTYPE, InsMixBatchResult, InsMixPlan, InsMixResult, PlanFingerprint, labels_fingerprint,
                       paste_records, record_rows, record_tables)
-from .threads import start_numba_threads
+from .threads import numba_parallel
 from .validation import (check_batch, check_index, check_indices, check_int, check_labels, check_number,
                          check_sample, check_seed)
 
@@ -601,7 +601,6 @@ def _insmix_batch_cpu(images: np.ndarray | None, labels: np.ndarray, bank, confi
     else:
         kernel_types = out_types = np.zeros((n, 1, 1), np.int32)
         luts = np.zeros((n, 1), np.int32)
-    start_numba_threads()  # Numba's pool start must not change torch's thread count
     # in place, the kernel shuffles the background of the stand-in empty maps of sparse tiles: keep their inputs
     kept = {b: out[b].copy() for b in np.flatnonzero(sparse)} if images is None else {}
     kernel_args = (images, kernel_labels, tpl.table, tpl.classes, P, np.uint64(seed), indices, rec_i, rec_f, moves,
@@ -611,7 +610,8 @@ def _insmix_batch_cpu(images: np.ndarray | None, labels: np.ndarray, bank, confi
     # as it was
     extra = (lut, wide, DENSE_ID_LIMIT) if check_in_kernel else (lut, wide) if wide is not None else \
         (lut,) if lut is not None else ()
-    insmix_batch_kernel(*kernel_args, *extra)
+    with numba_parallel():  # a fork-safe pool that keeps torch's thread count; one launch at a time if needed
+        insmix_batch_kernel(*kernel_args, *extra)
     if check_in_kernel:  # tiles the kernel left alone: a bad id (raise as check_labels does), or sparse ids
         for b in np.flatnonzero(counts[:, 0] == -2):
             if kernel_max[b] < 0:

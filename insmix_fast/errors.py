@@ -34,3 +34,7 @@ class BankError(InsMixError, ValueError):
 
 class ReaderError(InsMixError, ValueError):
     """A data file cannot be read or parsed (names the file)."""
+
+
+class LoaderTimeoutError(InsMixError, TimeoutError):
+    """A training loader waited longer than its ``timeout`` for a batch (names the batch's samples)."""

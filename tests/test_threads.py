@@ -47,3 +47,40 @@ def test_start_numba_threads_is_idempotent():
     start_numba_threads()
     assert torch.get_num_threads() == before
     assert numba.get_num_threads() >= 1
+
+
+_CONCURRENT = """
+import threading
+import numpy as np
+from insmix_fast.bank import InstanceBank
+from insmix_fast.core import insmix_batch
+from insmix_fast.data.synthetic import SyntheticNuclei
+from insmix_fast.threads import threading_layer
+data = SyntheticNuclei(seed=0, size=64, length=4)
+bank = InstanceBank.from_samples(data, progress=False)
+images = np.stack([data[i][0] for i in range(4)]); labels = np.stack([data[i][1] for i in range(4)])
+want = insmix_batch(images, labels, bank, seed=1).labels
+errors = []
+def work():
+    try:
+        for _ in range(20):
+            assert np.array_equal(insmix_batch(images, labels, bank, seed=1).labels, want)
+    except BaseException as e:
+        errors.append(e)
+threads = [threading.Thread(target=work) for _ in range(4)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print(threading_layer(), len(errors))
+"""
+
+
+def test_parallel_kernels_from_several_threads_on_the_fork_safe_layer():
+    """Numba's workqueue layer aborts the process when two threads launch parallel kernels at
+    once; the package serialises its launches on it (threads.numba_parallel)."""
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2", "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("NUMBA_THREADING_LAYER", None)
+    r = subprocess.run([sys.executable, "-c", _CONCURRENT], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    layer, errors = r.stdout.split()[-2:]
+    assert layer in ("tbb", "workqueue"), f"Numba's pool runs on {layer!r}, which kills forked workers"
+    assert errors == "0"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 import numpy as np
 import torch
@@ -12,9 +13,9 @@ from ..augment import TraditionalAugment
 from ..bank import InstanceBank
 from ..config import InsMixConfig
 from ..devices import torch_device
-from ..errors import ConfigError, InputError, InputTypeError
+from ..errors import BankError, ConfigError, InputError, InputTypeError
 from ..sharding import dist_info
-from ..validation import check_bool, check_choice, check_int, check_seed
+from ..validation import check_bool, check_choice, check_int, check_number, check_seed
 from .pipeline import DALI_OPS, DaliBackend, dali_available, dali_version
 from .stages import IMAGENET_MEAN, IMAGENET_STD, SampleProgram
 from .state import EpochPlan, LoaderState, epoch_plan, n_batches
@@ -123,11 +124,12 @@ class InsMixLoader:
                  shuffle: bool = True, drop_last: bool = False, prefetch: int = 2, num_workers: int = 0,
                  rank: int | None = None, world_size: int | None = None,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD, mp_context: str | None = None, progress: bool | None = None,
-                 augment_on: str = "auto", dali_ops: str = "auto"):
+                 augment_on: str = "auto", dali_ops: str = "auto", timeout: float | None = None):
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.crop = check_int("crop", crop, 8)
         self.prefetch = check_int("prefetch", prefetch, 0)
         self.num_workers = check_int("num_workers", num_workers, 0)
+        self.timeout = None if timeout is None else check_number("timeout", timeout, 0.0, lo_open=True)
         self.seed = check_seed(seed)
         self.shuffle = check_bool("shuffle", shuffle)
         self.drop_last = check_bool("drop_last", drop_last)
@@ -171,14 +173,18 @@ class InsMixLoader:
 
         self.program = SampleProgram(self.source, crop=self.crop, seed=self.seed, augment=_augment(augment),
                                      bank=self.bank, config=config, insmix_p=p, mean=mean, std=std)
-        # fail early on a bad source (shape, dtype, too small for the crop)
+        # fail early on a bad source (shape, dtype, too small for the crop); the first sample also
+        # tells whether the source is typed — (image, labels, types) — for every later one
         self.program.read(0, 0, 0)
+        self.typed = bool(self.program.typed)
+        if self.typed and self.bank is not None:
+            _check_typed_bank(self.bank, self.source)
 
         self.backend = self._pick_backend(backend)
         if self.backend == "dali":
             self._impl = DaliBackend(self.program, device=self.device, blender=self.blender,
                                      num_workers=self.num_workers, prefetch=self.prefetch,
-                                     batch_size=self.batch_size, rank=self.rank, ops=dali_ops)
+                                     batch_size=self.batch_size, rank=self.rank, ops=dali_ops, timeout=self.timeout)
             self.augment_on = f"dali:{self._impl.ops}"
         else:
             if augment_on == "auto":
@@ -186,11 +192,12 @@ class InsMixLoader:
             self.augment_on = augment_on
             self._impl = TorchBackend(self.program, device=self.device, blender=self.blender,
                                       num_workers=self.num_workers, prefetch=self.prefetch, mp_context=mp_context,
-                                      augment_on=augment_on)
+                                      augment_on=augment_on, timeout=self.timeout)
         self._state = LoaderState(seed=self.seed, n=self.n, batch_size=self.batch_size, world_size=self.world_size,
                                   rank=self.rank, shuffle=self.shuffle, drop_last=self.drop_last)
         self._closed = False
-        self._gen = None
+        self._pass: _Pass | None = None
+        self._lock = threading.Lock()  # held while a batch is made: one thread at a time
 
     # ------------------------------------------------------------------ setup
     def _pick_backend(self, backend: str) -> str:
@@ -215,9 +222,13 @@ class InsMixLoader:
         return n_batches(self.n, self.batch_size, self.world_size, self.drop_last)
 
     def set_epoch(self, epoch: int) -> None:
-        """Go to the start of ``epoch`` (its shuffle and its augmentation keys)."""
-        self._state.epoch = check_int("epoch", epoch, 0)
-        self._state.batch = 0
+        """Go to the start of ``epoch`` (its shuffle and its augmentation keys); an iteration in
+        progress ends (its iterator raises if used again)."""
+        epoch = check_int("epoch", epoch, 0)
+        with self._exclusive("set_epoch"):
+            self._end_pass("set_epoch() was called")
+            self._state.epoch = epoch
+            self._state.batch = 0
 
     def plan(self, epoch: int | None = None) -> EpochPlan:
         """This rank's batches (positions, source indices) of ``epoch`` (default: current)."""
@@ -230,25 +241,32 @@ class InsMixLoader:
         return self._state.to_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume at a saved position; the next batch is the one after the last one saved."""
+        """Resume at a saved position; the next batch is the one after the last one saved.
+        Every field is checked (type and range; ``ConfigError`` names it), and the settings it
+        was taken under must be this loader's."""
         other = LoaderState.from_dict(state)
         self._state.check_compatible(other)
         if not 0 <= other.batch <= len(self):
             raise ConfigError(f"saved batch {other.batch} is outside the epoch (0..{len(self)})")
-        self._state.epoch, self._state.batch = int(other.epoch), int(other.batch)
+        with self._exclusive("load_state_dict"):
+            self._end_pass("load_state_dict() was called")
+            self._state.epoch, self._state.batch = int(other.epoch), int(other.batch)
 
     # ------------------------------------------------------------------ iteration
-    def __iter__(self):
-        if self._closed:
-            raise RuntimeError("this InsMixLoader is closed")
-        if self._gen is not None:  # a new pass abandons an unfinished one (its position is kept)
-            self._gen.close()
-            self._gen = None
-        if self._state.batch >= len(self):
-            self._state.epoch += 1
-            self._state.batch = 0
-        self._gen = self._epoch_iter()
-        return self._gen
+    def __iter__(self) -> "_Pass":
+        """Iterate over the rest of the current epoch (a new ``for`` loop after a ``break``
+        continues where it stopped). One thread at a time: a second thread that iterates the
+        loader while another one is inside ``next()`` gets ``RuntimeError``, and an iterator
+        that a newer iteration replaced raises ``RuntimeError`` instead of ending early."""
+        with self._exclusive("iterate"):
+            if self._closed:
+                raise RuntimeError("this InsMixLoader is closed")
+            self._end_pass(f"the loader was iterated again (in thread {threading.current_thread().name!r})")
+            if self._state.batch >= len(self):
+                self._state.epoch += 1
+                self._state.batch = 0
+            self._pass = _Pass(self, self._epoch_iter())
+            return self._pass
 
     def _epoch_iter(self):
         st = self._state
@@ -256,21 +274,35 @@ class InsMixLoader:
         start = st.batch
         tasks = [self.program.make_keys(st.epoch, p, i) for p, i in zip(plan.positions[start:], plan.indices[start:])]
         self.program.set_source_epoch(st.epoch)
-        for images, labels in self._impl.run(tasks):
+        for batch in self._impl.run(tasks):
             st.batch += 1
-            yield images, labels
+            yield batch
         st.epoch += 1
         st.batch = 0
 
+    def _exclusive(self, what: str) -> "_Held":
+        """The loader's lock, or ``RuntimeError`` when another thread is making a batch."""
+        if not self._lock.acquire(blocking=False):
+            owner = self._pass.thread.name if self._pass is not None else "another thread"
+            raise RuntimeError(f"cannot {what}: InsMixLoader is being iterated by thread {owner!r} right now. A "
+                               "loader serves one thread at a time (iterate it from one thread, or make one "
+                               "loader per thread)")
+        return _Held(self._lock)
+
+    def _end_pass(self, why: str) -> None:
+        if self._pass is not None:
+            self._pass.end(why)
+            self._pass = None
+
     # ------------------------------------------------------------------ shutdown
     def close(self) -> None:
-        """Stop workers / pipelines; the loader cannot be iterated afterwards."""
-        if not self._closed:
-            if self._gen is not None:
-                self._gen.close()
-                self._gen = None
-            self._impl.close()
-            self._closed = True
+        """Stop workers / pipelines; the loader cannot be iterated afterwards. Waits for a
+        batch that another thread is making."""
+        with self._lock:
+            if not self._closed:
+                self._end_pass(_CLOSED)
+                self._impl.close()
+                self._closed = True
 
     def __enter__(self):
         return self
@@ -281,7 +313,10 @@ class InsMixLoader:
 
     def __del__(self):
         try:
-            self.close()
+            if not getattr(self, "_closed", True):
+                self._end_pass(_CLOSED)
+                self._impl.close()
+                self._closed = True
         except Exception:  # noqa: BLE001
             pass
 
@@ -289,3 +324,63 @@ class InsMixLoader:
         return (f"InsMixLoader(n={self.n}, batch_size={self.batch_size}, crop={self.crop}, device={self.device}, "
                 f"backend={self.backend!r}, augment_on={self.augment_on!r}, epoch={self.epoch}, "
                 f"rank={self.rank}/{self.world_size})")
+
+
+_CLOSED = "the loader was closed"
+
+
+class _Held:
+    """Context manager releasing an already acquired lock."""
+
+    def __init__(self, lock):
+        self._lock = lock
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._lock.release()
+        return False
+
+
+class _Pass:
+    """An iterator over the rest of an epoch (what ``iter(loader)`` returns): each ``next()``
+    makes one batch holding the loader's lock, so two threads never run the backend at once."""
+
+    def __init__(self, loader: InsMixLoader, gen):
+        self._loader = loader
+        self._gen = gen
+        self.thread = threading.current_thread()
+        self._ended: str | None = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        loader = self._loader
+        with loader._exclusive("get the next batch"):
+            if self._ended == _CLOSED:
+                raise StopIteration  # as a DataLoader iterator after shutdown
+            if self._ended is not None:
+                raise RuntimeError(f"this iterator over the InsMixLoader has ended: {self._ended}. A loader serves "
+                                   "one iteration at a time; iterate it from one thread (or make one loader per "
+                                   "thread)")
+            self.thread = threading.current_thread()
+            return next(self._gen)
+
+    def end(self, why: str) -> None:
+        """Stop this iteration (the loader's position stays where it is)."""
+        self._ended = why
+        self._gen.close()
+
+
+def _check_typed_bank(bank: InstanceBank, source) -> None:
+    """A typed source needs a typed bank, with the same class names when both have them."""
+    if bank.class_names is None:
+        raise BankError("the source is typed (it yields (image, labels, types)) but the instance bank is untyped, so "
+                        "pasted nuclei would have no class: build the bank from the typed source "
+                        "(InstanceBank.from_samples(source)) or pass bank=None")
+    names = getattr(source, "class_names", None)
+    if names is not None and tuple(names) != tuple(bank.class_names):
+        raise BankError(f"the source's class_names {tuple(names)} differ from the bank's {tuple(bank.class_names)}: "
+                        "class ids would mean different classes")

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..augment import (COLOUR_BITS, P_A00, P_A01, P_A10, P_A11, P_BLUR_R, P_C, P_FRAC, P_MAXID, P_MIN_AREA, P_R,
                        P_SIGMA, P_T0, P_T1, P_TC, TAP_BITS, area_filter, augment_sample, reflect_canvas)
-from ..errors import ConfigError
+from ..errors import ConfigError, InsMixError
 from .stages import SampleProgram
 
 __all__ = ["dali_available", "dali_version", "insmix_graph", "DaliBackend", "DALI_OPS"]
@@ -111,9 +111,10 @@ class _Feed:
         b = self.program.prepare(keys)  # dense N×… arrays: DALI copies each batch in one piece
         images = b["images"]
         labels = np.ascontiguousarray(b["labels"], np.int32)
-        host = () if self.gpu else (b["keys"], b["coin"])
+        typed = ("classes" in b) and not self.gpu
+        host = () if self.gpu else (b["keys"], b["coin"]) + ((b["classes"], b["maxid"]) if typed else ())
         if self.gpu:
-            self.host.append((b["keys"], b.get("params")))
+            self.host.append((b["keys"], b.get("params"), b.get("classes"), b.get("maxid")))
         if self.program.augment is None:
             return (images, labels[..., None]) + host
         if self.ops == "kernels":
@@ -176,14 +177,17 @@ class _Stages:
         return _to_cupy(list(ci)), _to_cupy(list(cl.unsqueeze(-1)))
 
     # --- InsMix (and, after DALI's warp, the label clean-up)
-    def insmix(self, images, labels, keys=None, coin=None, params=None):
-        """Images, labels and — when a blender follows — paste and original masks. The GPU graph
-        passes only images and labels; keys and parameter rows come from the feed's host queue."""
+    def insmix(self, images, labels, *host):
+        """Images, labels, types (typed sources) and — when a blender follows — paste and original
+        masks. The CPU graph passes ``keys, coin[, params][, classes, maxid]`` after images and
+        labels; the GPU graph only images and labels (the rest comes from the feed's host queue)."""
         if self.device == "gpu":
-            keys, host_params = self.feed.host.popleft()
-            out = self._insmix_gpu(images, labels, keys, host_params)
+            keys, host_params, classes, maxid = self.feed.host.popleft()
+            out = self._insmix_gpu(images, labels, keys, host_params, classes, maxid)
         else:
-            keys = np.stack([np.asarray(k) for k in keys])
+            keys = np.stack([np.asarray(k) for k in host[0]])
+            rest = list(host[2:])
+            params = rest.pop(0) if self.ops == "operators" and self.program.augment is not None else None
             im = np.stack(images)
             lb = np.stack(labels)
             if lb.ndim == 4:
@@ -192,10 +196,15 @@ class _Stages:
             if params is not None:
                 for k, prm in enumerate(params):
                     area_filter(lb[k], prm[P_MAXID], prm[P_R], prm[P_MIN_AREA])
-            out = tuple(list(a) for a in self.program.insmix_batch(im, lb, keys))  # DALI takes per-sample lists
-        return out if self.blender is not None else out[:2]
+            types = None
+            if self.program.typed:
+                types = self.program.types_host(lb, np.stack(rest[0]), np.concatenate([np.ravel(m) for m in rest[1]]))
+            out = self.program.insmix_batch(im, lb, keys, types=types)
+            out = tuple(list(a) for a in out if a is not None)  # DALI takes per-sample lists
+        n = 3 if self.program.typed else 2
+        return out if self.blender is not None else out[:n]
 
-    def _insmix_gpu(self, images, labels, keys, params):  # pragma: no cover - needs a GPU and DALI's CUDA build
+    def _insmix_gpu(self, images, labels, keys, params, classes, maxid):  # pragma: no cover - needs a GPU and DALI
         import torch
 
         from . import cuda_augment as ca
@@ -214,8 +223,12 @@ class _Stages:
                 pr = torch.from_numpy(params).pin_memory().to(lb.device, non_blocking=True)
                 ca.launch_area_filter(ca.as_device(lb), ca.as_device(pr), ca.as_device(counts),
                                       stream=ca.numba_stream(stream))
-            im, lb, paste, orig = self.program.insmix_device(im, lb, keys, stream=stream)
-        return _to_cupy(list(im)), _to_cupy(list(lb)), _to_cupy(list(paste)), _to_cupy(list(orig))
+            ty = None
+            if classes is not None:
+                ty = self.program.types_device(lb, torch.from_numpy(classes).pin_memory(),
+                                               torch.from_numpy(maxid).pin_memory())
+            im, lb, ty, paste, orig = self.program.insmix_device(im, lb, keys, stream=stream, types=ty)
+        return tuple(_to_cupy(list(t)) for t in (im, lb, ty, paste, orig) if t is not None)
 
 
     # --- smooth-GAN blend
@@ -254,7 +267,7 @@ def _to_cupy(tensors):  # pragma: no cover - GPU only
 
 
 def insmix_graph(feed: _Feed, stages: _Stages, *, device: str, ops: str, crop: int, mean, std, blend: bool,
-                 augment: bool):
+                 augment: bool, typed: bool = False):
     """The DALI graph (called inside ``pipeline_def``); ``device`` is ``"cpu"`` or ``"gpu"``,
     ``ops`` ``"kernels"`` (CPU only) or ``"operators"``."""
     from nvidia.dali import fn, types
@@ -267,17 +280,17 @@ def insmix_graph(feed: _Feed, stages: _Stages, *, device: str, ops: str, crop: i
         return dict(zip(names, outs))
 
     params = None
+    host = [] if gpu else ["keys", "coin"] + (["classes", "maxid"] if typed else [])
     if not augment:
-        d = source(["img", "lab"] + (["keys", "coin"] if not gpu else []))
+        d = source(["img", "lab"] + host)
         images, labels = d["img"], d["lab"]
         if gpu:
             images, labels = images.gpu(), labels.gpu()
     elif ops == "kernels":
-        d = source(["img", "lab2", "params", "taps"] + (["keys", "coin"] if not gpu else []))
+        d = source(["img", "lab2", "params", "taps"] + host)
         images, labels, _, _ = _augment_op()(d["img"], d["lab2"], d["params"], d["taps"])
     else:
-        d = source(["img", "lab", "params"] + (["keys", "coin"] if not gpu else [])
-                   + ["mats", "cols", "offs", "sigma", "window", "blur"])
+        d = source(["img", "lab", "params"] + host + ["mats", "cols", "offs", "sigma", "window", "blur"])
         images, labels, params = d["img"], d["lab"], d["params"]
         if gpu:
             images, labels, params = images.gpu(), labels.gpu(), params.gpu()
@@ -289,23 +302,27 @@ def insmix_graph(feed: _Feed, stages: _Stages, *, device: str, ops: str, crop: i
         images = fn.cast(fn.coord_transform(warped, M=d["cols"], T=d["offs"]), dtype=types.UINT8)  # rounds
         if d["blur"]:
             images = fn.gaussian_blur(images, sigma=d["sigma"], window_size=d["window"])
-    keys, coin = d.get("keys"), d.get("coin")  # CPU graph only; the GPU stages read the feed's queue
     if device == "gpu":  # host values reach the GPU stages through the feed's queue, not the device
-        inputs = (images, labels)
-    else:
-        inputs = (images, labels, keys, coin) if params is None else (images, labels, keys, coin, params)
-    outs = fn.python_function(*inputs, function=stages.insmix, num_outputs=4 if blend else 2,
+        inputs = [images, labels]
+    else:  # keys, coin[, params][, classes, maxid]
+        inputs = [images, labels, d["keys"], d["coin"]] + ([params] if params is not None else [])
+        inputs += [d["classes"], d["maxid"]] if typed else []
+    n_out = 3 if typed else 2
+    outs = fn.python_function(*inputs, function=stages.insmix, num_outputs=n_out + (2 if blend else 0),
                               batch_processing=True, device=device)
     images, labels = outs[0], outs[1]
+    type_map = outs[2] if typed else None  # ("types" is DALI's module here)
     if blend:
-        images = fn.python_function(images, outs[2], outs[3], function=stages.blend, num_outputs=1,
+        images = fn.python_function(images, outs[n_out], outs[n_out + 1], function=stages.blend, num_outputs=1,
                                     batch_processing=True, device=device)
     if device == "gpu":  # on the CPU the loader normalises DALI's buffers itself, in one pass
         images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
                                           mean=[255.0 * m for m in mean], std=[255.0 * s for s in std],
                                           device=device)
         labels = fn.cast(labels, dtype=types.INT64, device=device)
-    return images, labels
+        if typed:
+            type_map = fn.cast(type_map, dtype=types.INT64, device=device)
+    return (images, labels) if not typed else (images, labels, type_map)
 
 
 class DaliBackend:
@@ -314,7 +331,7 @@ class DaliBackend:
     name = "dali"
 
     def __init__(self, program: SampleProgram, *, device, blender, num_workers: int, prefetch: int,
-                 batch_size: int, rank: int, ops: str = "auto"):
+                 batch_size: int, rank: int, ops: str = "auto", timeout: float | None = None):
         self.program = program
         self.device = device
         self.dali_device = "gpu" if device.type == "cuda" else "cpu"
@@ -336,6 +353,7 @@ class DaliBackend:
                               f"{program.crop + 2 * self.margin}² pixels per crop for DALI's warp; raise "
                               f"scale[0] or use dali_ops='kernels' / backend='torch'")
         self.feed = _Feed(program, ops, self.margin, gpu=self.dali_device == "gpu")
+        program.read_timeout = timeout  # the feed reads the source in this process
         self._pipe = None
         self._needs_reset = False
 
@@ -350,7 +368,8 @@ class DaliBackend:
         dali_seed = stage_seed(self.program.seed, 0, 0x44414C49 + self.rank) & 0x7FFFFFFF  # explicit, unused
         pipe = build(self.feed, stages, device=self.dali_device, ops=self.ops, crop=self.program.crop,
                      mean=self.program.mean, std=self.program.std, blend=self.blender is not None,
-                     augment=self.program.augment is not None, batch_size=self.batch_size,
+                     augment=self.program.augment is not None, typed=bool(self.program.typed),
+                     batch_size=self.batch_size,
                      num_threads=self.num_threads, device_id=device_id, seed=dali_seed,
                      prefetch_queue_depth=self.prefetch)
         pipe.build()
@@ -375,6 +394,13 @@ class DaliBackend:
                 except StopIteration:
                     finished = True
                     return
+                except Exception as e:  # a failed read (or a timeout): the pipeline is not reused
+                    finished = True
+                    self._pipe = None
+                    cause = _feed_error(e)
+                    if cause is not None:
+                        raise cause from None
+                    raise
                 yield self._outputs(out)
         finally:
             if not finished:  # abandoned midway: stop feeding, drain what DALI already prefetched
@@ -402,12 +428,24 @@ class DaliBackend:
         import torch
 
         if self.dali_device == "gpu":  # pragma: no cover - needs a GPU and DALI's CUDA build
-            return self._to_torch(out[0]), self._to_torch(out[1])
+            return tuple(self._to_torch(o) for o in out)
         images = torch.from_numpy(np.asarray(out[0].as_tensor()))  # views, valid until the next run
-        labels = torch.from_numpy(np.asarray(out[1].as_tensor()))
-        if labels.dim() == 4:
-            labels = labels[..., 0]
-        return self.program.normalise(images), self.program.labels_out(labels.contiguous())
+        maps = []
+        for o in out[1:]:  # labels[, types]
+            t = torch.from_numpy(np.asarray(o.as_tensor()))
+            maps.append(self.program.labels_out((t[..., 0] if t.dim() == 4 else t).contiguous()))
+        return (self.program.normalise(images), *maps)
 
     def close(self) -> None:
         self._pipe = None
+
+
+def _feed_error(e: BaseException):
+    """The package's own error (e.g. a read timeout) raised in the feed, which DALI may wrap."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, InsMixError):
+            return e
+        e = e.__cause__ or e.__context__
+    return None

@@ -26,6 +26,9 @@ rank draws the same samples.
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from numba import njit
@@ -33,11 +36,12 @@ from numba import njit
 from ..augment import N_PARAMS, P_BLUR_R, P_MAXID, TraditionalAugment, augment_batch_kernel, crop_stats
 from ..baselines import make_rng
 from ..core import insmix_batch
-from ..errors import InputError
+from ..classes import as_types_map, check_types
+from ..errors import InputError, LoaderTimeoutError
 from ..kernels.rng import philox4x32_impl
 from ..validation import check_sample
 
-__all__ = ["SampleProgram", "stage_seed", "IMAGENET_MEAN", "IMAGENET_STD",
+__all__ = ["SampleProgram", "CropBatch", "types_of", "types_torch", "run_with_timeout", "stage_seed", "IMAGENET_MEAN", "IMAGENET_STD",
            "STAGE_CROP", "STAGE_AUGMENT", "STAGE_INSMIX", "ID_LIMIT"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -77,6 +81,10 @@ class SampleProgram:
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self._source_epoch = None
+        #: True / False once the first sample was read: does the source yield (image, labels, types)?
+        self.typed: bool | None = None
+        #: seconds a batch's source reads may take in this process (None: no limit); set by the backend
+        self.read_timeout: float | None = None
         self._seeds: dict[int, tuple[int, int, int]] = {}
         self._norm: dict = {}
         self.id_factor = augment.id_factor((self.crop, self.crop)) if augment is not None else 1
@@ -113,52 +121,84 @@ class SampleProgram:
         self._source_epoch = epoch
 
     # ------------------------------------------------------------------ read + crop (the host's part)
-    def read(self, epoch: int, position: int, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Source sample ``index``, cut to a ``crop``×``crop`` window at a keyed offset."""
+    def read(self, epoch: int, position: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Source sample ``index``, cut to a ``crop``×``crop`` window at a keyed offset:
+        ``(image, labels, types)`` views (``types`` None for an untyped source). The first
+        sample read decides whether the source is typed; every later one must agree."""
         try:
             sample = self.source[int(index)]
         except (IndexError, KeyError) as e:
             raise InputError(f"source[{index}] failed ({type(e).__name__}: {e}); len(source) = {len(self.source)}") from e
         if not isinstance(sample, (tuple, list)) or len(sample) < 2:
-            raise InputError(f"source[{index}] must return (image H×W×3 uint8, labels H×W int), "
+            raise InputError(f"source[{index}] must return (image H×W×3 uint8, labels H×W int[, types H×W int]), "
                              f"got {type(sample).__name__}")
         image, labels = check_sample(sample[0], sample[1], name=f"source[{index}]")
+        types = sample[2] if len(sample) > 2 else None
+        if self.typed is None:
+            self.typed = types is not None
+        elif self.typed != (types is not None):
+            raise InputError(f"source[{index}] returned {'a type map' if types is not None else 'no type map'} but "
+                             f"the source's first sample {'did not' if types is not None else 'did'}: a source is "
+                             "typed (image, labels, types) or not for every sample")
         h, w = labels.shape
         c = self.crop
         if h < c or w < c:
             raise InputError(f"source[{index}] is {h}×{w}, smaller than crop={c}; use a smaller crop")
+        if types is not None:
+            types = as_types_map(types, (h, w), name=f"source[{index}] types")
         rng = make_rng(self.seeds(epoch)[0], int(position))
         y0 = int(rng.integers(0, h - c + 1))
         x0 = int(rng.integers(0, w - c + 1))
-        return image[y0:y0 + c, x0:x0 + c], labels[y0:y0 + c, x0:x0 + c]
+        win = (slice(y0, y0 + c), slice(x0, x0 + c))
+        return image[win], labels[win], (None if types is None else types[win])
 
-    def read_batch(self, keys: np.ndarray, stats: bool = False):
-        """The batch's crops: N×c×c×3 uint8 and N×c×c int32 (and, with ``stats``, each crop's
-        luminance sum and largest id, :func:`~insmix_fast.augment.crop_stats`)."""
+    def read_batch(self, keys: np.ndarray, stats: bool = False) -> CropBatch:
+        """The batch's crops (:class:`CropBatch`; with ``stats``, each crop's luminance sum and
+        largest id, :func:`~insmix_fast.augment.crop_stats`). With ``read_timeout`` set, the
+        source is read in a helper thread and a read that takes longer raises
+        :class:`~insmix_fast.errors.LoaderTimeoutError` naming the batch's samples."""
         epoch = self._epoch_of(keys)
         self.set_source_epoch(epoch)
+        if self.typed is None:  # the first sample decides (the loader reads it when it is built)
+            self.read(epoch, int(keys[0, 1]), int(keys[0, 2]))
         n, c = len(keys), self.crop
-        images = np.empty((n, c, c, 3), np.uint8)
-        labels = np.empty((n, c, c), np.int32)
-        luma = np.empty(n, np.int64)
-        top = np.empty(n, np.int64)
+        out = CropBatch(np.empty((n, c, c, 3), np.uint8), np.empty((n, c, c), np.int32),
+                        np.empty((n, c, c), np.int32) if self.typed else None,
+                        np.empty(n, np.int64) if stats else None, np.empty(n, np.int64) if stats else None)
+        if self.read_timeout is None:
+            self._read_into(out, keys, epoch)
+        else:
+            run_with_timeout(lambda: self._read_into(out, keys, epoch), self.read_timeout,
+                             lambda: f"reading source samples {keys[:, 2].tolist()} (epoch {epoch})")
+        return out
+
+    def _read_into(self, out: CropBatch, keys: np.ndarray, epoch: int) -> None:
         for k, (_, p, i) in enumerate(keys):
-            images[k], labels[k] = self.read(epoch, int(p), int(i))  # strided copies at memcpy speed
-            if stats:
-                luma[k], top[k] = crop_stats(images[k], labels[k])  # contiguous: a vectorised pass
-        return (images, labels, luma, top) if stats else (images, labels)
+            image, labels, types = self.read(epoch, int(p), int(i))
+            out.images[k], out.labels[k] = image, labels  # strided copies at memcpy speed
+            if out.types is not None:
+                out.types[k] = types
+            if out.luma is not None:
+                out.luma[k], out.top[k] = crop_stats(out.images[k], out.labels[k])  # contiguous: one vectorised pass
 
     def prepare(self, keys: np.ndarray) -> dict:
         """Everything the device needs for one batch, as numpy arrays: ``images`` (N×c×c×3 uint8),
         ``labels`` (int16 when every id fits, else int32), ``keys``, ``coin`` (who gets InsMix) and,
-        with augmentation, ``params`` (N×N_PARAMS int64) and ``taps`` (N×T int64)."""
-        images, labels, luma, tops = self.read_batch(keys, stats=True)
-        out = {"images": images, "keys": np.ascontiguousarray(keys, np.int64), "coin": self.insmix_mask(keys)}
+        with augmentation, ``params`` (N×N_PARAMS int64) and ``taps`` (N×T int64). A typed source
+        adds ``classes`` (N×L int32: the class of each id of the crop) and ``maxid`` (N int64):
+        the type map of the augmented labels is :func:`types_of` of them."""
+        crops = self.read_batch(keys, stats=True)
+        labels = crops.labels
+        out = {"images": crops.images, "keys": np.ascontiguousarray(keys, np.int64), "coin": self.insmix_mask(keys)}
         if self.augment is not None:
-            out["params"], out["taps"] = self._params(labels, luma, tops, keys)
-            top = int(out["params"][:, P_MAXID].max()) if len(keys) else 0
+            out["params"], out["taps"] = self._params(labels, crops.luma, crops.top, keys)
+            maxid = out["params"][:, P_MAXID].copy()
         else:
-            top = int(tops.max()) if len(keys) else 0
+            maxid = crops.top
+        top = int(maxid.max()) if len(keys) else 0
+        if crops.types is not None:
+            out["classes"] = self._classes(labels, crops.types, maxid, keys)
+            out["maxid"] = maxid
         out["labels"] = labels.astype(np.int16) if top <= np.iinfo(np.int16).max else labels
         return out
 
@@ -176,6 +216,17 @@ class SampleProgram:
                 top = int(labels[k].max())
             rows[k], taps[k] = aug.params(aug.draw((c, c), seed, int(keys[k, 1])), luma, top, (c, c))
         return rows, taps
+
+    @staticmethod
+    def _classes(labels: np.ndarray, types: np.ndarray, maxid: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Per crop, the class of each id (``N × (max id + 1)`` int32, row ``k`` checked against
+        crop ``k``'s labels: one class per instance, 0 exactly on background)."""
+        n = len(keys)
+        classes = np.zeros((n, max(int(maxid.max()) if n else 0, 1) + 1), np.int32)
+        for k in range(n):
+            _, lut = check_types(types[k], labels[k], max_id=int(maxid[k]), name=f"source[{int(keys[k, 2])}] types")
+            classes[k, :lut.shape[0]] = lut
+        return classes
 
     # ------------------------------------------------------------------ augmentation
     def augment_host(self, batch: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -214,6 +265,22 @@ class SampleProgram:
         ca.launch_augment(*arrays, blur=blur, clean=True, stream=ns)
         return out_i, out_l
 
+    # ------------------------------------------------------------------ types
+    @staticmethod
+    def types_host(labels: np.ndarray, classes: np.ndarray, maxid: np.ndarray) -> np.ndarray:
+        """The type map of (augmented) ``labels`` (N×H×W int32) from :meth:`prepare`'s ``classes``
+        and ``maxid`` (numpy, one Numba pass; see :func:`types_of`)."""
+        out = np.empty(labels.shape, np.int32)
+        _types_kernel(labels, classes, np.ascontiguousarray(maxid, np.int64), out)
+        return out
+
+    @staticmethod
+    def types_device(labels: torch.Tensor, classes: torch.Tensor, maxid: torch.Tensor) -> torch.Tensor:
+        """:meth:`types_host` for tensors where ``labels`` lives (no synchronisation on CUDA)."""
+        if labels.device.type == "cpu":
+            return torch.from_numpy(SampleProgram.types_host(labels.numpy(), classes.numpy(), maxid.numpy()))
+        return types_torch(labels, classes, maxid)
+
     # ------------------------------------------------------------------ InsMix
     def insmix_mask(self, keys: np.ndarray) -> np.ndarray:
         """Which samples of the batch get InsMix (a keyed coin with probability ``insmix_p``)."""
@@ -224,31 +291,36 @@ class SampleProgram:
         s = self.seeds(self._epoch_of(keys))[2]
         return np.array([make_rng(s, int(p), _COIN_STREAM).random() < self.insmix_p for p in keys[:, 1]], bool)
 
-    def insmix_batch(self, images: np.ndarray, labels: np.ndarray, keys: np.ndarray, device: str = "cpu"):
-        """InsMix on the selected samples; returns images, labels, paste_mask, original_mask
-        (numpy on the CPU; whatever ``insmix_batch(device=...)`` returns otherwise)."""
+    def insmix_batch(self, images: np.ndarray, labels: np.ndarray, keys: np.ndarray, device: str = "cpu",
+                     types: np.ndarray | None = None):
+        """InsMix on the selected samples; returns images, labels, types (None when untyped),
+        paste_mask, original_mask (numpy)."""
         sel = self.insmix_mask(keys)
-        if sel.all():  # the usual case: no gather / scatter copies
+        paste = np.zeros(labels.shape, bool)
+        if sel.any():
             s = self.seeds(self._epoch_of(keys))[2]
-            r = insmix_batch(images, labels, self.bank, self.config, seed=s, indices=keys[:, 1], device=device)
-            images, labels, paste = _to_numpy(r.images), _to_numpy(r.labels), _to_numpy(r.paste_masks)
-        else:
-            paste = np.zeros(labels.shape, bool)
-            if sel.any():
-                s = self.seeds(self._epoch_of(keys))[2]
-                r = insmix_batch(images[sel], labels[sel], self.bank, self.config, seed=s, indices=keys[sel, 1],
-                                 device=device)
+            whole = bool(sel.all())  # the usual case: no gather / scatter copies
+            pick = (lambda a: a) if whole else (lambda a: a[sel])
+            r = insmix_batch(pick(images), pick(labels), self.bank, self.config, seed=s, indices=keys[sel, 1],
+                             device=device, types=None if types is None else pick(types))
+            if whole:
+                images, labels, paste = _to_numpy(r.images), _to_numpy(r.labels), _to_numpy(r.paste_masks)
+                types = None if types is None else _to_numpy(r.types)
+            else:
                 images, labels = images.copy(), labels.copy()
-                images[sel] = _to_numpy(r.images)
-                labels[sel] = _to_numpy(r.labels)
-                paste[sel] = _to_numpy(r.paste_masks)
+                images[sel], labels[sel], paste[sel] = _to_numpy(r.images), _to_numpy(r.labels), _to_numpy(r.paste_masks)
+                if types is not None:
+                    types = types.copy()
+                    types[sel] = _to_numpy(r.types)
         original = (labels > 0) & ~paste
-        return images, labels, paste, original
+        return images, labels, types, paste, original
 
-    def insmix_device(self, images: torch.Tensor, labels: torch.Tensor, keys: np.ndarray, stream=None):
+    def insmix_device(self, images: torch.Tensor, labels: torch.Tensor, keys: np.ndarray, stream=None,
+                      types: torch.Tensor | None = None):
         """InsMix on a batch of torch tensors (N×H×W×3 uint8, N×H×W int) where they live; on CUDA
         ``insmix_batch(device="cuda", stream=stream)`` keeps it there and does not synchronise.
-        Returns images, labels (int32), paste_mask, original_mask on the same device."""
+        Returns images, labels (int32), types (int32; None when untyped), paste_mask, original_mask
+        on the same device."""
         dev = images.device
         sel = self.insmix_mask(keys)
         paste = torch.zeros(labels.shape, dtype=torch.bool, device=dev)
@@ -257,37 +329,41 @@ class SampleProgram:
             s = self.seeds(self._epoch_of(keys))[2]
             whole = bool(sel.all())
             idx = None if whole else torch.from_numpy(np.flatnonzero(sel)).to(dev)
-            im_in = images if whole else images.index_select(0, idx).contiguous()
-            lb_in = labels if whole else labels.index_select(0, idx).contiguous()
+            pick = (lambda t: t) if whole else (lambda t: t.index_select(0, idx).contiguous())
             kw = {"device": str(dev)}
             if dev.type == "cuda":
                 kw["stream"] = stream if stream is not None else torch.cuda.current_stream(dev)
-            r = insmix_batch(im_in, lb_in, self.bank, self.config, seed=s, indices=keys[sel, 1], **kw)
+            if types is not None:
+                kw["types"] = pick(types)
+            r = insmix_batch(pick(images), pick(labels), self.bank, self.config, seed=s, indices=keys[sel, 1], **kw)
             r_im = torch.as_tensor(r.images, device=dev)
             r_lb = torch.as_tensor(r.labels, device=dev).to(torch.int32)
             r_pm = torch.as_tensor(r.paste_masks, device=dev).bool()
+            r_ty = None if types is None else torch.as_tensor(r.types, device=dev).to(torch.int32)
             if whole:
-                images, labels, paste = r_im, r_lb, r_pm
+                images, labels, paste, types = r_im, r_lb, r_pm, r_ty
             else:
                 images, labels = images.clone(), labels.clone()
                 images[idx], labels[idx], paste[idx] = r_im, r_lb, r_pm
+                if types is not None:
+                    types = types.clone()
+                    types[idx] = r_ty
         original = (labels > 0) & ~paste
-        return images, labels, paste, original
+        return images, labels, types, paste, original
 
     # ------------------------------------------------------------------ worker entry
     def cpu_batch(self, keys: np.ndarray, insmix: bool = True, masks: bool = True) -> dict:
         """Read, crop, augment and (if ``insmix``) InsMix one batch on the CPU. ``masks``: also
-        return the paste mask (the blender needs it). Labels come back as int16 when every id fits
-        (less to copy between processes)."""
+        return the paste mask (the blender needs it). Labels (and types) come back as int16 when
+        every id fits (less to copy between processes)."""
         batch = self.prepare(keys)
         images, labels = self.augment_host(batch)
+        types = self.types_host(labels, batch["classes"], batch["maxid"]) if "classes" in batch else None
         paste = None
         if insmix:
-            images, labels, paste, _ = self.insmix_batch(images, labels, keys)
-        if labels.size and int(labels.max()) <= np.iinfo(np.int16).max:
-            labels = labels.astype(np.int16)
-        return {"images": images, "labels": labels, "paste": paste if masks else None, "keys": keys,
-                "coin": batch["coin"]}
+            images, labels, types, paste, _ = self.insmix_batch(images, labels, keys, types=types)
+        return {"images": images, "labels": _narrow(labels), "types": None if types is None else _narrow(types),
+                "paste": paste if masks else None, "keys": keys, "coin": batch["coin"]}
 
     # ------------------------------------------------------------------ tensors
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
@@ -308,7 +384,7 @@ class SampleProgram:
 
     @staticmethod
     def labels_out(labels: torch.Tensor) -> torch.Tensor:
-        """Labels as the loader hands them out: int64 (one Numba pass on the CPU)."""
+        """Labels (or types) as the loader hands them out: int64 (one Numba pass on the CPU)."""
         if labels.device.type == "cpu" and labels.dtype in (torch.int16, torch.int32):
             out = np.empty(tuple(labels.shape), np.int64)
             _widen_kernel(labels.numpy().reshape(-1), out.reshape(-1))
@@ -331,6 +407,77 @@ def _normalise_kernel(images, mean, inv, out):
 def _widen_kernel(src, dst):
     for i in range(src.shape[0]):
         dst[i] = src[i]
+
+
+@njit(cache=True, nogil=True)
+def _types_kernel(labels, classes, maxid, out):
+    n, h, w = labels.shape
+    for b in range(n):
+        m = max(maxid[b], 1)
+        for y in range(h):
+            for x in range(w):
+                v = labels[b, y, x]
+                out[b, y, x] = classes[b, (v - 1) % m + 1] if v > 0 else 0
+
+
+def types_of(labels: np.ndarray, classes: np.ndarray, maxid: np.ndarray) -> np.ndarray:
+    """The type map of augmented labels: id ``v > 0`` is instance ``(v − 1) mod M + 1`` of the
+    crop (``M = maxid``; the augmentation codes a mirrored copy of ``u`` as ``u + M·code``, so
+    copies keep their class) and has that instance's class ``classes[(v − 1) mod M + 1]``; an id
+    the area filter removed is background, class 0. Exact for labels warped by any of the
+    implementations (CPU, CUDA, DALI) and for unwarped crops."""
+    return SampleProgram.types_host(labels, classes, maxid)
+
+
+def types_torch(labels: torch.Tensor, classes: torch.Tensor, maxid: torch.Tensor) -> torch.Tensor:
+    """:func:`types_of` in torch operations on ``labels``' device (the CUDA path; no host
+    synchronisation): int64 N×H×W."""
+    n = labels.shape[0]
+    m = maxid.to(labels.device, non_blocking=True).clamp(min=1).view(n, 1, 1)
+    lab = labels.long()
+    idx = torch.where(lab > 0, torch.remainder(lab - 1, m) + 1, torch.zeros_like(lab))
+    lut = classes.to(labels.device, non_blocking=True).long()
+    return torch.gather(lut, 1, idx.view(n, -1)).view(labels.shape)
+
+
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """int16 when every value fits (less to copy between processes), else as it is."""
+    return a.astype(np.int16) if a.size and int(a.max()) <= np.iinfo(np.int16).max else a
+
+
+def run_with_timeout(fn, timeout: float, what):
+    """``fn()`` in a daemon thread, waited for at most ``timeout`` seconds: its exception is
+    re-raised; past the timeout :class:`LoaderTimeoutError` says ``what()`` was running (the
+    thread, stuck in user code, cannot be stopped; it ends with the process)."""
+    box = {}
+
+    def target():
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            box["error"] = e
+
+    t = threading.Thread(target=target, name="insmix-loader-read", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise LoaderTimeoutError(f"{what()} took more than {timeout:g} s (InsMixLoader timeout={timeout:g}); "
+                                 "the source's __getitem__ seems to block")
+    if "error" in box:
+        raise box["error"]
+
+
+@dataclass
+class CropBatch:
+    """One batch of crops as read from the source: ``images`` N×c×c×3 uint8, ``labels`` N×c×c
+    int32, ``types`` N×c×c int32 (None for an untyped source); ``luma`` and ``top`` (each crop's
+    luminance sum and largest id) when asked for."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    types: np.ndarray | None
+    luma: np.ndarray | None
+    top: np.ndarray | None
 
 
 def _to_numpy(x) -> np.ndarray:

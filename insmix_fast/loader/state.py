@@ -27,8 +27,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError, InputTypeError
 from ..sharding import epoch_order
+from ..validation import check_bool, check_int, check_seed
 
 __all__ = ["EpochPlan", "LoaderState", "epoch_plan", "STATE_VERSION"]
 
@@ -102,15 +103,30 @@ class LoaderState:
 
     @classmethod
     def from_dict(cls, d) -> "LoaderState":
+        """A state from ``state_dict()``'s dict, every field checked: integers must be ints
+        (numpy integers accepted; bools, floats and strings are not), flags bools, all in range
+        — ``ConfigError`` names the field otherwise. Unknown fields are refused too."""
         if not isinstance(d, dict):
             raise ConfigError(f"a loader state must be a dict (from state_dict()), got {type(d).__name__}")
         missing = [k for k in ("epoch", "batch", "seed", "n", "batch_size", "world_size", "rank") if k not in d]
         if missing:
             raise ConfigError(f"loader state lacks {missing}; pass what InsMixLoader.state_dict() returned")
-        if d.get("version", STATE_VERSION) != STATE_VERSION:
-            raise ConfigError(f"loader state version {d.get('version')} is not supported (expected {STATE_VERSION})")
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        return cls(**known)
+        unknown = sorted(str(k) for k in d if k not in cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"loader state has unknown fields {unknown}; pass what InsMixLoader.state_dict() returned")
+        version = check_int("loader state 'version'", d.get("version", STATE_VERSION))
+        if version != STATE_VERSION:
+            raise ConfigError(f"loader state version {version} is not supported (expected {STATE_VERSION})")
+        v = {k: check_int(f"loader state {k!r}", d[k], lo)
+             for k, lo in (("epoch", 0), ("batch", 0), ("n", 1), ("batch_size", 1), ("world_size", 1), ("rank", 0))}
+        if v["rank"] >= v["world_size"]:
+            raise ConfigError(f"loader state 'rank' {v['rank']} must be < 'world_size' {v['world_size']}")
+        try:
+            seed = check_seed(d["seed"])
+        except (InputError, InputTypeError) as e:
+            raise ConfigError(f"loader state 'seed': {e}") from None
+        flags = {k: check_bool(f"loader state {k!r}", d[k]) for k in ("shuffle", "drop_last") if k in d}
+        return cls(seed=seed, version=version, **v, **flags)
 
     def check_compatible(self, other: "LoaderState") -> None:
         """Raise if ``other`` (a saved state) was taken under different settings."""

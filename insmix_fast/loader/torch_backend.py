@@ -21,16 +21,21 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
+import os
+import threading
+import time
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..threads import start_numba_threads
+from ..errors import ConfigError, LoaderTimeoutError
+from ..threads import fork_safe, start_numba_threads, threading_layer
 from .stages import SampleProgram
 
-__all__ = ["TorchBackend", "worker_context"]
+__all__ = ["TorchBackend", "worker_context", "check_fork"]
 
 
 class _TaskSampler(Sampler):
@@ -68,7 +73,16 @@ def _identity(x):
     return x
 
 
+def _watch_parent(ppid: int) -> None:
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != ppid:  # the main process died (even by SIGKILL): do not outlive it
+            os._exit(1)
+
+
 def _worker_init(_worker_id: int) -> None:
+    # a worker stuck in the source never reaches the DataLoader's own parent check: watch here
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), name="insmix-parent-watch", daemon=True).start()
     try:
         import numba
 
@@ -79,22 +93,29 @@ def _worker_init(_worker_id: int) -> None:
 
 
 def worker_context(requested: str | None) -> str | None:
-    """Multiprocessing start method of the workers: ``requested`` if given; ``fork``
-    unless Numba's OpenMP pool is already running in this process (GNU OpenMP aborts
-    the forked child), then ``spawn``."""
+    """Multiprocessing start method of the workers: ``requested`` if given, else ``fork`` where
+    the platform has it (Linux; the platform's default elsewhere). Forking is safe after InsMix
+    ran in this process because :mod:`insmix_fast.threads` starts Numba's pool on a fork-safe
+    threading layer; :func:`check_fork` refuses the one case where it is not."""
     if requested is not None:
         return requested
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return None
-    try:
-        import numba
-        from numba.np.ufunc import parallel as _par
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else None
 
-        if getattr(_par, "_is_initialized", False) and numba.threading_layer() == "omp":
-            return "spawn"
-    except Exception:  # noqa: BLE001
-        return "spawn"
-    return "fork"
+
+def check_fork(context: str | None) -> None:
+    """Raise :class:`ConfigError` (instead of workers that die or hang) when workers are about to
+    be forked while Numba's pool runs on GNU OpenMP — which kills forked children that run a
+    parallel kernel. That happens only when the user chose that layer (``NUMBA_THREADING_LAYER``)
+    or started Numba's pool before importing insmix_fast."""
+    if context != "fork" or fork_safe():
+        return
+    raise ConfigError(
+        "InsMixLoader cannot fork its worker processes: Numba's thread pool already runs on the "
+        f"'{threading_layer()}' threading layer in this process (GNU OpenMP kills a forked child that runs a "
+        "parallel kernel). Use a fork-safe layer: leave NUMBA_THREADING_LAYER unset (insmix_fast then picks "
+        "'tbb' or 'workqueue') or set it to 'workqueue' or 'tbb', and import insmix_fast before anything starts "
+        "Numba's threads; or pass num_workers=0; or mp_context='spawn' (the source must be picklable and the "
+        "script needs an `if __name__ == \"__main__\":` guard)")
 
 
 class TorchBackend:
@@ -103,17 +124,23 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, program: SampleProgram, *, device: torch.device, blender, num_workers: int,
-                 prefetch: int, mp_context: str | None = None, augment_on: str = "workers"):
+                 prefetch: int, mp_context: str | None = None, augment_on: str = "workers",
+                 timeout: float | None = None):
         self.program = program
         self.device = device
         self.blender = blender
         self.cuda = device.type == "cuda"
         self.on_device = augment_on == "device"
+        self.num_workers = num_workers
+        self.timeout = timeout
+        self.context = worker_context(mp_context) if num_workers > 0 else None
+        # without workers the main process reads: the source reads get the timeout there
+        program.read_timeout = timeout if num_workers == 0 else None
         self.sampler = _TaskSampler()
         kw = {}
         if num_workers > 0:
             kw = dict(prefetch_factor=max(1, prefetch), persistent_workers=True, worker_init_fn=_worker_init,
-                      multiprocessing_context=worker_context(mp_context))
+                      multiprocessing_context=self.context, timeout=timeout or 0)
         dataset = _TaskDataset(program, "read" if self.on_device else "full", masks=blender is not None)
         self.dataloader = DataLoader(dataset, batch_size=None,
                                      sampler=self.sampler, num_workers=num_workers, collate_fn=_identity,
@@ -122,8 +149,9 @@ class TorchBackend:
         self._it = None
 
     # ------------------------------------------------------------------ finishing
-    def finish(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Device part of one batch, on the current stream (the side stream on CUDA)."""
+    def finish(self, batch: dict) -> tuple[torch.Tensor, ...]:
+        """Device part of one batch, on the current stream (the side stream on CUDA):
+        ``(images, labels)`` or, for a typed source, ``(images, labels, types)``."""
         dev, prog = self.device, self.program
         keys = batch["keys"].numpy()
         if self.on_device:
@@ -131,19 +159,23 @@ class TorchBackend:
             dev_batch["images"] = batch["images"].to(dev, non_blocking=True)
             dev_batch["labels"] = batch["labels"].to(dev, non_blocking=True)
             images, labels = prog.augment_device(dev_batch, dev, stream=self.stream)
+            types = prog.types_device(labels, batch["classes"], batch["maxid"]) if "classes" in batch else None
             if prog.bank is not None:
-                images, labels, paste, original = prog.insmix_device(images, labels, keys, stream=self.stream)
+                images, labels, types, paste, original = prog.insmix_device(images, labels, keys, stream=self.stream,
+                                                                            types=types)
             else:
                 paste = original = None
         else:
             images = batch["images"].to(dev, non_blocking=True)
             labels = batch["labels"].to(dev, non_blocking=True)
+            types = batch["types"].to(dev, non_blocking=True) if batch.get("types") is not None else None
             paste = batch["paste"].to(dev, non_blocking=True) if batch.get("paste") is not None else None
             original = (labels > 0) & ~paste if paste is not None else None
         coin = batch["coin"].numpy()
         if self.blender is not None and paste is not None and coin.any():
             images = self._blend(images, paste, original, coin)
-        return prog.normalise(images), prog.labels_out(labels)
+        out = (prog.normalise(images), prog.labels_out(labels))
+        return out if types is None else out + (prog.labels_out(types),)
 
     def _blend(self, images, paste, original, coin: np.ndarray):
         """The blender on the samples that got InsMix (chosen on the host: no device sync)."""
@@ -157,24 +189,28 @@ class TorchBackend:
 
     def _finish_async(self, batch: dict):
         with torch.cuda.stream(self.stream):
-            images, labels = self.finish(batch)
+            out = self.finish(batch)
             done = torch.cuda.Event()
             done.record(self.stream)
-        return images, labels, done
+        return out, done
 
     # ------------------------------------------------------------------ iteration
     def run(self, tasks: list[np.ndarray]):
         """Yield the finished batches of ``tasks`` in order."""
         self.sampler.tasks = list(tasks)
-        self._it = iter(self.dataloader)
+        if self.num_workers > 0 and getattr(self.dataloader, "_iterator", None) is None:
+            check_fork(self.context)  # the workers start now
+            self._it = _start_workers(self.dataloader, self.context)
+        else:
+            self._it = iter(self.dataloader)
         try:
             if self.stream is None:
-                for batch in self._it:
-                    yield self.finish(batch)
+                for k in range(len(tasks)):
+                    yield self.finish(self._next(tasks, k))
                 return
             pending = None
-            for batch in self._it:
-                nxt = self._finish_async(batch)  # queued on the side stream while the step runs
+            for k in range(len(tasks)):
+                nxt = self._finish_async(self._next(tasks, k))  # queued on the side stream while the step runs
                 if pending is not None:
                     yield self._ready(pending)
                 pending = nxt
@@ -183,17 +219,71 @@ class TorchBackend:
         finally:
             self._it = None
 
+    def _next(self, tasks, k: int) -> dict:
+        """The worker output of task ``k``; past ``timeout`` the workers are stopped and
+        :class:`LoaderTimeoutError` names the batch's samples."""
+        try:
+            return next(self._it)
+        except RuntimeError as e:
+            if self.timeout is None or "timed out" not in str(e):
+                raise
+            self.close(kill=True)
+            raise LoaderTimeoutError(
+                f"batch {k} of this pass (source samples {tasks[k][:, 2].tolist()}, epoch {int(tasks[k][0, 0])}) "
+                f"took more than {self.timeout:g} s (InsMixLoader timeout={self.timeout:g}); the source's "
+                f"__getitem__ or a worker seems stuck. The {self.num_workers} worker processes were stopped; "
+                "the next iteration starts new ones") from None
+
     def _ready(self, pending):
-        images, labels, done = pending
+        out, done = pending
         current = torch.cuda.current_stream(self.device)
         current.wait_event(done)
-        images.record_stream(current)
-        labels.record_stream(current)
-        return images, labels
+        for t in out:
+            t.record_stream(current)
+        return out
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
+        """Stop the workers; ``kill``: terminate them first (they may be stuck in the source)."""
         it = getattr(self.dataloader, "_iterator", None)
         if it is not None and hasattr(it, "_shutdown_workers"):
+            if kill:
+                _kill_workers(it)
             it._shutdown_workers()
         self.dataloader._iterator = None
         self._it = None
+
+
+def _start_workers(dataloader: DataLoader, context: str | None):
+    """``iter(dataloader)``, which starts the workers, made safe for ``fork``: garbage that owns
+    threads (an abandoned DALI pipeline in a reference cycle) is destroyed here first, and the
+    rest is frozen while the workers fork, so a child's garbage collector never runs the
+    destructor of a copy whose threads exist only in this process (it crashed or hung workers)."""
+    if context != "fork":
+        return iter(dataloader)
+    gc.collect()
+    gc.freeze()
+    try:
+        return iter(dataloader)
+    finally:
+        gc.unfreeze()
+
+
+def _kill_workers(it) -> None:
+    """Terminate the workers of a DataLoader iterator before its own shutdown (which would wait
+    5 s for each one stuck in ``__getitem__``). Their pids leave torch's SIGCHLD watch first, so
+    their end is not reported as a worker failure."""
+    busy = [w for w in getattr(it, "_workers", []) if w.is_alive()]
+    if not busy:
+        return
+    try:
+        from torch.utils.data import _utils
+
+        if getattr(it, "_worker_pids_set", False):
+            _utils.signal_handling._remove_worker_pids(id(it))
+            it._worker_pids_set = False
+    except Exception:  # noqa: BLE001 - torch internals moved: the shutdown below still ends them
+        return
+    for w in busy:
+        w.terminate()
+    for w in busy:
+        w.join(timeout=5)
