@@ -99,7 +99,7 @@ step "3/6 real-GPU tests"
 set +e
 timeout 180 "$PY" -m pytest -q -p no:cacheprovider -ra \
     tests/test_gpu_cuda.py tests/test_gpu_ptx.py \
-    tests/test_loader.py tests/test_gan_blender.py tests/test_foundations.py tests/test_transforms_batch.py \
+    tests/test_loader.py tests/test_gan_blender.py tests/test_foundations.py tests/test_transforms_batch.py tests/test_loader_typed.py \
     -k "cuda or gpu or ptx" 2>&1 | tee "$OUT/gpu_tests.log"
 rc=${PIPESTATUS[0]}
 set -e

@@ -234,3 +234,17 @@ def test_resume_mid_epoch_gives_the_same_typed_batches(data, bank, reference):
     resumed = loader(data, bank, num_workers=2)
     resumed.load_state_dict(state)
     assert same([first] + collect(resumed), reference[0])
+
+
+# ---------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("augment_on", ["device", "workers"])
+def test_cuda_gives_the_cpu_typed_batches(data, bank, reference, augment_on):
+    """On CUDA (the device type lookup, the CUDA augmentation and the GPU InsMix with types) the
+    typed batches are the CPU's bit for bit."""
+    with loader(data, bank, device="cuda", augment_on=augment_on, num_workers=2) as lo:
+        for ref in reference:
+            out = collect(lo)
+            assert all(t.device.type == "cuda" for b in out for t in b)
+            assert same([tuple(t.cpu() for t in b) for b in out], ref)
