@@ -109,6 +109,23 @@ def test_float_image_as_loadimaged_gives_it(small_data, small_bank):
         InsMixd(bank=small_bank, config=CFG, prob=1.0)(sample)
 
 
+def test_metatensor_that_tracks_gradients_is_read_detached(small_data, small_bank):
+    """A float MetaTensor with requires_grad (read with its __torch_function__ off) gives the
+    same result as a plain one, and the input is left as it was."""
+    image, labels = small_data[2]
+    sample = _meta(image, labels)
+    sample["image"] = sample["image"].float().requires_grad_(True)
+    before = sample["image"].detach().clone()
+    t = InsMixd(bank=small_bank, config=CFG, prob=1.0, max_value=255.0).set_random_state(seed=5)
+    out = t(sample)
+    ref = insmix(image, labels, small_bank, CFG, seed=t.insmix_seed)
+    assert isinstance(out["image"], MetaTensor) and not out["image"].requires_grad
+    assert out["image"].meta["filename_or_obj"] == "tile.png"
+    np.testing.assert_array_equal(_hwc(out["image"].detach()), ref.image.astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(out["label"])[0], ref.labels)
+    assert torch.equal(sample["image"].detach(), before)
+
+
 def test_probability_zero_leaves_the_sample(small_data, small_bank):
     sample = _meta(*small_data[0])
     out = InsMixd(bank=small_bank, prob=0.0)(sample)
