@@ -517,7 +517,7 @@ def insmix_batch_into(out, labels, bank: InstanceBank | None, config: InsMixConf
     _refuse_self_templates(config, "insmix_batch_into", "insmix_batch")
     seed = check_seed(seed)
     labels, in_kernel = _as_label_batch(labels, types is not None)
-    _check_out(out, labels.shape + (3,), max_value, "labels")
+    lut = _check_out(out, labels.shape + (3,), max_value, "labels")
     indices = check_indices(indices, labels.shape[0])
     if types is not None:
         types = as_types_map(types, labels.shape)
@@ -530,8 +530,8 @@ def insmix_batch_into(out, labels, bank: InstanceBank | None, config: InsMixConf
             raise InputError(f"out_labels must be a writeable C-contiguous int32/int64 array of shape {labels.shape}, "
                              f"got {getattr(out_labels, 'dtype', type(out_labels).__name__)} "
                              f"{getattr(out_labels, 'shape', '')}")
-    return _insmix_batch_cpu(None, labels, bank, config, seed, indices, types, ignore, out=out, max_value=max_value,
-                             check_in_kernel=in_kernel, wide=out_labels)
+    return _insmix_batch_cpu(None, labels, bank, config, seed, indices, types, ignore, out=out, lut=lut,
+                             max_value=max_value, check_in_kernel=in_kernel, wide=out_labels)
 
 
 def _as_label_batch(labels, typed: bool) -> tuple[np.ndarray, bool]:
@@ -558,15 +558,14 @@ def _insmix_batch_gpu(images, labels, bank, config: InsMixConfig, seed: int, ind
 
 
 def _insmix_batch_cpu(images: np.ndarray | None, labels: np.ndarray, bank, config: InsMixConfig, seed: int,
-                      indices: np.ndarray, types, ignore, *, out: np.ndarray | None = None,
+                      indices: np.ndarray, types, ignore, *, out: np.ndarray | None = None, lut=None,
                       max_value=None, check_in_kernel: bool = False, wide=None) -> InsMixBatchResult:
     """The batch kernel over checked inputs; tiles it cannot take are redone one by one.
-    ``images`` None: ``out`` (checked by :func:`_check_out`) holds them and is written in place
-    (:func:`insmix_batch_into`). ``check_in_kernel``: ``labels`` are unchecked C-contiguous int64
+    ``images`` None: ``out`` (checked by :func:`_check_out`, which gave its ``lut``; ``max_value``
+    for the tiles redone alone) holds them and is written in place (:func:`insmix_batch_into`). ``check_in_kernel``: ``labels`` are unchecked C-contiguous int64
     maps the kernel narrows and checks (see :func:`_as_label_batch`); a bad one then raises after
     the kernel wrote the other tiles. ``wide``: the N×H×W int32/int64 array the output labels go to."""
     n = labels.shape[0]
-    lut = None if images is not None else _lut(out.dtype, max_value)
     if check_in_kernel:
         max_ids = np.zeros(n, np.int64)  # the kernel finds them
     else:
