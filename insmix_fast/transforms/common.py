@@ -38,6 +38,7 @@ from ..bank import InstanceBank
 from ..config import InsMixConfig
 from ..core import insmix, insmix_batch, insmix_batch_into, insmix_into
 from ..errors import ConfigError, InputError, InputTypeError, InsMixError
+from ..kernels.pipeline import narrow_into
 from ..validation import check_number
 
 __all__ = ["INSTALL_HINT", "TYPED_INSMIX", "TYPED_INSMIX_BATCH", "missing_library", "check_bank", "check_config",
@@ -429,21 +430,6 @@ def _copy_in_range(src, dst, hi):
     return ok
 
 
-@njit(cache=True, nogil=True)
-def _narrow(src, dst):
-    """``dst[...] = src`` (C-contiguous, one shape, ``dst`` int32) and ``(min, max)`` of ``src``, in one pass."""
-    s = src.reshape(-1)
-    d = dst.reshape(-1)
-    lo = s[0]
-    hi = s[0]
-    for i in range(s.shape[0]):
-        v = s[i]
-        d[i] = v
-        lo = min(lo, v)
-        hi = max(hi, v)
-    return lo, hi
-
-
 def _memory_order(x: np.ndarray) -> tuple[int, ...] | None:
     """Axes that make ``x`` C-contiguous (``x.transpose(order)``), or ``None`` when no order does."""
     order = tuple(sorted(range(x.ndim), key=lambda a: -x.strides[a]))
@@ -470,15 +456,15 @@ def copy_checked(x: np.ndarray, max_value: float, name: str) -> np.ndarray:
 
 
 def narrow_labels(labels: np.ndarray) -> np.ndarray:
-    """An int64/uint64/uint32 label map as the int32 map the core works on, in one pass (min and
-    max come with it), written to this thread's :func:`staging` buffer (the core reads it during
-    the call and copies it); the map itself when it is narrower already, not contiguous, or
-    holds ids int32 cannot (the core then casts it, or says what is wrong)."""
-    if labels.dtype.itemsize < 4 or labels.dtype == np.int32 or not labels.size or not labels.flags.c_contiguous:
+    """An int64 label map (torch's label dtype) as the int32 map the core works on, in one pass
+    that also checks its ids (the batch kernel's :func:`~insmix_fast.kernels.pipeline.narrow_into`),
+    written to this thread's :func:`staging` buffer (the core reads it during the call and copies
+    it); the map itself when it is not int64, not contiguous, or holds ids int32 cannot (the
+    core then casts it, or says what is wrong)."""
+    if labels.dtype != np.int64 or not labels.size or not labels.flags.c_contiguous:
         return labels
     out = staging("labels-int32", labels.shape, np.int32)
-    lo, hi = _narrow(labels, out)
-    return out if 0 <= lo and hi <= np.iinfo(np.int32).max else labels
+    return out if narrow_into(out, labels) >= 0 else labels
 
 
 # ------------------------------------------------------------------ the shared tensor path
