@@ -1,12 +1,15 @@
 """InsMix written in place in the caller's layout and dtype (core.insmix_into / insmix_batch_into):
-the same pixels, labels and plans as insmix / insmix_batch for the same draw."""
+the same pixels, labels and plans as insmix / insmix_batch for the same draw; core.insmix_arrays:
+the same arrays without the plan."""
 
 import numpy as np
 import pytest
 
 from insmix_fast.config import InsMixConfig
-from insmix_fast.core import insmix, insmix_batch, insmix_batch_into, insmix_into
+from insmix_fast.core import insmix, insmix_arrays, insmix_batch, insmix_batch_into, insmix_into
 from insmix_fast.errors import ConfigError, InputError
+
+from typed_data import typed_bank, types_of
 
 CFG = InsMixConfig()
 
@@ -96,3 +99,47 @@ def test_into_errors(batch, bank256):
         insmix_batch_into(images.copy(), labels, bank256, CFG, out_labels=np.zeros(labels.shape, np.int16))
     with pytest.raises(InputError, match="uint8 or float"):
         insmix_into(images[0].astype(np.int16), labels[0], bank256, CFG)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_arrays_equal_insmix(tiles256, bank256, sparse):
+    """The arrays alone, bit for bit those of insmix (new image) and insmix_into (in place,
+    channel-first uint8 and float32), also for ids the core relabels (``sparse``)."""
+    image, labels = tiles256[6][:2]
+    if sparse:
+        labels = np.where(labels > 0, labels + 100_000, 0)
+    want = insmix(image, labels, bank256, CFG, seed=4, index=2)
+    assert len(want.pastes)
+    img, lab, typ = insmix_arrays(image, labels, bank256, CFG, seed=4, index=2)
+    assert typ is None and img is not image
+    np.testing.assert_array_equal(img, want.image)
+    np.testing.assert_array_equal(lab, want.labels)
+    x = np.ascontiguousarray(image.transpose(2, 0, 1))
+    img, lab, _ = insmix_arrays(x.transpose(1, 2, 0), labels, bank256, CFG, seed=4, index=2, in_place=True)
+    assert np.shares_memory(img, x)
+    np.testing.assert_array_equal(x.transpose(1, 2, 0), want.image)
+    np.testing.assert_array_equal(lab, want.labels)
+    xf = image.astype(np.float32) / 255
+    insmix_arrays(xf, labels, bank256, CFG, seed=4, index=2, in_place=True, max_value=1.0)
+    np.testing.assert_array_equal(xf, (want.image / 255.0).astype(np.float32))
+
+
+def test_arrays_typed(small_data):
+    bank = typed_bank()
+    image, labels = small_data[1]
+    types = types_of(labels)
+    want = insmix(image, labels, bank, CFG, seed=6, types=types)
+    img, lab, typ = insmix_arrays(image, labels, bank, CFG, seed=6, types=types)
+    assert len(want.pastes)
+    for got, ref in ((img, want.image), (lab, want.labels), (typ, want.types)):
+        np.testing.assert_array_equal(got, ref)
+
+
+def test_arrays_errors(batch, bank256):
+    images, labels = batch
+    with pytest.raises(ConfigError, match="template_source='self'"):
+        insmix_arrays(images[0].copy(), labels[0], None, InsMixConfig(template_source="self"), in_place=True)
+    with pytest.raises(InputError, match="uint8"):
+        insmix_arrays(images[0].astype(np.float32), labels[0], bank256, CFG)
+    with pytest.raises(InputError, match="negative"):
+        insmix_arrays(images[0], -labels[0] - 1, bank256, CFG)

@@ -90,11 +90,14 @@ def typed_core(monkeypatch):
         r.types = np.where(r.paste_masks, PASTED_CLASS, types).astype(np.int32)
         return r
 
-    def insmix_into(out, labels, bank, config=None, *, seed=0, index=0, types=None, max_value=None):
-        r = core.insmix_into(out, labels, bank, config, seed=seed, index=index, max_value=max_value)
+    def insmix_arrays(image, labels, bank, config=None, *, seed=0, index=0, types=None, in_place=False,
+                      max_value=None):
+        if in_place:
+            r = core.insmix_into(image, labels, bank, config, seed=seed, index=index, max_value=max_value)
+        else:
+            r = core.insmix(image, labels, bank, config, seed=seed, index=index)
         received.append(np.array(types))
-        r.types = np.where(r.paste_mask, PASTED_CLASS, types).astype(np.int32)
-        return r
+        return r.image, r.labels, np.where(r.paste_mask, PASTED_CLASS, types).astype(np.int32)
 
     def insmix_batch_into(out, labels, bank, config=None, *, seed=0, indices=None, types=None, max_value=None,
                           out_labels=None):
@@ -106,7 +109,7 @@ def typed_core(monkeypatch):
 
     monkeypatch.setattr(common, "insmix", insmix)
     monkeypatch.setattr(common, "insmix_batch", insmix_batch)
-    monkeypatch.setattr(common, "insmix_into", insmix_into)
+    monkeypatch.setattr(common, "insmix_arrays", insmix_arrays)
     monkeypatch.setattr(common, "insmix_batch_into", insmix_batch_into)
     monkeypatch.setattr(common, "TYPED_INSMIX", True)
     monkeypatch.setattr(common, "TYPED_INSMIX_BATCH", True)

@@ -77,6 +77,55 @@ def test_set_random_state_makes_it_reproducible(small_data, small_bank):
     assert any(not torch.equal(x["image"], z["image"]) for x, z in zip(a, c))
 
 
+def test_randomize_draws_the_coin_then_a_53_bit_seed(small_bank):
+    """The documented draws: ``R.rand() < prob`` (RandomizableTransform's coin), then, when
+    applied, the InsMix seed ``floor(R.rand() · 2**53)`` — from the state set_random_state gave."""
+    t = InsMixd(bank=small_bank, config=CFG, prob=0.5).set_random_state(seed=11)
+    R = np.random.RandomState(11)
+    applied = 0
+    for _ in range(40):
+        t.randomize()
+        u = R.rand()
+        assert t._do_transform == (u < 0.5)
+        if u < 0.5:
+            applied += 1
+            assert t.insmix_seed == int(R.rand() * 2**53)
+    assert 0 < applied < 40
+
+
+def test_outputs_carry_a_copy_of_the_metadata(small_data, small_bank):
+    """A later transform that edits the output's metadata (appends to applied_operations, sets a
+    meta key) leaves the caller's input MetaTensors as they were."""
+    sample = _meta(*small_data[0])
+    sample["image"].applied_operations.append({"class": "Earlier"})
+    out = InsMixd(bank=small_bank, config=CFG, prob=1.0).set_random_state(seed=0)(sample)
+    for key in ("image", "label"):
+        assert out[key].meta["filename_or_obj"] == "tile.png" and out[key].meta is not sample[key].meta
+        out[key].applied_operations.append({"class": "Later"})
+        out[key].meta["edited"] = True
+        assert "edited" not in sample[key].meta
+    assert [op["class"] for op in sample["image"].applied_operations] == ["Earlier"]
+    assert [op["class"] for op in out["image"].applied_operations] == ["Earlier", "Later"]
+    assert sample["label"].applied_operations == []
+
+
+def test_metadata_tracking_off_gives_plain_tensors(small_data, small_bank):
+    """With ``set_track_meta(False)`` MONAI's transforms return plain tensors; so does InsMixd."""
+    from monai.data import set_track_meta
+
+    image, labels = small_data[0]
+    t = InsMixd(bank=small_bank, config=CFG, prob=1.0).set_random_state(seed=0)
+    set_track_meta(False)
+    try:
+        out = t(_meta(image, labels))
+    finally:
+        set_track_meta(True)
+    assert type(out["image"]) is torch.Tensor and type(out["label"]) is torch.Tensor
+    ref = insmix(image, labels, small_bank, CFG, seed=t.insmix_seed)
+    np.testing.assert_array_equal(_hwc(out["image"]), ref.image)
+    np.testing.assert_array_equal(out["label"][0].numpy(), ref.labels)
+
+
 def test_numpy_and_plain_tensors_keep_their_kind(small_data, small_bank):
     image, labels = small_data[1]
     ref_t = InsMixd(bank=small_bank, config=CFG, prob=1.0).set_random_state(seed=2)

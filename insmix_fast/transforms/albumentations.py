@@ -39,6 +39,7 @@ __all__ = ["InsMix"]
 #: Targets InsMix cannot update consistently (boxes and per-instance masks go stale when
 #: nuclei are pasted); passing them is refused rather than silently left unchanged.
 _UNSUPPORTED = ("masks", "bboxes", "keypoints", "images", "volume", "volumes", "mask3d", "masks3d")
+_UNSUPPORTED_SET = frozenset(_UNSUPPORTED)
 
 
 class InsMix(DualTransform):
@@ -87,11 +88,15 @@ class InsMix(DualTransform):
         return {"insmix_seed": int(self.random_generator.bit_generator.random_raw())}  # 64 random bits
 
     def update_transform_params(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        if data.get("image") is None and data.get("images") is not None:
+        """``params["shape"]`` as albumentations' own method sets it (InsMix has none of the
+        interpolation / fill attributes it also looks for), after saying what is wrong with the
+        data if anything is."""
+        image = data.get("image")
+        if image is None and data.get("images") is not None:
             raise InputError("InsMix transforms one sample (image=, mask=), not images=/masks= batches: call the "
                              "pipeline per sample, or use insmix_fast.transforms.batch.InsMixBatch on tensor batches")
-        _array(data.get("image"), "image")  # albumentations reads image.shape here: say what is wrong first
-        return super().update_transform_params(params, data)
+        params["shape"] = _array(image, "image").shape
+        return params
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         """Nothing: InsMix runs once per call in :meth:`apply_with_params`, which sees image,
@@ -116,7 +121,7 @@ class InsMix(DualTransform):
 
     # ------------------------------------------------------------------ the work
     def _check_targets(self, data: dict[str, Any]) -> None:
-        for key in _UNSUPPORTED:
+        for key in () if _UNSUPPORTED_SET.isdisjoint(data) else _UNSUPPORTED:  # (one set test for the usual data)
             value = data.get(key)
             if value is not None and len(value):
                 raise InputError(f"InsMix cannot update {key!r}: pasting nuclei changes instances. Pass the instance "

@@ -36,14 +36,14 @@ from numba import njit
 
 from ..bank import InstanceBank
 from ..config import InsMixConfig
-from ..core import insmix, insmix_batch, insmix_batch_into, insmix_into
+from ..core import insmix, insmix_arrays, insmix_batch, insmix_batch_into
 from ..errors import ConfigError, InputError, InputTypeError, InsMixError
 from ..kernels.pipeline import narrow_into
 from ..validation import check_number
 
 __all__ = ["INSTALL_HINT", "TYPED_INSMIX", "TYPED_INSMIX_BATCH", "missing_library", "check_bank", "check_config",
            "check_probability", "check_max_value", "patch_size", "label_dtype", "is_integer_dtype", "check_integer_map", "require_types",
-           "error_context", "run_insmix", "run_insmix_into", "run_insmix_batch", "run_insmix_batch_into", "check_float_range", "to_uint8", "float_result",
+           "error_context", "run_insmix", "run_insmix_arrays", "run_insmix_batch", "run_insmix_batch_into", "check_float_range", "to_uint8", "float_result",
            "moves_of", "staging", "channels_last", "channels_first", "contiguous_nchw", "check_nchw", "insmix_nchw",
            "batch_output", "insmix_hwc", "plans_without_pixels", "copy_checked", "narrow_labels",
            "IN_PLACE_DTYPES"]
@@ -175,13 +175,16 @@ def run_insmix(image, labels, bank, config: InsMixConfig, *, seed: int, index: i
     return insmix(image, labels, bank, config, seed=seed, index=index, types=types)
 
 
-def run_insmix_into(out, labels, bank, config: InsMixConfig, *, seed: int, index: int = 0, types=None,
-                    max_value: float = 1.0):
-    """The one per-sample call of :func:`~insmix_fast.core.insmix_into` (InsMix written into
-    ``out``, a copy of the caller's image in its own layout and dtype)."""
+def run_insmix_arrays(image, labels, bank, config: InsMixConfig, *, seed: int, index: int = 0, types=None,
+                      in_place: bool = False, max_value: float = 1.0):
+    """The one per-sample call of :func:`~insmix_fast.core.insmix_arrays`: ``(image, labels,
+    types or None)`` of :func:`~insmix_fast.core.insmix` (``in_place``: of
+    :func:`~insmix_fast.core.insmix_into`, InsMix written into ``image``, a copy of the caller's
+    image in its own layout and dtype), without the plan and records the adapters would drop."""
     if types is not None:
         require_types("types")
-    return insmix_into(out, labels, bank, config, seed=seed, index=index, types=types, max_value=max_value)
+    return insmix_arrays(image, labels, bank, config, seed=seed, index=index, types=types, in_place=in_place,
+                         max_value=max_value)
 
 
 def run_insmix_batch_into(out, labels, bank, config: InsMixConfig, *, seed: int, indices, types=None,
@@ -539,9 +542,11 @@ def _in_place_nchw(images: torch.Tensor, labels: torch.Tensor, bank, config: Ins
     typ = None if types is None else types.detach().numpy()
     host_bank = getattr(bank, "host", bank)  # a DeviceBank's host copy
     if x.shape[0] == 1:  # one tile: the per-sample call, no batch bookkeeping
-        res = run_insmix_into(out[0].transpose(1, 2, 0), narrow_labels(in_labels[0]), host_bank, config, seed=seed,
-                              index=int(indices[0]), types=None if typ is None else typ[0], max_value=max_value)
-        out_labels, out_types = res.labels[None], None if typ is None else res.types[None]
+        _, lab, res_types = run_insmix_arrays(out[0].transpose(1, 2, 0), narrow_labels(in_labels[0]), host_bank,
+                                              config, seed=seed, index=int(indices[0]),
+                                              types=None if typ is None else typ[0], in_place=True,
+                                              max_value=max_value)
+        out_labels, out_types = lab[None], None if typ is None else res_types[None]
     else:  # (int64 labels are narrowed by the batch kernel as it copies them)
         wide = np.empty(in_labels.shape, np.int64) if label_dtype(in_labels.dtype) == np.int64 else None
         res = run_insmix_batch_into(out.transpose(0, 2, 3, 1), in_labels, host_bank, config, seed=seed,
@@ -588,11 +593,11 @@ def insmix_hwc(image: np.ndarray, labels: np.ndarray, bank, config: InsMixConfig
         check_integer_map(types, names[2], "type map")
     lab = narrow_labels(labels)
     if image.dtype == np.uint8 and image.flags.c_contiguous:
-        r = run_insmix(image, lab, bank, config, seed=seed, index=index, types=types)
-        out = r.image
+        out, out_labels, out_types = run_insmix_arrays(image, lab, bank, config, seed=seed, index=index, types=types)
     elif image.dtype in IN_PLACE_DTYPES and plans_without_pixels(config):
-        out = copy_checked(image, max_value, names[0])
-        r = run_insmix_into(out, lab, bank, config, seed=seed, index=index, types=types, max_value=max_value)
+        out, out_labels, out_types = run_insmix_arrays(copy_checked(image, max_value, names[0]), lab, bank, config,
+                                                       seed=seed, index=index, types=types, in_place=True,
+                                                       max_value=max_value)
     else:  # the plan reads the pixels (templates cut from the tile), or a dtype insmix_into does not write
         x = torch.from_numpy(image if min(image.strides, default=0) >= 0 else image.copy()).permute(2, 0, 1)
         typ = None if types is None else torch.from_numpy(np.ascontiguousarray(types))[None]
@@ -600,8 +605,9 @@ def insmix_hwc(image: np.ndarray, labels: np.ndarray, bank, config: InsMixConfig
                                     seed=seed, indices=(index,), types=typ, max_value=max_value, names=names)
         return _in_layout_of(image, img[0].permute(1, 2, 0).numpy()), lab[0].numpy(), \
             None if typ is None else typ[0].numpy()
-    out_types = None if types is None else np.asarray(r.types).astype(types.dtype, copy=False)
-    return out, r.labels.astype(label_dtype(labels.dtype), copy=False), out_types
+    if types is not None:
+        out_types = out_types.astype(types.dtype, copy=False)
+    return out, out_labels.astype(label_dtype(labels.dtype), copy=False), out_types
 
 
 def _in_layout_of(like: np.ndarray, hwc: np.ndarray) -> np.ndarray:

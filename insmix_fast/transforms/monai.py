@@ -7,7 +7,9 @@ channel-first data as MONAI keeps it — the image 3×H×W (uint8, or float in
 the input's kind, and a ``MetaTensor`` keeps its metadata (``meta``, ``affine``,
 ``applied_operations``). Randomness is MONAI's: ``set_random_state(seed)`` (or
 ``Compose.set_random_state``, or ``monai.data.DataLoader``'s worker seeding) decides the
-``prob`` coin and the InsMix seed, drawn in :meth:`InsMixd.randomize`.
+``prob`` coin and the InsMix seed, drawn in :meth:`InsMixd.randomize`. With MONAI's metadata
+tracking off (``monai.data.set_track_meta(False)``) outputs are plain tensors, as MONAI's own
+transforms return them.
 Importing this module needs MONAI (``pip install "insmix-fast[transforms]"``).
 """
 
@@ -25,7 +27,7 @@ from .common import (check_bank, check_config, check_max_value, check_probabilit
 
 try:
     from monai.config import KeysCollection
-    from monai.data import MetaTensor
+    from monai.data import MetaTensor, get_track_meta
     from monai.transforms import MapTransform, RandomizableTransform
     from monai.utils import TransformBackends
 except ImportError as _e:  # pragma: no cover - exercised by a test that hides the library
@@ -37,7 +39,8 @@ __all__ = ["InsMixd"]
 #: torch's context manager for it, a no-op on a torch without it.
 _plain_tensors = getattr(torch._C, "DisableTorchFunctionSubclass", contextlib.nullcontext)
 
-_SEED_BOUND = 2**64
+#: The InsMix seed is ``floor(u · 2**53)`` for a ``u = R.rand()`` (53 random bits, exactly).
+_SEED_SCALE = float(2**53)
 
 
 class InsMixd(RandomizableTransform, MapTransform):
@@ -95,11 +98,14 @@ class InsMixd(RandomizableTransform, MapTransform):
         return self
 
     def randomize(self, data=None) -> None:
-        """The ``prob`` coin (``RandomizableTransform.randomize``'s draw), then (when applied) the
-        InsMix seed, both from ``self.R``."""
-        self._do_transform = self.R.rand() < self.prob
+        """The ``prob`` coin (``RandomizableTransform.randomize``'s draw: ``R.rand() < prob``),
+        then, when applied, the InsMix seed ``floor(R.rand() · 2**53)`` — both from ``self.R``.
+        (Earlier development versions drew a 64-bit ``R.randint`` seed, three times the cost;
+        seeded pipelines give other results than they did.)"""
+        R = self.R
+        self._do_transform = R.rand() < self.prob
         if self._do_transform:
-            self._seed = int(self.R.randint(0, _SEED_BOUND, dtype=np.uint64))
+            self._seed = int(R.rand() * _SEED_SCALE)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
@@ -144,14 +150,15 @@ class InsMixd(RandomizableTransform, MapTransform):
 
 def _like(x, dst):
     """The output ``x`` (numpy, or a tensor on ``dst``'s device) as the kind ``dst`` is: numpy,
-    ``torch.Tensor``, or a ``MetaTensor`` carrying ``dst``'s metadata — what MONAI's
-    ``convert_to_dst_type`` gives (metadata copied with ``copy_meta_from``), without its
-    generic conversion machinery. Dtypes are already the output's."""
+    ``torch.Tensor``, or a ``MetaTensor`` carrying a copy of ``dst``'s metadata (``copy_meta_from``:
+    what MONAI's own transforms give their outputs, so a later transform appending to
+    ``applied_operations`` leaves the input's alone) — a plain tensor when MONAI's metadata
+    tracking is off. Dtypes are already the output's."""
     if isinstance(x, np.ndarray):
         if isinstance(dst, np.ndarray):
             return x
         x = torch.from_numpy(x)
-    if isinstance(dst, MetaTensor):
+    if isinstance(dst, MetaTensor) and get_track_meta():
         out = x.as_subclass(MetaTensor)
         out.copy_meta_from(dst)
         return out
@@ -164,12 +171,12 @@ def _data(x, key, cuda: bool = False):
     tensor and is refused by the device check)."""
     if isinstance(x, torch.Tensor):
         # a MetaTensor routes every attribute read and method call through its __torch_function__
-        # (as_tensor() included): seen as a plain tensor, this costs ~7 µs a key instead of ~12
+        # (as_tensor() included); with it off, .numpy() is torch's own (no plain-tensor copy of
+        # the object needed for the CPU path)
         with _plain_tensors():
-            t = x.as_subclass(torch.Tensor) if isinstance(x, MetaTensor) else x
-            if t.is_cuda or cuda:
-                return t
-            return (t.detach() if t.requires_grad else t).numpy()
+            if x.is_cuda or cuda:
+                return x.as_subclass(torch.Tensor) if isinstance(x, MetaTensor) else x
+            return (x.detach() if x.requires_grad else x).numpy()
     if isinstance(x, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(x)) if cuda else x
     raise InputTypeError(f"InsMixd: {key!r} must be a MetaTensor, torch.Tensor or numpy array, got {type(x).__name__}")
