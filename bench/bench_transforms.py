@@ -26,7 +26,8 @@ for context, the median cost of a flip of the same library on the same data (``h
   (the target's baseline, ``functional``) the least code a user writes to run ``insmix_batch`` on
   the same tensors — a channel-last uint8 copy (float: quantised), the int64 labels as they are,
   results seen as tensors without further copies — and (context, keys ``…_vs_functional_nhwc_int32``)
-  ``insmix_batch`` on the N×H×W×3 numpy crops with int32 labels, which no tensor pipeline holds.
+  ``insmix_batch`` on the N×H×W×3 numpy crops with int32 labels, which no tensor pipeline holds
+  (uint8 also times the op given int32 labels against it: keys ``…_adapter_int32_vs_…``).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def _interleaved(benchmark, sides: dict, rounds: int, per_round: int = 1, reset=
         d = t[a] - t[f]
         a_first = np.array([a in b for b in before[f]])
         paired = (np.median(d[~a_first]) + np.median(d[a_first])) / 2
-        sfx = "" if k == 0 else f"_vs_{f}"
+        sfx = "" if k == 0 else f"_vs_{f}" if a == "adapter" else f"_{a}_vs_{f}"
         info.update({
             f"adapter_minus_functional_functional_first_us{sfx}": round(1e6 * float(np.median(d[~a_first])), 2),
             f"adapter_minus_functional_adapter_first_us{sfx}": round(1e6 * float(np.median(d[a_first])), 2),
@@ -269,20 +270,30 @@ def test_batch_overhead(benchmark, bank20k, crops, dtype):
         sl, idx = batch(r)
         return insmix_batch(images[sl], labels[sl], bank20k, CFG, seed=0, indices=idx)
 
+    y32 = torch.from_numpy(labels)
+
+    def adapter_int32(r):  # the op given int32 labels: the label bytes of the old baseline
+        sl, idx = batch(r)
+        return op32(x[sl], y32[sl], indices=idx)
+
+    op32 = InsMixBatch(bank20k, CFG, p=1.0, seed=0)
+
     def same(out):
         a = out["adapter"]
         for f in (out["functional"][1], out["functional_nhwc_int32"].labels):
             assert np.array_equal(np.asarray(f), a[1].numpy())
         if dtype == "uint8":
-            assert torch.equal(out["functional"][0], a[0])
+            assert torch.equal(out["functional"][0], a[0]) and torch.equal(out["adapter_int32"][1], a[1].int())
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the user's torch copies single-threaded, as the kernels run (NUMBA_NUM_THREADS=1)
     try:
-        _interleaved(benchmark, {"functional": functional, "adapter": adapter,
-                                 "functional_nhwc_int32": functional_nhwc_int32},
-                     CROPS // BATCH, per_round=BATCH, same=same,
-                     pairs=(("adapter", "functional"), ("adapter", "functional_nhwc_int32")))
+        sides = {"functional": functional, "adapter": adapter, "functional_nhwc_int32": functional_nhwc_int32}
+        pairs = [("adapter", "functional"), ("adapter", "functional_nhwc_int32")]
+        if dtype == "uint8":
+            sides["adapter_int32"] = adapter_int32
+            pairs.append(("adapter_int32", "functional_nhwc_int32"))
+        _interleaved(benchmark, sides, CROPS // BATCH, per_round=BATCH, same=same, pairs=pairs)
     finally:
         torch.set_num_threads(threads)
     benchmark.extra_info.update(case=f"batch-{dtype}", torch_threads=1)
