@@ -99,7 +99,8 @@ def _interleaved(benchmark, sides: dict, rounds: int, per_round: int = 1, reset=
     if same is not None:
         same(first)
     t = {name: np.array(v) for name, v in times.items()}
-    info = dict(samples=rounds * per_round, numba_threads=__import__("numba").get_num_threads())
+    info = dict(samples=rounds * per_round, numba_threads=__import__("numba").get_num_threads(),
+                torch_threads=torch.get_num_threads())
     for name in names:
         info[f"{name}_median_ms"] = round(1e3 * float(np.median(t[name])), 4)
         info[f"{name}_min_ms"] = round(1e3 * float(t[name].min()), 4)
@@ -119,6 +120,17 @@ def _interleaved(benchmark, sides: dict, rounds: int, per_round: int = 1, reset=
             f"overhead_median_pct{sfx}": round(100 * (float(np.median(t[a])) / float(np.median(t[f])) - 1), 2),
             f"overhead_min_pct{sfx}": round(100 * (float(t[a].min()) / float(t[f].min()) - 1), 2)})
     benchmark.extra_info.update(info)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """torch single-threaded, as the kernels run (``NUMBA_NUM_THREADS=1``) and as torch runs in
+    DataLoader workers: the user's torch copies in the baselines and MONAI's flip otherwise
+    wait for torch's thread pool on a busy machine (8–16 ms a flip seen on the 2-core VM)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -285,15 +297,10 @@ def test_batch_overhead(benchmark, bank20k, crops, dtype):
         if dtype == "uint8":
             assert torch.equal(out["functional"][0], a[0]) and torch.equal(out["adapter_int32"][1], a[1].int())
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the user's torch copies single-threaded, as the kernels run (NUMBA_NUM_THREADS=1)
-    try:
-        sides = {"functional": functional, "adapter": adapter, "functional_nhwc_int32": functional_nhwc_int32}
-        pairs = [("adapter", "functional"), ("adapter", "functional_nhwc_int32")]
-        if dtype == "uint8":
-            sides["adapter_int32"] = adapter_int32
-            pairs.append(("adapter_int32", "functional_nhwc_int32"))
-        _interleaved(benchmark, sides, CROPS // BATCH, per_round=BATCH, same=same, pairs=pairs)
-    finally:
-        torch.set_num_threads(threads)
-    benchmark.extra_info.update(case=f"batch-{dtype}", torch_threads=1)
+    sides = {"functional": functional, "adapter": adapter, "functional_nhwc_int32": functional_nhwc_int32}
+    pairs = [("adapter", "functional"), ("adapter", "functional_nhwc_int32")]
+    if dtype == "uint8":
+        sides["adapter_int32"] = adapter_int32
+        pairs.append(("adapter_int32", "functional_nhwc_int32"))
+    _interleaved(benchmark, sides, CROPS // BATCH, per_round=BATCH, same=same, pairs=pairs)
+    benchmark.extra_info["case"] = f"batch-{dtype}"
