@@ -1,10 +1,12 @@
 """What the three adapters share (:mod:`.albumentations`, :mod:`.monai`, :mod:`.batch`).
 
-* :func:`run_insmix` / :func:`run_insmix_batch` — the only places that call the core
-  :func:`~insmix_fast.core.insmix` / :func:`~insmix_fast.core.insmix_batch`. They pass
-  ``types=`` (nucleus class maps, SPEC §3b) only when the core accepts it
-  (:data:`TYPED_INSMIX`, :data:`TYPED_INSMIX_BATCH`, read from the signatures), so typed
-  adapters need nothing but a typed core.
+* :func:`run_insmix_arrays`, :func:`run_insmix`, :func:`run_insmix_batch_into` and
+  :func:`run_insmix_batch` — the only places that call the core
+  (:func:`~insmix_fast.core.insmix_arrays`: the per-sample adapters' arrays without the plan
+  and records they would drop; :func:`~insmix_fast.core.insmix` where those are needed; the
+  batch calls). They pass ``types=`` (nucleus class maps, SPEC §3b) only when given and the
+  core accepts it (:data:`TYPED_INSMIX`, :data:`TYPED_INSMIX_BATCH`, read from the
+  signatures), so typed adapters need nothing but a typed core.
 * :func:`insmix_nchw` — InsMix on torch tensors laid out N×3×H×W (uint8, or float with
   full intensity ``max_value``) on the CPU or one CUDA device (the batch op, MONAI on CUDA);
   :func:`insmix_hwc` — one H×W×3 numpy sample of any strides (albumentations; MONAI on the
@@ -13,7 +15,8 @@
   from a bank (:func:`plans_without_pixels`) InsMix's plan never reads the image, so the
   kernels write InsMix in place into a copy of the caller's image, in the caller's layout
   and dtype (:func:`copy_checked`: one pass, with the float range check;
-  :func:`~insmix_fast.core.insmix_into` / :func:`~insmix_fast.core.insmix_batch_into`).
+  ``insmix_arrays(..., in_place=True)``, as :func:`~insmix_fast.core.insmix_into` /
+  :func:`~insmix_fast.core.insmix_batch_into`).
   uint8 results are bit for bit the core's; float ones keep every pixel InsMix did not
   touch, move background patches exactly, and give pasted nuclei ``template / 255 ·
   max_value``. Templates cut from the tile itself (``template_source='self'``) need the real
