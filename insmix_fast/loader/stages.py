@@ -35,7 +35,7 @@ from numba import njit
 
 from ..augment import N_PARAMS, P_BLUR_R, P_MAXID, TraditionalAugment, augment_batch_kernel, crop_stats
 from ..baselines import make_rng
-from ..core import insmix_batch
+from ..core import insmix_batch, insmix_batch_into
 from ..classes import as_types_map, check_types
 from ..errors import InputError, LoaderTimeoutError
 from ..kernels.rng import philox4x32_impl
@@ -181,9 +181,10 @@ class SampleProgram:
             if out.luma is not None:
                 out.luma[k], out.top[k] = crop_stats(out.images[k], out.labels[k])  # contiguous: one vectorised pass
 
-    def prepare(self, keys: np.ndarray) -> dict:
+    def prepare(self, keys: np.ndarray, narrow: bool = True) -> dict:
         """Everything the device needs for one batch, as numpy arrays: ``images`` (N×c×c×3 uint8),
-        ``labels`` (int16 when every id fits, else int32), ``keys``, ``coin`` (who gets InsMix) and,
+        ``labels`` (int32; with ``narrow``, int16 when every id fits: less to copy between
+        processes or to a device), ``keys``, ``coin`` (who gets InsMix) and,
         with augmentation, ``params`` (N×N_PARAMS int64) and ``taps`` (N×T int64). A typed source
         adds ``classes`` (N×L int32: the class of each id of the crop) and ``maxid`` (N int64):
         the type map of the augmented labels is :func:`types_of` of them."""
@@ -199,7 +200,7 @@ class SampleProgram:
         if crops.types is not None:
             out["classes"] = self._classes(labels, crops.types, maxid, keys)
             out["maxid"] = maxid
-        out["labels"] = labels.astype(np.int16) if top <= np.iinfo(np.int16).max else labels
+        out["labels"] = labels.astype(np.int16) if narrow and top <= np.iinfo(np.int16).max else labels
         return out
 
     def _params(self, labels: np.ndarray, lumas: np.ndarray, tops: np.ndarray, keys: np.ndarray):
@@ -292,26 +293,36 @@ class SampleProgram:
         return np.array([make_rng(s, int(p), _COIN_STREAM).random() < self.insmix_p for p in keys[:, 1]], bool)
 
     def insmix_batch(self, images: np.ndarray, labels: np.ndarray, keys: np.ndarray, device: str = "cpu",
-                     types: np.ndarray | None = None):
+                     types: np.ndarray | None = None, masks: bool = True, in_place: bool = False):
         """InsMix on the selected samples; returns images, labels, types (None when untyped),
-        paste_mask, original_mask (numpy)."""
+        paste_mask, original_mask (numpy; both None unless ``masks``). ``in_place`` (CPU): the
+        caller hands over ``images`` (C-contiguous), which then hold the output when every sample
+        is selected (no copy of the batch)."""
         sel = self.insmix_mask(keys)
-        paste = np.zeros(labels.shape, bool)
+        paste = np.zeros(labels.shape, bool) if masks else None
         if sel.any():
             s = self.seeds(self._epoch_of(keys))[2]
             whole = bool(sel.all())  # the usual case: no gather / scatter copies
             pick = (lambda a: a) if whole else (lambda a: a[sel])
-            r = insmix_batch(pick(images), pick(labels), self.bank, self.config, seed=s, indices=keys[sel, 1],
-                             device=device, types=None if types is None else pick(types))
+            kw = dict(seed=s, indices=keys[sel, 1], types=None if types is None else pick(types))
+            cfg = self.config
+            if whole and in_place and device == "cpu" and (cfg is None or cfg.template_source != "self"):
+                r = insmix_batch_into(images, labels, self.bank, self.config, **kw)
+            else:
+                r = insmix_batch(pick(images), pick(labels), self.bank, self.config, device=device, **kw)
             if whole:
                 images, labels, paste = _to_numpy(r.images), _to_numpy(r.labels), _to_numpy(r.paste_masks)
                 types = None if types is None else _to_numpy(r.types)
             else:
                 images, labels = images.copy(), labels.copy()
-                images[sel], labels[sel], paste[sel] = _to_numpy(r.images), _to_numpy(r.labels), _to_numpy(r.paste_masks)
+                images[sel], labels[sel] = _to_numpy(r.images), _to_numpy(r.labels)
+                if masks:
+                    paste[sel] = _to_numpy(r.paste_masks)
                 if types is not None:
                     types = types.copy()
                     types[sel] = _to_numpy(r.types)
+        if not masks:
+            return images, labels, types, None, None
         original = (labels > 0) & ~paste
         return images, labels, types, paste, original
 
@@ -356,12 +367,13 @@ class SampleProgram:
         """Read, crop, augment and (if ``insmix``) InsMix one batch on the CPU. ``masks``: also
         return the paste mask (the blender needs it). Labels (and types) come back as int16 when
         every id fits (less to copy between processes)."""
-        batch = self.prepare(keys)
+        batch = self.prepare(keys, narrow=False)  # the labels stay in this process until the end
         images, labels = self.augment_host(batch)
         types = self.types_host(labels, batch["classes"], batch["maxid"]) if "classes" in batch else None
         paste = None
         if insmix:
-            images, labels, types, paste, _ = self.insmix_batch(images, labels, keys, types=types)
+            images, labels, types, paste, _ = self.insmix_batch(images, labels, keys, types=types, masks=masks,
+                                                                in_place=True)  # the batch is this call's own copy
         return {"images": images, "labels": _narrow(labels), "types": None if types is None else _narrow(types),
                 "paste": paste if masks else None, "keys": keys, "coin": batch["coin"]}
 
@@ -374,7 +386,8 @@ class SampleProgram:
         inv = [1.0 / (255.0 * s) for s in self.std]
         if dev.type == "cpu":  # numpy's allocation: large arrays get transparent huge pages (torch's do not)
             out = np.empty((images.shape[0], 3, images.shape[1], images.shape[2]), np.float32)
-            _normalise_kernel(images.numpy(), np.array(mean, np.float32), np.array(inv, np.float32), out)
+            _normalise_kernel(np.ascontiguousarray(images.numpy()), np.array(mean, np.float32), np.array(inv, np.float32),
+                              out)
             return torch.from_numpy(out)
         if dev not in self._norm:  # made once per device: no host→device copy per batch
             self._norm[dev] = (torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1).to(dev),
@@ -394,13 +407,20 @@ class SampleProgram:
 
 @njit(cache=True, nogil=True)
 def _normalise_kernel(images, mean, inv, out):
+    """Pixel by pixel (one read of the image, three planes written: twice as fast as a plane at
+    a time, which reads the image three times)."""
     n, h, w = images.shape[0], images.shape[1], images.shape[2]
+    m0, m1, m2 = mean[0], mean[1], mean[2]
+    k0, k1, k2 = inv[0], inv[1], inv[2]
     for b in range(n):
-        for c in range(3):
-            m, k = mean[c], inv[c]
-            for y in range(h):
-                for x in range(w):
-                    out[b, c, y, x] = (np.float32(images[b, y, x, c]) - m) * k
+        src = images[b].reshape(h * w * 3)
+        o0 = out[b, 0].reshape(h * w)
+        o1 = out[b, 1].reshape(h * w)
+        o2 = out[b, 2].reshape(h * w)
+        for i in range(h * w):
+            o0[i] = (np.float32(src[3 * i]) - m0) * k0
+            o1[i] = (np.float32(src[3 * i + 1]) - m1) * k1
+            o2[i] = (np.float32(src[3 * i + 2]) - m2) * k2
 
 
 @njit(cache=True, nogil=True)
