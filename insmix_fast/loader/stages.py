@@ -39,7 +39,7 @@ from ..core import insmix_batch, insmix_batch_into
 from ..classes import as_types_map, check_types
 from ..errors import InputError, LoaderTimeoutError
 from ..kernels.rng import philox4x32_impl
-from ..validation import check_sample
+from ..validation import check_image, check_labels
 
 __all__ = ["SampleProgram", "CropBatch", "types_of", "types_torch", "run_with_timeout", "stage_seed", "IMAGENET_MEAN", "IMAGENET_STD",
            "STAGE_CROP", "STAGE_AUGMENT", "STAGE_INSMIX", "ID_LIMIT"]
@@ -132,7 +132,8 @@ class SampleProgram:
         if not isinstance(sample, (tuple, list)) or len(sample) < 2:
             raise InputError(f"source[{index}] must return (image H×W×3 uint8, labels H×W int[, types H×W int]), "
                              f"got {type(sample).__name__}")
-        image, labels = check_sample(sample[0], sample[1], name=f"source[{index}]")
+        image = check_image(sample[0], f"source[{index}] image")
+        labels = check_labels(sample[1], image.shape[:2], f"source[{index}] labels", scan=False, convert=False)
         types = sample[2] if len(sample) > 2 else None
         if self.typed is None:
             self.typed = types is not None
@@ -150,7 +151,9 @@ class SampleProgram:
         y0 = int(rng.integers(0, h - c + 1))
         x0 = int(rng.integers(0, w - c + 1))
         win = (slice(y0, y0 + c), slice(x0, x0 + c))
-        return image[win], labels[win], (None if types is None else types[win])
+        # only the window's ids are checked (a pass over the whole map would cost more than the crop)
+        labels = check_labels(labels[win], name=f"source[{index}] labels (crop at y={y0}, x={x0})", convert=False)
+        return image[win], labels.astype(np.int32, copy=False), (None if types is None else types[win])
 
     def read_batch(self, keys: np.ndarray, stats: bool = False) -> CropBatch:
         """The batch's crops (:class:`CropBatch`; with ``stats``, each crop's luminance sum and
