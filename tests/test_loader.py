@@ -438,3 +438,19 @@ def test_blender_from_an_exported_file(tmp_path, data, bank, blender):
     assert len(a) == len(b) == 3
     for (x, lx), (y, ly) in zip(a, b):
         assert torch.equal(lx, ly) and torch.allclose(x, y, atol=0.05)  # TorchScript may round differently
+
+
+def test_keyed_rng_draws_what_make_rng_draws():
+    """The loader's per-sample generator (one Philox re-keyed per call) gives make_rng's draws,
+    for any 64-bit seed, index and stream, whatever was drawn before."""
+    from insmix_fast.baselines import make_rng
+    from insmix_fast.loader.stages import keyed_rng
+
+    for seed in (0, 5, 2**63 + 7, 2**64 - 1):
+        for index in (0, 1, 99, 2**32 - 1, 2**40 + 3):
+            for stream in (0, 7, 11):
+                keyed_rng(1, 2, 3).random(5)  # leftovers of an earlier key must not leak
+                want = make_rng(seed, index, stream)
+                got = keyed_rng(seed, index, stream)
+                assert got.integers(0, 65, 3).tolist() == want.integers(0, 65, 3).tolist()
+                assert got.random(13).tolist() == want.random(13).tolist()
