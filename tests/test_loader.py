@@ -444,7 +444,7 @@ def test_keyed_rng_draws_what_make_rng_draws():
     """The loader's per-sample generator (one Philox re-keyed per call) gives make_rng's draws,
     for any 64-bit seed, index and stream, whatever was drawn before."""
     from insmix_fast.baselines import make_rng
-    from insmix_fast.loader.stages import keyed_rng
+    from insmix_fast.baselines import keyed_rng
 
     for seed in (0, 5, 2**63 + 7, 2**64 - 1):
         for index in (0, 1, 99, 2**32 - 1, 2**40 + 3):

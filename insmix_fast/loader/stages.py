@@ -35,13 +35,14 @@ import torch
 from numba import njit
 
 from ..augment import N_PARAMS, P_BLUR_R, P_MAXID, TraditionalAugment, augment_batch_kernel, crop_stats
+from ..baselines import keyed_rng
 from ..core import insmix_batch, insmix_batch_into
 from ..classes import as_types_map, check_types
 from ..errors import InputError, LoaderTimeoutError
 from ..kernels.rng import philox4x32_impl
 from ..validation import check_image, check_labels
 
-__all__ = ["SampleProgram", "CropBatch", "keyed_rng", "types_of", "types_torch", "run_with_timeout", "stage_seed", "IMAGENET_MEAN", "IMAGENET_STD",
+__all__ = ["SampleProgram", "CropBatch", "types_of", "types_torch", "run_with_timeout", "stage_seed", "IMAGENET_MEAN", "IMAGENET_STD",
            "STAGE_CROP", "STAGE_AUGMENT", "STAGE_INSMIX", "ID_LIMIT"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -56,24 +57,6 @@ _COIN_STREAM = 7            # the per-sample "apply InsMix?" coin inside the Ins
 #: whose ids would not is renumbered 1..k first (in increasing id order).
 ID_LIMIT = 1 << 16
 _PASTE_HEADROOM = 1024
-
-
-_KEYED = threading.local()
-
-
-def keyed_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
-    """The generator of :func:`~insmix_fast.baselines.make_rng` ``(seed, index, stream)`` — the same
-    draws — made by re-keying one Philox per thread instead of building a new one (which also
-    reads OS entropy first): ~4 µs instead of ~10 µs, paid per sample. Valid until the next call
-    in the same thread; ``seed`` and ``index`` are the loader's own 64-bit values (not checked)."""
-    g = getattr(_KEYED, "g", None)
-    if g is None:
-        g = _KEYED.g = np.random.Generator(np.random.Philox(0))
-    g.bit_generator.state = {"bit_generator": "Philox",
-                             "state": {"counter": np.array([0, 0, 0, stream], np.uint64),
-                                       "key": np.array([seed, index], np.uint64)},
-                             "buffer": np.zeros(4, np.uint64), "buffer_pos": 4, "has_uint32": 0, "uinteger": 0}
-    return g
 
 
 def stage_seed(seed: int, epoch: int, stage: int) -> int:
