@@ -123,6 +123,24 @@ def test_dali_cpu_pipeline_gives_the_torch_samples(data, bank, reference):
 
 
 @needs_dali
+@pytest.mark.parametrize("insmix", [True, False])
+def test_dali_batches_stay_intact_while_later_ones_are_made(data, bank, reference, insmix):
+    """The CPU graph hands out DALI's int64 output buffers without copying them: batches kept
+    across a whole epoch (and the next) must not be overwritten by later runs."""
+    loader = InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend="dali", seed=5, num_workers=2,
+                          insmix=insmix, prefetch=2)
+    kept = [b for b in loader]  # references only
+    second = [b for b in loader]
+    if insmix:
+        want = reference
+    else:
+        torch_loader = InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend="torch", seed=5, insmix=False)
+        want = [collect(torch_loader), collect(torch_loader)]
+    assert same(kept, want[0]) and same(second, want[1])
+    assert all(lab.dtype == torch.int64 for _, lab in kept)
+
+
+@needs_dali
 def test_dali_operator_graph_gives_the_same_labels_and_near_images(data, bank, reference):
     """DALI's warp_affine / coord_transform / gaussian_blur (the GPU graph, here in CPU mode): the
     labels are exact, the images within 2 grey levels (float vs integer arithmetic)."""

@@ -200,7 +200,8 @@ class _Stages:
             types = None
             if self.program.typed:
                 types = self.program.types_host(lb, np.stack(rest[0]), np.concatenate([np.ravel(m) for m in rest[1]]))
-            out = self.program.insmix_batch(im, lb, keys, types=types, masks=self.blender is not None, in_place=True)
+            out = self.program.insmix_batch(im, lb, keys, types=types, masks=self.blender is not None, in_place=True,
+                                            long_labels=True)  # handed out as they are (see DaliBackend._outputs)
             out = tuple(list(a) for a in out if a is not None)  # DALI takes per-sample lists
         n = 3 if self.program.typed else 2
         return out if self.blender is not None else out[:n]
@@ -386,7 +387,7 @@ class DaliBackend:
                      augment=self.program.augment is not None, typed=bool(self.program.typed),
                      batch_size=self.batch_size,
                      num_threads=self.num_threads, device_id=device_id, seed=dali_seed,
-                     prefetch_queue_depth=self.prefetch)
+                     prefetch_queue_depth=self.prefetch, exec_dynamic=True)  # outputs outlive the next run
         pipe.build()
         return pipe
 
@@ -439,16 +440,20 @@ class DaliBackend:
         return torch.from_numpy(np.array(tl.as_tensor()))
 
     def _outputs(self, out):
-        """Torch tensors of one pipeline run: CPU — normalised (one Numba pass) straight from DALI's buffers."""
+        """Torch tensors of one pipeline run. CPU: images normalised (one Numba pass) from DALI's
+        buffer; int64 maps handed out as DALI's buffers themselves (no copy: the dynamic executor
+        allocates every run's outputs anew and frees them with their last reference, as DALI's own
+        PyTorch iterator relies on), narrower ones widened."""
         import torch
 
         if self.dali_device == "gpu":  # pragma: no cover - needs a GPU and DALI's CUDA build
             return tuple(self._to_torch(o) for o in out)
-        images = torch.from_numpy(np.asarray(out[0].as_tensor()))  # views, valid until the next run
+        images = torch.from_numpy(np.asarray(out[0].as_tensor()))  # read at once
         maps = []
         for o in out[1:]:  # labels[, types]
-            t = torch.from_numpy(np.asarray(o.as_tensor()))
-            maps.append(self.program.labels_out((t[..., 0] if t.dim() == 4 else t).contiguous()))
+            t = torch.from_dlpack(o.as_tensor())
+            t = t[..., 0] if t.dim() == 4 else t
+            maps.append(t if t.dtype == torch.int64 and t.is_contiguous() else self.program.labels_out(t.contiguous()))
         return (self.program.normalise(images), *maps)
 
     def close(self) -> None:

@@ -297,13 +297,16 @@ class SampleProgram:
         return np.array([keyed_rng(s, int(p), _COIN_STREAM).random() < self.insmix_p for p in keys[:, 1]], bool)
 
     def insmix_batch(self, images: np.ndarray, labels: np.ndarray, keys: np.ndarray, device: str = "cpu",
-                     types: np.ndarray | None = None, masks: bool = True, in_place: bool = False):
+                     types: np.ndarray | None = None, masks: bool = True, in_place: bool = False,
+                     long_labels: bool = False):
         """InsMix on the selected samples; returns images, labels, types (None when untyped),
         paste_mask, original_mask (numpy; both None unless ``masks``). ``in_place`` (CPU): the
         caller hands over ``images`` (C-contiguous), which then hold the output when every sample
-        is selected (no copy of the batch)."""
+        is selected (no copy of the batch). ``long_labels``: the labels come back int64 (what the
+        loader hands out; the kernel writes them so while each tile is in cache)."""
         sel = self.insmix_mask(keys)
         paste = np.zeros(labels.shape, bool) if masks else None
+        wide = None
         if sel.any():
             s = self.seeds(self._epoch_of(keys))[2]
             whole = bool(sel.all())  # the usual case: no gather / scatter copies
@@ -311,7 +314,8 @@ class SampleProgram:
             kw = dict(seed=s, indices=keys[sel, 1], types=None if types is None else pick(types))
             cfg = self.config
             if whole and in_place and device == "cpu" and (cfg is None or cfg.template_source != "self"):
-                r = insmix_batch_into(images, labels, self.bank, self.config, **kw)
+                wide = np.empty(labels.shape, np.int64) if long_labels else None
+                r = insmix_batch_into(images, labels, self.bank, self.config, out_labels=wide, **kw)
             else:
                 r = insmix_batch(pick(images), pick(labels), self.bank, self.config, device=device, **kw)
             if whole:
@@ -325,6 +329,8 @@ class SampleProgram:
                 if types is not None:
                     types = types.copy()
                     types[sel] = _to_numpy(r.types)
+        if long_labels and labels.dtype != np.int64:
+            labels = labels.astype(np.int64)
         if not masks:
             return images, labels, types, None, None
         original = (labels > 0) & ~paste
