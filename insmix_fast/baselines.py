@@ -52,6 +52,7 @@ counter block per stream, so the output is a pure function of
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 
 import cv2
@@ -62,6 +63,7 @@ from .errors import ConfigError, InputError
 from .validation import check_batch, check_indices, check_int, check_number, check_pair, check_sample, check_seed
 
 __all__ = [
+    "keyed_rng",
     "MixResult",
     "MixPolicy",
     "MixUp",
@@ -103,6 +105,30 @@ def make_rng(seed: int, index: int = 0, stream: int = 0) -> np.random.Generator:
     key = np.array([seed, index], dtype=np.uint64)
     counter = np.array([0, 0, 0, int(stream)], dtype=np.uint64)
     return np.random.Generator(np.random.Philox(key=key, counter=counter))
+
+
+_KEYED = threading.local()
+
+
+def keyed_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
+    """The generator of :func:`~insmix_fast.baselines.make_rng` ``(seed, index, stream)`` — the same
+    draws — made by re-keying one Philox per thread instead of building a new one (which also
+    reads OS entropy first): ~4 µs instead of ~10 µs, paid per sample. Valid until the next call
+    in the same thread (a loop that needs one generator per sample at a time, not two at once);
+    ``seed``, ``index`` and ``stream`` are not checked (:func:`make_rng` checks them).
+
+    >>> a = make_rng(7, index=3, stream=1).random(2)
+    >>> bool((keyed_rng(7, 3, 1).random(2) == a).all())
+    True
+    """
+    g = getattr(_KEYED, "g", None)
+    if g is None:
+        g = _KEYED.g = np.random.Generator(np.random.Philox(0))
+    g.bit_generator.state = {"bit_generator": "Philox",
+                             "state": {"counter": np.array([0, 0, 0, stream], np.uint64),
+                                       "key": np.array([seed, index], np.uint64)},
+                             "buffer": np.zeros(4, np.uint64), "buffer_pos": 4, "has_uint32": 0, "uinteger": 0}
+    return g
 
 
 @dataclass

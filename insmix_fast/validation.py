@@ -125,11 +125,15 @@ def check_image(image, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def check_labels(labels, shape: tuple[int, int] | None = None, name: str = "labels") -> np.ndarray:
+def check_labels(labels, shape: tuple[int, int] | None = None, name: str = "labels", *, scan: bool = True,
+                 convert: bool = True) -> np.ndarray:
     """Return ``labels`` as a C-contiguous H×W int32 instance map or raise.
 
     Accepts any integer dtype whose values fit int32; rejects floats, bools,
     negative ids and a shape that differs from ``shape`` (the image's H×W).
+    ``scan=False`` checks only the dtype and shape (no pass over the values);
+    ``convert=False`` returns the (checked) array as it is, in its own dtype and strides
+    (a reader that uses a window of a large map checks the window's values only).
     """
     labels = _as_array(labels, name)
     if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer):
@@ -138,14 +142,16 @@ def check_labels(labels, shape: tuple[int, int] | None = None, name: str = "labe
         raise InputError(f"{name} must be a 2-D H×W instance map, got shape {labels.shape}")
     if shape is not None and tuple(labels.shape) != tuple(shape):
         raise InputError(f"{name} shape {labels.shape} does not match the image's H×W {tuple(shape)}")
-    if labels.size:
-        lo = labels.min()
-        if lo < 0:
-            raise InputError(f"{name} holds negative ids (min {int(lo)}); ids must be ≥ 0, 0 = background")
-        hi = labels.max()
-        if hi > np.iinfo(np.int32).max:
-            raise InputError(f"{name} holds ids above int32 range (max {int(hi)})")
-    return np.ascontiguousarray(labels, dtype=np.int32)
+    if scan and labels.size:
+        if labels.dtype.kind == "i":  # unsigned maps hold no negative ids
+            lo = labels.min()
+            if lo < 0:
+                raise InputError(f"{name} holds negative ids (min {int(lo)}); ids must be ≥ 0, 0 = background")
+        if labels.dtype.itemsize > 4 or labels.dtype == np.uint32:  # narrower dtypes always fit
+            hi = labels.max()
+            if hi > np.iinfo(np.int32).max:
+                raise InputError(f"{name} holds ids above int32 range (max {int(hi)})")
+    return np.ascontiguousarray(labels, dtype=np.int32) if convert else labels
 
 
 def check_sample(image, labels, name: str = "sample") -> tuple[np.ndarray, np.ndarray]:

@@ -123,6 +123,24 @@ def test_dali_cpu_pipeline_gives_the_torch_samples(data, bank, reference):
 
 
 @needs_dali
+@pytest.mark.parametrize("insmix", [True, False])
+def test_dali_batches_stay_intact_while_later_ones_are_made(data, bank, reference, insmix):
+    """The CPU graph hands out DALI's int64 output buffers without copying them: batches kept
+    across a whole epoch (and the next) must not be overwritten by later runs."""
+    loader = InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend="dali", seed=5, num_workers=2,
+                          insmix=insmix, prefetch=2)
+    kept = [b for b in loader]  # references only
+    second = [b for b in loader]
+    if insmix:
+        want = reference
+    else:
+        torch_loader = InsMixLoader(data, bank=bank, batch_size=4, crop=64, backend="torch", seed=5, insmix=False)
+        want = [collect(torch_loader), collect(torch_loader)]
+    assert same(kept, want[0]) and same(second, want[1])
+    assert all(lab.dtype == torch.int64 for _, lab in kept)
+
+
+@needs_dali
 def test_dali_operator_graph_gives_the_same_labels_and_near_images(data, bank, reference):
     """DALI's warp_affine / coord_transform / gaussian_blur (the GPU graph, here in CPU mode): the
     labels are exact, the images within 2 grey levels (float vs integer arithmetic)."""
@@ -438,3 +456,19 @@ def test_blender_from_an_exported_file(tmp_path, data, bank, blender):
     assert len(a) == len(b) == 3
     for (x, lx), (y, ly) in zip(a, b):
         assert torch.equal(lx, ly) and torch.allclose(x, y, atol=0.05)  # TorchScript may round differently
+
+
+def test_keyed_rng_draws_what_make_rng_draws():
+    """The loader's per-sample generator (one Philox re-keyed per call) gives make_rng's draws,
+    for any 64-bit seed, index and stream, whatever was drawn before."""
+    from insmix_fast.baselines import make_rng
+    from insmix_fast.baselines import keyed_rng
+
+    for seed in (0, 5, 2**63 + 7, 2**64 - 1):
+        for index in (0, 1, 99, 2**32 - 1, 2**40 + 3):
+            for stream in (0, 7, 11):
+                keyed_rng(1, 2, 3).random(5)  # leftovers of an earlier key must not leak
+                want = make_rng(seed, index, stream)
+                got = keyed_rng(seed, index, stream)
+                assert got.integers(0, 65, 3).tolist() == want.integers(0, 65, 3).tolist()
+                assert got.random(13).tolist() == want.random(13).tolist()

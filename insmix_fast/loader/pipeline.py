@@ -108,9 +108,10 @@ class _Feed:
             raise StopIteration
         keys = self.tasks[self._i]
         self._i += 1
-        b = self.program.prepare(keys)  # dense N×… arrays: DALI copies each batch in one piece
+        # dense N×… arrays (DALI copies each batch in one piece); int32 labels, as the graph takes them
+        b = self.program.prepare(keys, narrow=False)
         images = b["images"]
-        labels = np.ascontiguousarray(b["labels"], np.int32)
+        labels = b["labels"]
         typed = ("classes" in b) and not self.gpu
         host = () if self.gpu else (b["keys"], b["coin"]) + ((b["classes"], b["maxid"]) if typed else ())
         if self.gpu:
@@ -188,8 +189,8 @@ class _Stages:
             keys = np.stack([np.asarray(k) for k in host[0]])
             rest = list(host[2:])
             params = rest.pop(0) if self.ops == "operators" and self.program.augment is not None else None
-            im = np.stack(images)
-            lb = np.stack(labels)
+            im = _dense(images)  # DALI's buffer of the augmentation's output: InsMix writes into it
+            lb = _dense(labels)
             if lb.ndim == 4:
                 lb = lb[..., 0]
             lb = np.ascontiguousarray(lb, dtype=np.int32)
@@ -199,7 +200,8 @@ class _Stages:
             types = None
             if self.program.typed:
                 types = self.program.types_host(lb, np.stack(rest[0]), np.concatenate([np.ravel(m) for m in rest[1]]))
-            out = self.program.insmix_batch(im, lb, keys, types=types)
+            out = self.program.insmix_batch(im, lb, keys, types=types, masks=self.blender is not None, in_place=True,
+                                            long_labels=True)  # handed out as they are (see DaliBackend._outputs)
             out = tuple(list(a) for a in out if a is not None)  # DALI takes per-sample lists
         n = 3 if self.program.typed else 2
         return out if self.blender is not None else out[:n]
@@ -246,6 +248,20 @@ class _Stages:
         if bool(pm.any()):
             im = self.blender.blend(im, pm, om)
         return list(im.numpy())
+
+
+def _dense(arrays) -> np.ndarray:
+    """The N samples DALI hands a batch-processing ``python_function`` as one N×… array: a view
+    when they lie one after another in one buffer (as DALI's dense batches do), else a copy.
+    The view is writeable: the function's input buffer, which no other operator reads."""
+    first = arrays[0]
+    if first.flags.c_contiguous and first.flags.writeable:
+        step, p0 = first.nbytes, first.ctypes.data
+        if all(a.shape == first.shape and a.dtype == first.dtype and a.flags.c_contiguous
+               and a.ctypes.data == p0 + k * step for k, a in enumerate(arrays)):
+            return np.lib.stride_tricks.as_strided(first, (len(arrays),) + first.shape,
+                                                   (step,) + first.strides)
+    return np.stack(arrays)
 
 
 def _dali_stream() -> int:  # pragma: no cover - GPU only
@@ -371,7 +387,7 @@ class DaliBackend:
                      augment=self.program.augment is not None, typed=bool(self.program.typed),
                      batch_size=self.batch_size,
                      num_threads=self.num_threads, device_id=device_id, seed=dali_seed,
-                     prefetch_queue_depth=self.prefetch)
+                     prefetch_queue_depth=self.prefetch, exec_dynamic=True)  # outputs outlive the next run
         pipe.build()
         return pipe
 
@@ -424,16 +440,20 @@ class DaliBackend:
         return torch.from_numpy(np.array(tl.as_tensor()))
 
     def _outputs(self, out):
-        """Torch tensors of one pipeline run: CPU — normalised (one Numba pass) straight from DALI's buffers."""
+        """Torch tensors of one pipeline run. CPU: images normalised (one Numba pass) from DALI's
+        buffer; int64 maps handed out as DALI's buffers themselves (no copy: the dynamic executor
+        allocates every run's outputs anew and frees them with their last reference, as DALI's own
+        PyTorch iterator relies on), narrower ones widened."""
         import torch
 
         if self.dali_device == "gpu":  # pragma: no cover - needs a GPU and DALI's CUDA build
             return tuple(self._to_torch(o) for o in out)
-        images = torch.from_numpy(np.asarray(out[0].as_tensor()))  # views, valid until the next run
+        images = torch.from_numpy(np.asarray(out[0].as_tensor()))  # read at once
         maps = []
         for o in out[1:]:  # labels[, types]
-            t = torch.from_numpy(np.asarray(o.as_tensor()))
-            maps.append(self.program.labels_out((t[..., 0] if t.dim() == 4 else t).contiguous()))
+            t = torch.from_dlpack(o.as_tensor())
+            t = t[..., 0] if t.dim() == 4 else t
+            maps.append(t if t.dtype == torch.int64 and t.is_contiguous() else self.program.labels_out(t.contiguous()))
         return (self.program.normalise(images), *maps)
 
     def close(self) -> None:

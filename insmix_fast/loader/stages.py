@@ -10,7 +10,8 @@ Philox:
   Philox4x32-10 (:func:`insmix_fast.kernels.rng.philox4x32_impl`) keyed by ``seed``
   with the counter ``(epoch, stage)``;
 * per sample, that seed with ``index = position`` — the crop offset and the InsMix
-  coin by ``make_rng(seed_stage, position)``, the traditional augmentation by
+  coin by ``make_rng(seed_stage, position)`` (drawn through :func:`keyed_rng`: the same
+  draws, cheaper), the traditional augmentation by
   :meth:`~insmix_fast.augment.TraditionalAugment.draw` and InsMix itself by
   :func:`insmix_fast.insmix_batch` with ``indices = positions``.
 
@@ -34,12 +35,12 @@ import torch
 from numba import njit
 
 from ..augment import N_PARAMS, P_BLUR_R, P_MAXID, TraditionalAugment, augment_batch_kernel, crop_stats
-from ..baselines import make_rng
-from ..core import insmix_batch
+from ..baselines import keyed_rng
+from ..core import insmix_batch, insmix_batch_into
 from ..classes import as_types_map, check_types
 from ..errors import InputError, LoaderTimeoutError
 from ..kernels.rng import philox4x32_impl
-from ..validation import check_sample
+from ..validation import check_image, check_labels
 
 __all__ = ["SampleProgram", "CropBatch", "types_of", "types_torch", "run_with_timeout", "stage_seed", "IMAGENET_MEAN", "IMAGENET_STD",
            "STAGE_CROP", "STAGE_AUGMENT", "STAGE_INSMIX", "ID_LIMIT"]
@@ -132,7 +133,8 @@ class SampleProgram:
         if not isinstance(sample, (tuple, list)) or len(sample) < 2:
             raise InputError(f"source[{index}] must return (image H×W×3 uint8, labels H×W int[, types H×W int]), "
                              f"got {type(sample).__name__}")
-        image, labels = check_sample(sample[0], sample[1], name=f"source[{index}]")
+        image = check_image(sample[0], f"source[{index}] image")
+        labels = check_labels(sample[1], image.shape[:2], f"source[{index}] labels", scan=False, convert=False)
         types = sample[2] if len(sample) > 2 else None
         if self.typed is None:
             self.typed = types is not None
@@ -146,11 +148,13 @@ class SampleProgram:
             raise InputError(f"source[{index}] is {h}×{w}, smaller than crop={c}; use a smaller crop")
         if types is not None:
             types = as_types_map(types, (h, w), name=f"source[{index}] types")
-        rng = make_rng(self.seeds(epoch)[0], int(position))
+        rng = keyed_rng(self.seeds(epoch)[0], int(position))
         y0 = int(rng.integers(0, h - c + 1))
         x0 = int(rng.integers(0, w - c + 1))
         win = (slice(y0, y0 + c), slice(x0, x0 + c))
-        return image[win], labels[win], (None if types is None else types[win])
+        # only the window's ids are checked (a pass over the whole map would cost more than the crop)
+        labels = check_labels(labels[win], name=f"source[{index}] labels (crop at y={y0}, x={x0})", convert=False)
+        return image[win], labels.astype(np.int32, copy=False), (None if types is None else types[win])
 
     def read_batch(self, keys: np.ndarray, stats: bool = False) -> CropBatch:
         """The batch's crops (:class:`CropBatch`; with ``stats``, each crop's luminance sum and
@@ -181,9 +185,10 @@ class SampleProgram:
             if out.luma is not None:
                 out.luma[k], out.top[k] = crop_stats(out.images[k], out.labels[k])  # contiguous: one vectorised pass
 
-    def prepare(self, keys: np.ndarray) -> dict:
+    def prepare(self, keys: np.ndarray, narrow: bool = True) -> dict:
         """Everything the device needs for one batch, as numpy arrays: ``images`` (N×c×c×3 uint8),
-        ``labels`` (int16 when every id fits, else int32), ``keys``, ``coin`` (who gets InsMix) and,
+        ``labels`` (int32; with ``narrow``, int16 when every id fits: less to copy between
+        processes or to a device), ``keys``, ``coin`` (who gets InsMix) and,
         with augmentation, ``params`` (N×N_PARAMS int64) and ``taps`` (N×T int64). A typed source
         adds ``classes`` (N×L int32: the class of each id of the crop) and ``maxid`` (N int64):
         the type map of the augmented labels is :func:`types_of` of them."""
@@ -199,7 +204,7 @@ class SampleProgram:
         if crops.types is not None:
             out["classes"] = self._classes(labels, crops.types, maxid, keys)
             out["maxid"] = maxid
-        out["labels"] = labels.astype(np.int16) if top <= np.iinfo(np.int16).max else labels
+        out["labels"] = labels.astype(np.int16) if narrow and top <= np.iinfo(np.int16).max else labels
         return out
 
     def _params(self, labels: np.ndarray, lumas: np.ndarray, tops: np.ndarray, keys: np.ndarray):
@@ -289,29 +294,45 @@ class SampleProgram:
         if self.insmix_p >= 1.0:
             return np.ones(len(keys), bool)
         s = self.seeds(self._epoch_of(keys))[2]
-        return np.array([make_rng(s, int(p), _COIN_STREAM).random() < self.insmix_p for p in keys[:, 1]], bool)
+        return np.array([keyed_rng(s, int(p), _COIN_STREAM).random() < self.insmix_p for p in keys[:, 1]], bool)
 
     def insmix_batch(self, images: np.ndarray, labels: np.ndarray, keys: np.ndarray, device: str = "cpu",
-                     types: np.ndarray | None = None):
+                     types: np.ndarray | None = None, masks: bool = True, in_place: bool = False,
+                     long_labels: bool = False):
         """InsMix on the selected samples; returns images, labels, types (None when untyped),
-        paste_mask, original_mask (numpy)."""
+        paste_mask, original_mask (numpy; both None unless ``masks``). ``in_place`` (CPU): the
+        caller hands over ``images`` (C-contiguous), which then hold the output when every sample
+        is selected (no copy of the batch). ``long_labels``: the labels come back int64 (what the
+        loader hands out; the kernel writes them so while each tile is in cache)."""
         sel = self.insmix_mask(keys)
-        paste = np.zeros(labels.shape, bool)
+        paste = np.zeros(labels.shape, bool) if masks else None
+        wide = None
         if sel.any():
             s = self.seeds(self._epoch_of(keys))[2]
             whole = bool(sel.all())  # the usual case: no gather / scatter copies
             pick = (lambda a: a) if whole else (lambda a: a[sel])
-            r = insmix_batch(pick(images), pick(labels), self.bank, self.config, seed=s, indices=keys[sel, 1],
-                             device=device, types=None if types is None else pick(types))
+            kw = dict(seed=s, indices=keys[sel, 1], types=None if types is None else pick(types))
+            cfg = self.config
+            if whole and in_place and device == "cpu" and (cfg is None or cfg.template_source != "self"):
+                wide = np.empty(labels.shape, np.int64) if long_labels else None
+                r = insmix_batch_into(images, labels, self.bank, self.config, out_labels=wide, **kw)
+            else:
+                r = insmix_batch(pick(images), pick(labels), self.bank, self.config, device=device, **kw)
             if whole:
                 images, labels, paste = _to_numpy(r.images), _to_numpy(r.labels), _to_numpy(r.paste_masks)
                 types = None if types is None else _to_numpy(r.types)
             else:
                 images, labels = images.copy(), labels.copy()
-                images[sel], labels[sel], paste[sel] = _to_numpy(r.images), _to_numpy(r.labels), _to_numpy(r.paste_masks)
+                images[sel], labels[sel] = _to_numpy(r.images), _to_numpy(r.labels)
+                if masks:
+                    paste[sel] = _to_numpy(r.paste_masks)
                 if types is not None:
                     types = types.copy()
                     types[sel] = _to_numpy(r.types)
+        if long_labels and labels.dtype != np.int64:
+            labels = labels.astype(np.int64)
+        if not masks:
+            return images, labels, types, None, None
         original = (labels > 0) & ~paste
         return images, labels, types, paste, original
 
@@ -356,12 +377,13 @@ class SampleProgram:
         """Read, crop, augment and (if ``insmix``) InsMix one batch on the CPU. ``masks``: also
         return the paste mask (the blender needs it). Labels (and types) come back as int16 when
         every id fits (less to copy between processes)."""
-        batch = self.prepare(keys)
+        batch = self.prepare(keys, narrow=False)  # the labels stay in this process until the end
         images, labels = self.augment_host(batch)
         types = self.types_host(labels, batch["classes"], batch["maxid"]) if "classes" in batch else None
         paste = None
         if insmix:
-            images, labels, types, paste, _ = self.insmix_batch(images, labels, keys, types=types)
+            images, labels, types, paste, _ = self.insmix_batch(images, labels, keys, types=types, masks=masks,
+                                                                in_place=True)  # the batch is this call's own copy
         return {"images": images, "labels": _narrow(labels), "types": None if types is None else _narrow(types),
                 "paste": paste if masks else None, "keys": keys, "coin": batch["coin"]}
 
@@ -374,7 +396,8 @@ class SampleProgram:
         inv = [1.0 / (255.0 * s) for s in self.std]
         if dev.type == "cpu":  # numpy's allocation: large arrays get transparent huge pages (torch's do not)
             out = np.empty((images.shape[0], 3, images.shape[1], images.shape[2]), np.float32)
-            _normalise_kernel(images.numpy(), np.array(mean, np.float32), np.array(inv, np.float32), out)
+            _normalise_kernel(np.ascontiguousarray(images.numpy()), np.array(mean, np.float32), np.array(inv, np.float32),
+                              out)
             return torch.from_numpy(out)
         if dev not in self._norm:  # made once per device: no host→device copy per batch
             self._norm[dev] = (torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1).to(dev),
@@ -394,13 +417,20 @@ class SampleProgram:
 
 @njit(cache=True, nogil=True)
 def _normalise_kernel(images, mean, inv, out):
+    """Pixel by pixel (one read of the image, three planes written: twice as fast as a plane at
+    a time, which reads the image three times)."""
     n, h, w = images.shape[0], images.shape[1], images.shape[2]
+    m0, m1, m2 = mean[0], mean[1], mean[2]
+    k0, k1, k2 = inv[0], inv[1], inv[2]
     for b in range(n):
-        for c in range(3):
-            m, k = mean[c], inv[c]
-            for y in range(h):
-                for x in range(w):
-                    out[b, c, y, x] = (np.float32(images[b, y, x, c]) - m) * k
+        src = images[b].reshape(h * w * 3)
+        o0 = out[b, 0].reshape(h * w)
+        o1 = out[b, 1].reshape(h * w)
+        o2 = out[b, 2].reshape(h * w)
+        for i in range(h * w):
+            o0[i] = (np.float32(src[3 * i]) - m0) * k0
+            o1[i] = (np.float32(src[3 * i + 1]) - m1) * k1
+            o2[i] = (np.float32(src[3 * i + 2]) - m2) * k2
 
 
 @njit(cache=True, nogil=True)
