@@ -63,7 +63,9 @@ import numpy as np
 from numba import njit, uint64
 
 from .baselines import make_rng
-from .errors import InputError
+from .errors import InputError, LabelMapError
+from .kernels.alloc import empty, zeros
+from .kernels.jit import njit as kernel
 from .validation import check_batch, check_bool, check_int, check_number, check_pair, check_sample, check_seed
 
 __all__ = ["TraditionalAugment", "AugmentDraw", "traditional_augment", "augment_batch_kernel", "augment_sample",
@@ -281,13 +283,15 @@ def canvas_source(yy, xx, m, h, w):
 
 #: Largest frac bits whose bilinear sums (``255·2**2F``) fit in int32 lanes.
 _NARROW_F = 11
+#: Largest frac bits the CPU kernels take (:meth:`TraditionalAugment.frac_bits` gives at most 17).
+_MAX_F = 22
 #: Colour entries below this keep ``c·v`` sums (v < 2**31) far from int64 overflow in the narrow path.
 _NARROW_C = 1 << 24
 #: Area filters with id tables larger than this many entries per pixel use the plain two-pass count.
 _AREA_TABLE_PER_PIXEL = 4
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _pack(img, lab, pairs, lab32):
     """``pairs`` (H·W uint64): RGB of pixels x and x+1 of each row (24 bits each, low and high
     half; the last column's high half is 0); ``lab32`` (H·W int32): the labels, contiguous."""
@@ -306,7 +310,7 @@ def _pack(img, lab, pairs, lab32):
         pairs[o + uint64(w - 1)] = prev
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _span(u0, d, lo, hi, n):
     """``(start, end)``: the x in ``[0, n)`` with ``lo <= u0 + d·x <= hi`` (one interval; end == start if none)."""
     if d == 0:
@@ -320,7 +324,7 @@ def _span(u0, d, lo, hi, n):
     return a, max(a, b)
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _row_span(ux, dx, uy, dy, f, h, w, k):
     """The x in ``[0, w)`` of an output row whose bilinear neighbours ``x0, x0+1`` (``x0 = (ux + dx·x) >> f``)
     and ``y0, y0+1`` lie in ``[-k·(n−1), (k+1)·(n−1)]``: k = 0 the crop itself, k = 1 up to one reflection."""
@@ -330,13 +334,14 @@ def _row_span(ux, dx, uy, dy, f, h, w, k):
     return a, max(a, min(b0, b1))
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _general_pixels(pairs, lab32, g, ol, ob, lo, hi, sxr, syr, dx, dy, f, h, w, maxid, r):
-    """Pixels ``lo … hi−1`` of an output row, any number of reflections: labels into ``ol[ob + x]``,
-    neighbour pairs into ``g`` (top row at ``x``, bottom row at ``w + x``)."""
+    """Pixels ``0 … lo−1`` and ``hi … w−1`` of an output row, any number of reflections: labels into
+    ``ol[ob + x]``, neighbour pairs into ``g`` (top row at ``x``, bottom row at ``w + x``)."""
     half = (np.int64(1) << f) >> 1
     m = uint64(0xFFFFFF)
-    for x in range(lo, hi):
+    for k in range(lo + w - hi):
+        x = k if k < lo else k - lo + hi
         sx = sxr + dx * x
         sy = syr + dy * x
         iy, ix, cy, cx = label_source(sx, sy, f, h, w)
@@ -346,13 +351,21 @@ def _general_pixels(pairs, lab32, g, ol, ob, lo, hi, sxr, syr, dx, dy, f, h, w, 
         g[w + x] = (pairs[yb * w + xa] & m) | ((pairs[yb * w + xb] & m) << uint64(32))
 
 
-@njit(cache=True, nogil=True)
-def _border_index(idx, s, n, ux, uy, dx, dy, f, h, w):
-    """Pixels ``s … s+n−1`` of an output row whose neighbours are at most one reflection out
-    (vectorised): per pixel 4 entries of ``idx``: the pair index of the neighbour block
+@kernel(cache=True, nogil=True)
+def _border_index(idx, s0, e0, s1, e1, ux, uy, dx, dy, f, h, w):
+    """Pixels ``s0 … e0−1`` and ``s1 … e1−1`` of an output row whose neighbours are at most one
+    reflection out (``ux + dx·x`` is pixel x's coordinate), vectorised: per pixel 4 entries of ``idx``: the pair index of the neighbour block
     (smaller row and column), swap flags (bit 0: columns mirrored, bit 1: rows), the label's
     source index, its reflection cell ``3·cy + cx + 4``. One reflection of ``i`` into ``[0, n)``
     is ``(n−1) − |(n−1) − |i||``; ``x0`` and ``x0+1`` are mirrored iff ``x0`` is outside ``[0, n−2]``."""
+    for seg in range(2):
+        s = s0 if seg == 0 else s1
+        _border_index_run(idx, s, (e0 if seg == 0 else e1) - s, ux + dx * s, uy + dy * s, dx, dy, f, h, w)
+
+
+@kernel(cache=True, nogil=True)
+def _border_index_run(idx, s, n, ux, uy, dx, dy, f, h, w):
+    """:func:`_border_index` of pixels ``s … s+n−1`` (one vectorised loop; ``ux`` is pixel s's coordinate)."""
     w1 = w - 1
     h1 = h - 1
     for i in range(n):
@@ -375,13 +388,15 @@ def _border_index(idx, s, n, ux, uy, dx, dy, f, h, w):
         idx[j + uint64(3)] = 3 * (np.int64(ly >= h) - np.int64(ly < 0)) + np.int64(lx >= w) - np.int64(lx < 0) + 4
 
 
-@njit(cache=True, nogil=True)
-def _border_gather(pairs, lab32, idx, codes, g, ol, ob, lo, hi, w):
-    """The loads of :func:`_border_index`'s pixels ``lo … hi−1``: the pairs (halves swapped and rows
+@kernel(cache=True, nogil=True)
+def _border_gather(pairs, lab32, idx, codes, g, ol, ob, s0, e0, s1, e1, w):
+    """The loads of :func:`_border_index`'s pixels ``s0 … e0−1``, ``s1 … e1−1``: the pairs (halves swapped and rows
     exchanged where mirrored) and the labels, coded by their cell (``codes[cell]`` = maxid·code)."""
     uw = uint64(w)
     s32 = uint64(32)
-    for x in range(lo, hi):
+    n0 = e0 - s0
+    for k in range(n0 + e1 - s1):
+        x = s0 + k if k < n0 else s1 + k - n0
         j = uint64(4 * x)
         p = uint64(idx[j])
         a = pairs[p]
@@ -398,7 +413,7 @@ def _border_gather(pairs, lab32, idx, codes, g, ol, ob, lo, hi, w):
         ol[uint64(ob + x)] = v + codes[uint64(idx[j + uint64(3)])] if v > 0 else v
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _interior_gather(pairs, lab32, g, ol, ob, lo, hi, sx, sy, dx, dy, f, w):
     """Pixels ``lo … hi−1`` whose neighbours are all in the crop: two pair loads and the label."""
     half = (np.int64(1) << f) >> 1
@@ -412,7 +427,7 @@ def _interior_gather(pairs, lab32, g, ol, ob, lo, hi, sx, sy, dx, dy, f, w):
         sy += dy
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _bilinear_narrow(g, v, n, ux, uy, dx, dy, f):
     """Bilinear sums of a row (``f <= _NARROW_F``), units ``2**-2f``, into ``v`` (3 planes of n int32)."""
     one = np.int64(1) << f
@@ -442,7 +457,7 @@ def _bilinear_narrow(g, v, n, ux, uy, dx, dy, f):
         v[uint64(2) * un + uint64(i)] = np.int32(gy * t2 + fy * b2)
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _colour_narrow(v, fo, o, n, c00, c01, c02, c10, c11, c12, c20, c21, c22, base, shift):
     """:func:`colour_channel` of :func:`_bilinear_narrow`'s sums into ``fo[o + 3·i + c]`` (|c| < 2**31)."""
     k00, k01, k02 = np.int64(np.int32(c00)), np.int64(np.int32(c01)), np.int64(np.int32(c02))
@@ -460,10 +475,12 @@ def _colour_narrow(v, fo, o, n, c00, c01, c02, c10, c11, c12, c20, c21, c22, bas
         fo[j + uint64(2)] = min(max((k20 * v0 + k21 * v1 + k22 * v2 + base) >> shift, 0), 255)
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _bilinear_colour_wide(g, fo, o, n, ux, uy, dx, dy, f, c00, c01, c02, c10, c11, c12, c20, c21, c22, base,
                           shift):
-    """Bilinear + colour of a row in int64 (any F, any colour entries) into ``fo[o + 3·i + c]``."""
+    """Bilinear + colour of a row (F <= :data:`_MAX_F`, any colour entries) into ``fo[o + 3·i + c]``:
+    the weights and the horizontal sums (``255·2**F``) fit int32 (the casts say so, and LLVM multiplies
+    them 32×32→64), the rest is int64."""
     one = np.int64(1) << f
     frac = one - 1
     m = uint64(0xFFFFFF)
@@ -471,33 +488,42 @@ def _bilinear_colour_wide(g, fo, o, n, ux, uy, dx, dy, f, c00, c01, c02, c10, c1
     un = uint64(n)
     uo = uint64(o)
     for i in range(n):
-        fx = (ux + dx * i) & frac
-        fy = (uy + dy * i) & frac
-        gx = one - fx
-        gy = one - fy
+        fx = np.int64(np.int32((ux + dx * i) & frac))
+        fy = np.int64(np.int32((uy + dy * i) & frac))
+        gx = np.int64(np.int32(one - fx))
+        gy = np.int64(np.int32(one - fy))
         p = g[uint64(i)]
         q = g[un + uint64(i)]
         a = np.int64(p & m)
         b = np.int64(p >> s32)
         c = np.int64(q & m)
         d = np.int64(q >> s32)
-        v0 = gy * (gx * (a & 255) + fx * (b & 255)) + fy * (gx * (c & 255) + fx * (d & 255))
-        v1 = gy * (gx * ((a >> 8) & 255) + fx * ((b >> 8) & 255)) + fy * (gx * ((c >> 8) & 255) + fx * ((d >> 8) & 255))
-        v2 = gy * (gx * (a >> 16) + fx * (b >> 16)) + fy * (gx * (c >> 16) + fx * (d >> 16))
+        t0 = np.int64(np.int32(gx * (a & 255) + fx * (b & 255)))
+        b0 = np.int64(np.int32(gx * (c & 255) + fx * (d & 255)))
+        t1 = np.int64(np.int32(gx * ((a >> 8) & 255) + fx * ((b >> 8) & 255)))
+        b1 = np.int64(np.int32(gx * ((c >> 8) & 255) + fx * ((d >> 8) & 255)))
+        t2 = np.int64(np.int32(gx * (a >> 16) + fx * (b >> 16)))
+        b2 = np.int64(np.int32(gx * (c >> 16) + fx * (d >> 16)))
+        v0 = gy * t0 + fy * b0
+        v1 = gy * t1 + fy * b1
+        v2 = gy * t2 + fy * b2
         j = uo + uint64(3 * i)
         fo[j] = colour_channel(v0, v1, v2, c00, c01, c02, base, shift)
         fo[j + uint64(1)] = colour_channel(v0, v1, v2, c10, c11, c12, base, shift)
         fo[j + uint64(2)] = colour_channel(v0, v1, v2, c20, c21, c22, base, shift)
 
 
-@njit(cache=True, nogil=True)
-def _warp(img, lab, prm, out_img, out_lab, pairs, lab32, g, v, idx, codes):
-    """Warp + colour of one sample (see the notes above) with the scratch of :func:`_Scratch`-sized arrays."""
-    h, w = lab.shape
+@kernel(cache=True, nogil=True)
+def _warp(pairs, lab32, prm, out_img, out_lab, g, v, idx, codes):
+    """Warp + colour of one sample (see the notes above) from its :func:`_pack` arrays, with the
+    scratch of :func:`_scratch` (independent of the input dtypes: compiled once)."""
+    h, w = out_lab.shape
     a00, a01, a10, a11 = prm[P_A00], prm[P_A01], prm[P_A10], prm[P_A11]
     t0, t1, f, maxid, r = prm[P_T0], prm[P_T1], prm[P_FRAC], prm[P_MAXID], prm[P_R]
     c00, c01, c02, c10, c11, c12 = prm[P_C], prm[P_C + 1], prm[P_C + 2], prm[P_C + 3], prm[P_C + 4], prm[P_C + 5]
     c20, c21, c22 = prm[P_C + 6], prm[P_C + 7], prm[P_C + 8]
+    if f < 1 or f > _MAX_F:
+        raise InputError("augment kernels: the parameter row's frac bits (P_FRAC) must be 1 … 22")
     base, shift = colour_constants(prm[P_TC], f)
     narrow = f <= _NARROW_F and max(abs(c00), abs(c01), abs(c02), abs(c10), abs(c11), abs(c12), abs(c20), abs(c21),
                                     abs(c22)) < _NARROW_C
@@ -507,7 +533,6 @@ def _warp(img, lab, prm, out_img, out_lab, pairs, lab32, g, v, idx, codes):
     for cy in range(-1, 2):
         for cx in range(-1, 2):
             codes[3 * cy + cx + 4] = maxid * _cell_code(cy, cx, r)
-    _pack(img, lab, pairs, lab32)
     ol = out_lab.reshape(-1)
     fo = out_img.reshape(-1)
     for y in range(h):
@@ -521,16 +546,11 @@ def _warp(img, lab, prm, out_img, out_lab, pairs, lab32, g, v, idx, codes):
             xs = be
             xe = be
         ob = y * w
-        if bs > 0:
-            _general_pixels(pairs, lab32, g, ol, ob, 0, bs, sxr, syr, dx, dy, f, h, w, maxid, r)
-        if be < w:
-            _general_pixels(pairs, lab32, g, ol, ob, be, w, sxr, syr, dx, dy, f, h, w, maxid, r)
-        if xs > bs:
-            _border_index(idx, bs, xs - bs, ux + dx * bs, uy + dy * bs, dx, dy, f, h, w)
-            _border_gather(pairs, lab32, idx, codes, g, ol, ob, bs, xs, w)
-        if be > xe:
-            _border_index(idx, xe, be - xe, ux + dx * xe, uy + dy * xe, dx, dy, f, h, w)
-            _border_gather(pairs, lab32, idx, codes, g, ol, ob, xe, be, w)
+        if bs > 0 or be < w:
+            _general_pixels(pairs, lab32, g, ol, ob, bs, be, sxr, syr, dx, dy, f, h, w, maxid, r)
+        if xs > bs or be > xe:
+            _border_index(idx, bs, xs, xe, be, ux, uy, dx, dy, f, h, w)
+            _border_gather(pairs, lab32, idx, codes, g, ol, ob, bs, xs, xe, be, w)
         if xe > xs:
             _interior_gather(pairs, lab32, g, ol, ob, xs, xe, sxr + dx * xs, syr + dy * xs, dx, dy, f, w)
         if narrow:
@@ -541,7 +561,7 @@ def _warp(img, lab, prm, out_img, out_lab, pairs, lab32, g, v, idx, codes):
                                   base, shift)
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _blur(img, taps, r, tmp, acc, pad):
     """Separable Gaussian in place (reflect-101 border), integer taps: the same integer sums as the
     CUDA kernels, ordered for vectorisation. Each row is copied reflect-padded into ``pad``
@@ -595,28 +615,34 @@ def _blur(img, taps, r, tmp, acc, pad):
                                            + k1 * np.int64(tmp[o1 + uint64(i)]))
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _area_filter(lab, table, min_area):
     """Ids with fewer than ``min_area`` pixels become background (``table`` is scratch, zeroed here):
-    one count pass, one clearing pass (any table size)."""
+    one count pass, one clearing pass (any table size). False (``lab`` unchanged) if an id is
+    beyond the table."""
     table[:] = 0
     h, w = lab.shape
+    n = table.shape[0]
     for y in range(h):
         for x in range(w):
             v = lab[y, x]
             if v > 0:
+                if v >= n:
+                    return False
                 table[v] += 1
     for y in range(h):
         for x in range(w):
             v = lab[y, x]
             if v > 0 and table[v] < min_area:
                 lab[y, x] = 0
+    return True
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _area_filter_runs(lab, m, min_area, tab):
     """:func:`_area_filter` for ids below ``m``, counting runs of equal ids and clearing each small id
     only in the rows it occurs in. ``tab`` (3 × ≥ m int32, zeroed): count, first row, last row."""
+    ok = True
     h, w = lab.shape
     cnt = tab[0]
     first = tab[1]
@@ -627,9 +653,9 @@ def _area_filter_runs(lab, m, min_area, tab):
         for x in range(1, w + 1):
             v = lab[y, x] if x < w else prev + 1  # a value that ends the last run
             if v != prev:
-                if prev > 0:
-                    if prev >= m:
-                        raise ValueError("area_filter: a label is at or above maxid·(2r+1)² + 1")
+                if prev >= m:
+                    ok = False
+                elif prev > 0:
                     k = uint64(prev)
                     if cnt[k] == 0:
                         first[k] = y
@@ -637,6 +663,8 @@ def _area_filter_runs(lab, m, min_area, tab):
                     last[k] = y
                 prev = v
                 start = x
+    if not ok:
+        return False
     for v in range(1, m):
         c = cnt[v]
         if c > 0 and c < min_area:
@@ -644,12 +672,14 @@ def _area_filter_runs(lab, m, min_area, tab):
                 for x in range(w):
                     if lab[y, x] == v:
                         lab[y, x] = 0
+    return True
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _clean(lab, maxid, r, min_area, tab):
     """The area filter with the scratch table ``tab`` (3 × T int32) when the ids fit it (it is zeroed
-    here), else with a table of its own."""
+    here), else with a table of its own. False (``lab`` unchanged) if an id is ``maxid·(2r+1)² + 1``
+    or more (never, for the warp's output)."""
     side = 2 * r + 1
     m = maxid * side * side + 1
     h, w = lab.shape
@@ -657,29 +687,29 @@ def _clean(lab, maxid, r, min_area, tab):
         for k in range(3):
             for v in range(m):
                 tab[k, v] = 0
-        _area_filter_runs(lab, m, min_area, tab)
-    elif m <= _AREA_TABLE_PER_PIXEL * h * w + 1024:
-        _area_filter_runs(lab, m, min_area, np.zeros((3, m), np.int32))
-    else:  # very many possible ids (extreme cell ranges): one count per id
-        _area_filter(lab, np.zeros(m, np.int64), min_area)
+        return _area_filter_runs(lab, m, min_area, tab)
+    if m <= _AREA_TABLE_PER_PIXEL * h * w + 1024:
+        return _area_filter_runs(lab, m, min_area, zeros((3, m), np.int32))
+    return _area_filter(lab, zeros(m, np.int64), min_area)  # very many possible ids (extreme cell ranges)
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _scratch(h, w, blur_r, ids):
     """Scratch arrays of :func:`_augment_into` for H×W crops, blur radii up to ``blur_r`` and
     ``ids`` possible ids (``maxid·(2r+1)² + 1``) in the area filter."""
     m = min(ids, _AREA_TABLE_PER_PIXEL * h * w + 1024)
-    return (np.empty(h * w, np.uint64), np.empty(h * w, np.int32), np.empty(2 * w, np.uint64),
-            np.empty(3 * w, np.int32), np.empty(4 * w, np.int64), np.empty(9, np.int64),
-            np.empty(3 * h * w if blur_r > 0 else 0, np.int32), np.empty(3 * w, np.int64),
-            np.empty(3 * (w + 2 * blur_r), np.int32), np.empty((3, m), np.int32))
+    return (empty(h * w, np.uint64), empty(h * w, np.int32), empty(2 * w, np.uint64),
+            empty(3 * w, np.int32), empty(4 * w, np.int64), empty(9, np.int64),
+            empty(3 * h * w if blur_r > 0 else 0, np.int32), empty(3 * w, np.int64),
+            empty(3 * (w + 2 * blur_r), np.int32), empty((3, m), np.int32))
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True, inline="always")
 def _augment_into(img, lab, prm, taps, out_img, out_lab, blur, clean, scratch):
     """:func:`augment_sample` with the scratch of :func:`_scratch`."""
     pairs, lab32, g, v, idx, codes, tmp, acc, pad, tab = scratch
-    _warp(img, lab, prm, out_img, out_lab, pairs, lab32, g, v, idx, codes)
+    _pack(img, lab, pairs, lab32)
+    _warp(pairs, lab32, prm, out_img, out_lab, g, v, idx, codes)
     br = prm[P_BLUR_R]
     if blur and br > 0:
         _blur(out_img, taps, br, tmp, acc, pad)
@@ -687,7 +717,7 @@ def _augment_into(img, lab, prm, taps, out_img, out_lab, blur, clean, scratch):
         _clean(out_lab, prm[P_MAXID], prm[P_R], prm[P_MIN_AREA], tab)
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def augment_sample(img, lab, prm, taps, out_img, out_lab, blur, clean):
     """One sample on the CPU: warp + colour, the blur (if ``blur`` and its radius > 0), the
     area filter (``clean``). Releases the GIL. ``out_img`` and ``out_lab`` must be C-contiguous."""
@@ -697,7 +727,7 @@ def augment_sample(img, lab, prm, taps, out_img, out_lab, blur, clean):
     _augment_into(img, lab, prm, taps, out_img, out_lab, blur, clean, scratch)
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def augment_batch_kernel(images, labels, params, taps, out_images, out_labels):
     """:func:`augment_sample` over an N×H×W×3 batch (one thread; callers parallelise); the scratch
     is allocated once."""
@@ -713,7 +743,7 @@ def augment_batch_kernel(images, labels, params, taps, out_images, out_labels):
         _augment_into(images[b], labels[b], params[b], taps[b], out_images[b], out_labels[b], True, True, scratch)
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def reflect_canvas(img, lab, maxid, r, m, out_img, out_lab):
     """The crop reflect-padded by ``m`` pixels (``out_*`` are (H+2m)×(W+2m)); labels of the
     mirrored copies coded as in the warp (:func:`coded_label`)."""
@@ -727,10 +757,11 @@ def reflect_canvas(img, lab, maxid, r, m, out_img, out_lab):
             out_img[yy, xx, 2] = img[sy, sx, 2]
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def area_filter(lab, maxid, r, min_area):
     """Ids with fewer than ``min_area`` pixels in ``lab`` (ids below ``maxid·(2r+1)² + 1``) become 0."""
-    _clean(lab, maxid, r, min_area, np.empty((3, 0), np.int32))
+    if not _clean(lab, maxid, r, min_area, empty((3, 0), np.int32)):
+        raise LabelMapError("area_filter: labels have ids at or above maxid·(2r+1)² + 1")
 
 
 @njit(cache=True, nogil=True)
