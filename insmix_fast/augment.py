@@ -8,8 +8,8 @@ Plan / apply split
 random. :meth:`TraditionalAugment.params` packs a draw with two statistics of the
 crop (its luminance sum and its largest id) into one ``int64`` row of
 :data:`N_PARAMS` numbers plus a row of blur taps — what every implementation
-consumes: the Numba kernels here (CPU), the same kernels compiled for CUDA
-(:mod:`insmix_fast.loader.cuda_augment`), and the DALI operator graph
+consumes: the Numba kernels here (CPU), CUDA kernels built from the per-pixel functions
+here (:mod:`insmix_fast.loader.cuda_augment`), and the DALI operator graph
 (:mod:`insmix_fast.loader.pipeline`).
 
 Arithmetic (why all devices give the same labels and pixels)
@@ -41,9 +41,13 @@ Arithmetic (why all devices give the same labels and pixels)
   taps quantised to ``2**-16`` (summing to exactly 1), reflect-101 border,
   rounded half up.
 
-Everything is integer arithmetic, so the CPU kernels and their CUDA build give
-identical output. DALI's float operators give the same labels and images within a
-few grey levels (see ``docs/loader.md``).
+Everything is integer arithmetic, so the CPU kernels and the CUDA kernels give
+identical output: the CUDA kernels call the per-pixel functions (:func:`warp_geometry`,
+:func:`coded_label`, :func:`colour_channel`, :func:`blur_round`); the CPU kernels compute the
+same integers organised for the vector units (see "CPU kernels" below), checked against a
+per-pixel reference in ``tests/test_augment.py`` and against the CUDA build in
+``tests/test_loader_cuda_sim.py``. DALI's float operators give the same labels and images
+within a few grey levels (see ``docs/loader.md``).
 
 Randomness: 13 doubles from ``Generator(Philox(key=(seed, index)))`` (as in
 :mod:`insmix_fast.baselines`) per sample — same seed and index, same output.
@@ -296,6 +300,8 @@ def _pack(img, lab, pairs, lab32):
     """``pairs`` (H·W uint64): RGB of pixels x and x+1 of each row (24 bits each, low and high
     half; the last column's high half is 0); ``lab32`` (H·W int32): the labels, contiguous."""
     h, w = lab.shape
+    if w == 0:
+        return
     for y in range(h):
         o = uint64(y * w)
         lrow = lab[y]
@@ -354,10 +360,11 @@ def _general_pixels(pairs, lab32, g, ol, ob, lo, hi, sxr, syr, dx, dy, f, h, w, 
 @kernel(cache=True, nogil=True)
 def _border_index(idx, s0, e0, s1, e1, ux, uy, dx, dy, f, h, w):
     """Pixels ``s0 … e0−1`` and ``s1 … e1−1`` of an output row whose neighbours are at most one
-    reflection out (``ux + dx·x`` is pixel x's coordinate), vectorised: per pixel 4 entries of ``idx``: the pair index of the neighbour block
-    (smaller row and column), swap flags (bit 0: columns mirrored, bit 1: rows), the label's
-    source index, its reflection cell ``3·cy + cx + 4``. One reflection of ``i`` into ``[0, n)``
-    is ``(n−1) − |(n−1) − |i||``; ``x0`` and ``x0+1`` are mirrored iff ``x0`` is outside ``[0, n−2]``."""
+    reflection out (``ux + dx·x`` is pixel x's coordinate), vectorised: per pixel 4 entries of
+    ``idx``: the pair index of the neighbour block (smaller row and column), swap flags (bit 0:
+    columns mirrored, bit 1: rows), the label's source index, its reflection cell ``3·cy + cx + 4``.
+    One reflection of ``i`` into ``[0, n)`` is ``(n−1) − |(n−1) − |i||``; ``x0`` and ``x0+1`` are
+    mirrored iff ``x0`` is outside ``[0, n−2]``."""
     for seg in range(2):
         s = s0 if seg == 0 else s1
         _border_index_run(idx, s, (e0 if seg == 0 else e1) - s, ux + dx * s, uy + dy * s, dx, dy, f, h, w)
@@ -385,13 +392,16 @@ def _border_index_run(idx, s, n, ux, uy, dx, dy, f, h, w):
         idx[j] = ym * w + xm
         idx[j + uint64(1)] = swx | (swy << 1)
         idx[j + uint64(2)] = (ym + (hy ^ swy)) * w + xm + (hx ^ swx)
-        idx[j + uint64(3)] = 3 * (np.int64(ly >= h) - np.int64(ly < 0)) + np.int64(lx >= w) - np.int64(lx < 0) + 4
+        cy = np.int64(ly >= h) - np.int64(ly < 0)
+        cx = np.int64(lx >= w) - np.int64(lx < 0)
+        idx[j + uint64(3)] = 3 * cy + cx + 4
 
 
 @kernel(cache=True, nogil=True)
 def _border_gather(pairs, lab32, idx, codes, g, ol, ob, s0, e0, s1, e1, w):
-    """The loads of :func:`_border_index`'s pixels ``s0 … e0−1``, ``s1 … e1−1``: the pairs (halves swapped and rows
-    exchanged where mirrored) and the labels, coded by their cell (``codes[cell]`` = maxid·code)."""
+    """The loads of :func:`_border_index`'s pixels ``s0 … e0−1``, ``s1 … e1−1``: the pairs (halves
+    swapped and rows exchanged where mirrored) and the labels, coded by their cell
+    (``codes[cell]`` = maxid·code)."""
     uw = uint64(w)
     s32 = uint64(32)
     n0 = e0 - s0
@@ -428,30 +438,41 @@ def _interior_gather(pairs, lab32, g, ol, ob, lo, hi, sx, sy, dx, dy, f, w):
 
 
 @kernel(cache=True, nogil=True)
+def _weights(u, v, f, cast):
+    """Bilinear weights ``(fx, fy, gx, gy)`` of the grid coordinates ``u, v`` (units ``2**-f``), at
+    most ``2**f``, cast through ``cast`` (a type that holds them: the narrower, the better LLVM
+    multiplies them — ``np.uint16`` for F <= 15, ``np.int32`` for F <= 30)."""
+    one = np.int64(1) << f
+    fx = np.int64(cast(u & (one - 1)))
+    fy = np.int64(cast(v & (one - 1)))
+    return fx, fy, np.int64(cast(one - fx)), np.int64(cast(one - fy))
+
+
+@kernel(cache=True, nogil=True)
+def _pair_sums(gx, fx, p, q):
+    """The horizontal bilinear sums ``gx·left + fx·right`` of the three channels of the top and
+    bottom pixel pairs ``p``, ``q``: ``(t0, b0, t1, b1, t2, b2)``, below ``255·2**F`` (< 2**31 for
+    F <= :data:`_MAX_F`; the casts let LLVM multiply 32×32→64 when it knows the weights' width)."""
+    s32 = uint64(32)
+    a = np.int64(np.uint32(p))
+    b = np.int64(np.uint32(p >> s32))
+    c = np.int64(np.uint32(q))
+    d = np.int64(np.uint32(q >> s32))
+    return (np.int64(np.int32(gx * (a & 255) + fx * (b & 255))),
+            np.int64(np.int32(gx * (c & 255) + fx * (d & 255))),
+            np.int64(np.int32(gx * ((a >> 8) & 255) + fx * ((b >> 8) & 255))),
+            np.int64(np.int32(gx * ((c >> 8) & 255) + fx * ((d >> 8) & 255))),
+            np.int64(np.int32(gx * (a >> 16) + fx * (b >> 16))),
+            np.int64(np.int32(gx * (c >> 16) + fx * (d >> 16))))
+
+
+@kernel(cache=True, nogil=True)
 def _bilinear_narrow(g, v, n, ux, uy, dx, dy, f):
     """Bilinear sums of a row (``f <= _NARROW_F``), units ``2**-2f``, into ``v`` (3 planes of n int32)."""
-    one = np.int64(1) << f
-    frac = one - 1
     un = uint64(n)
-    s32 = uint64(32)
     for i in range(n):
-        # the casts tell LLVM the operand widths, so that it multiplies in 32-bit lanes
-        fx = np.int64(np.uint16((ux + dx * i) & frac))
-        fy = np.int64(np.uint16((uy + dy * i) & frac))
-        gx = np.int64(np.uint16(one - fx))
-        gy = np.int64(np.uint16(one - fy))
-        p = g[uint64(i)]
-        q = g[un + uint64(i)]
-        a = np.int64(np.uint32(p))
-        b = np.int64(np.uint32(p >> s32))
-        c = np.int64(np.uint32(q))
-        d = np.int64(np.uint32(q >> s32))
-        t0 = np.int64(np.int32(gx * (a & 255) + fx * (b & 255)))
-        b0 = np.int64(np.int32(gx * (c & 255) + fx * (d & 255)))
-        t1 = np.int64(np.int32(gx * ((a >> 8) & 255) + fx * ((b >> 8) & 255)))
-        b1 = np.int64(np.int32(gx * ((c >> 8) & 255) + fx * ((d >> 8) & 255)))
-        t2 = np.int64(np.int32(gx * (a >> 16) + fx * (b >> 16)))
-        b2 = np.int64(np.int32(gx * (c >> 16) + fx * (d >> 16)))
+        fx, fy, gx, gy = _weights(ux + dx * i, uy + dy * i, f, np.uint16)
+        t0, b0, t1, b1, t2, b2 = _pair_sums(gx, fx, g[uint64(i)], g[un + uint64(i)])
         v[uint64(i)] = np.int32(gy * t0 + fy * b0)
         v[un + uint64(i)] = np.int32(gy * t1 + fy * b1)
         v[uint64(2) * un + uint64(i)] = np.int32(gy * t2 + fy * b2)
@@ -481,29 +502,11 @@ def _bilinear_colour_wide(g, fo, o, n, ux, uy, dx, dy, f, c00, c01, c02, c10, c1
     """Bilinear + colour of a row (F <= :data:`_MAX_F`, any colour entries) into ``fo[o + 3·i + c]``:
     the weights and the horizontal sums (``255·2**F``) fit int32 (the casts say so, and LLVM multiplies
     them 32×32→64), the rest is int64."""
-    one = np.int64(1) << f
-    frac = one - 1
-    m = uint64(0xFFFFFF)
-    s32 = uint64(32)
     un = uint64(n)
     uo = uint64(o)
     for i in range(n):
-        fx = np.int64(np.int32((ux + dx * i) & frac))
-        fy = np.int64(np.int32((uy + dy * i) & frac))
-        gx = np.int64(np.int32(one - fx))
-        gy = np.int64(np.int32(one - fy))
-        p = g[uint64(i)]
-        q = g[un + uint64(i)]
-        a = np.int64(p & m)
-        b = np.int64(p >> s32)
-        c = np.int64(q & m)
-        d = np.int64(q >> s32)
-        t0 = np.int64(np.int32(gx * (a & 255) + fx * (b & 255)))
-        b0 = np.int64(np.int32(gx * (c & 255) + fx * (d & 255)))
-        t1 = np.int64(np.int32(gx * ((a >> 8) & 255) + fx * ((b >> 8) & 255)))
-        b1 = np.int64(np.int32(gx * ((c >> 8) & 255) + fx * ((d >> 8) & 255)))
-        t2 = np.int64(np.int32(gx * (a >> 16) + fx * (b >> 16)))
-        b2 = np.int64(np.int32(gx * (c >> 16) + fx * (d >> 16)))
+        fx, fy, gx, gy = _weights(ux + dx * i, uy + dy * i, f, np.int32)
+        t0, b0, t1, b1, t2, b2 = _pair_sums(gx, fx, g[uint64(i)], g[un + uint64(i)])
         v0 = gy * t0 + fy * b0
         v1 = gy * t1 + fy * b1
         v2 = gy * t2 + fy * b2
@@ -644,6 +647,8 @@ def _area_filter_runs(lab, m, min_area, tab):
     only in the rows it occurs in. ``tab`` (3 × ≥ m int32, zeroed): count, first row, last row."""
     ok = True
     h, w = lab.shape
+    if w == 0:
+        return True
     cnt = tab[0]
     first = tab[1]
     last = tab[2]

@@ -244,7 +244,8 @@ def _per_pixel(img, lab, prm, taps, blur, clean):
         for x in range(w):
             iy, ix, cy, cx, ya, yb, xa, xb, w00, w01, w10, w11 = A.warp_geometry(y, x, *geo, f, h, w)
             out_l[y, x] = A.coded_label(int(lab[iy, ix]), cy, cx, maxid, r)
-            v = [w00 * px[ya][xa][k] + w01 * px[ya][xb][k] + w10 * px[yb][xa][k] + w11 * px[yb][xb][k] for k in range(3)]
+            v = [w00 * px[ya][xa][k] + w01 * px[ya][xb][k] + w10 * px[yb][xa][k] + w11 * px[yb][xb][k]
+                 for k in range(3)]
             for k in range(3):
                 out_i[y, x, k] = A.colour_channel(v[0], v[1], v[2], c[3 * k], c[3 * k + 1], c[3 * k + 2], base, shift)
     br = int(prm[A.P_BLUR_R])
