@@ -8,8 +8,8 @@ Plan / apply split
 random. :meth:`TraditionalAugment.params` packs a draw with two statistics of the
 crop (its luminance sum and its largest id) into one ``int64`` row of
 :data:`N_PARAMS` numbers plus a row of blur taps — what every implementation
-consumes: the Numba kernels here (CPU), the same kernels compiled for CUDA
-(:mod:`insmix_fast.loader.cuda_augment`), and the DALI operator graph
+consumes: the Numba kernels here (CPU), CUDA kernels built from the per-pixel functions
+here (:mod:`insmix_fast.loader.cuda_augment`), and the DALI operator graph
 (:mod:`insmix_fast.loader.pipeline`).
 
 Arithmetic (why all devices give the same labels and pixels)
@@ -41,9 +41,13 @@ Arithmetic (why all devices give the same labels and pixels)
   taps quantised to ``2**-16`` (summing to exactly 1), reflect-101 border,
   rounded half up.
 
-Everything is integer arithmetic, so the CPU kernels and their CUDA build give
-identical output. DALI's float operators give the same labels and images within a
-few grey levels (see ``docs/loader.md``).
+Everything is integer arithmetic, so the CPU kernels and the CUDA kernels give
+identical output: the CUDA kernels call the per-pixel functions (:func:`warp_geometry`,
+:func:`coded_label`, :func:`colour_channel`, :func:`blur_round`); the CPU kernels compute the
+same integers organised for the vector units (see "CPU kernels" below), checked against a
+per-pixel reference in ``tests/test_augment.py`` and against the CUDA build in
+``tests/test_loader_cuda_sim.py``. DALI's float operators give the same labels and images
+within a few grey levels (see ``docs/loader.md``).
 
 Randomness: 13 doubles from ``Generator(Philox(key=(seed, index)))`` (as in
 :mod:`insmix_fast.baselines`) per sample — same seed and index, same output.
@@ -60,10 +64,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from numba import njit, uint64
 
 from .baselines import make_rng
-from .errors import InputError
+from .errors import InputError, LabelMapError
+from .kernels.alloc import empty, zeros
+from .kernels.jit import njit as kernel
 from .validation import check_batch, check_bool, check_int, check_number, check_pair, check_sample, check_seed
 
 __all__ = ["TraditionalAugment", "AugmentDraw", "traditional_augment", "augment_batch_kernel", "augment_sample",
@@ -258,134 +264,491 @@ def canvas_source(yy, xx, m, h, w):
 
 
 # ---------------------------------------------------------------------- CPU kernels
-@njit(cache=True, nogil=True)
+#
+# The CPU kernels compute, bit for bit, what the per-pixel functions above compute (the CUDA
+# kernels call those; tests/test_loader_cuda_sim.py checks both agree), organised for the
+# vector units. Per sample, one pass packs the image into "pairs" (``pairs[y·W + x]`` holds the
+# RGB of pixels x and x+1 of row y, 24 bits each, in the low and high 32-bit halves) and copies
+# the labels to a contiguous int32 scratch (which also brings them into the cache: the warp
+# reads them in rotated order, which no prefetcher follows). Then, per output row:
+#
+# * the source coordinate is linear in x, so the pixels whose four bilinear neighbours lie in
+#   the crop form one interval (``_row_span``): there the two neighbour pairs are two loads
+#   and the label one (``_interior_gather``); around it, the pixels whose neighbours are at
+#   most one reflection away form a second interval, gathered with branch-free reflections
+#   (``_border_index`` vectorised, ``_border_gather``); the few beyond (extreme zoom-out) take
+#   the general per-pixel code (``_general_pixels``);
+# * the bilinear weights and the colour map then run over the whole row from the gathered
+#   pairs, vectorised: in 32-bit lanes where the sums provably fit (``_bilinear_narrow``:
+#   weights < 2**16, bilinear sums < 2**31 for F <= 11; ``_colour_narrow``: 32×32→64-bit
+#   products), else in int64 (``_bilinear_colour_wide``). The factorised bilinear
+#   ``gy·(gx·a + fx·b) + fy·(gx·c + fx·d)`` equals ``warp_geometry``'s four-weight sum exactly
+#   (integers, no overflow for F <= 17).
+
+#: Largest frac bits whose bilinear sums (``255·2**2F``) fit in int32 lanes.
+_NARROW_F = 11
+#: Largest frac bits the CPU kernels take (:meth:`TraditionalAugment.frac_bits` gives at most 17).
+_MAX_F = 22
+#: Colour entries below this keep ``c·v`` sums (v < 2**31) far from int64 overflow in the narrow path.
+_NARROW_C = 1 << 24
+#: Area filters with id tables larger than this many entries per pixel use the plain two-pass count.
+_AREA_TABLE_PER_PIXEL = 4
+
+
+@kernel(cache=True, nogil=True)
+def _pack(img, lab, pairs, lab32):
+    """``pairs`` (H·W uint64): RGB of pixels x and x+1 of each row (24 bits each, low and high
+    half; the last column's high half is 0); ``lab32`` (H·W int32): the labels, contiguous."""
+    h, w = lab.shape
+    if w == 0:
+        return
+    for y in range(h):
+        o = uint64(y * w)
+        lrow = lab[y]
+        for x in range(w):
+            lab32[o + uint64(x)] = lrow[x]
+        row = img[y]
+        prev = uint64(row[0, 0]) | (uint64(row[0, 1]) << uint64(8)) | (uint64(row[0, 2]) << uint64(16))
+        for x in range(w - 1):
+            nxt = uint64(row[x + 1, 0]) | (uint64(row[x + 1, 1]) << uint64(8)) | (uint64(row[x + 1, 2]) << uint64(16))
+            pairs[o + uint64(x)] = prev | (nxt << uint64(32))
+            prev = nxt
+        pairs[o + uint64(w - 1)] = prev
+
+
+@kernel(cache=True, nogil=True)
+def _span(u0, d, lo, hi, n):
+    """``(start, end)``: the x in ``[0, n)`` with ``lo <= u0 + d·x <= hi`` (one interval; end == start if none)."""
+    if d == 0:
+        if lo <= u0 and u0 <= hi:
+            return 0, n
+        return 0, 0
+    if d < 0:  # lo <= u0 + d·x <= hi  <=>  -hi <= -u0 + (-d)·x <= -lo
+        u0, lo, hi, d = -u0, -hi, -lo, -d
+    a = min(max(-((u0 - lo) // d), 0), n)  # ceil((lo - u0) / d)
+    b = min((hi - u0) // d + 1, n)  # floor((hi - u0) / d) + 1
+    return a, max(a, b)
+
+
+@kernel(cache=True, nogil=True)
+def _row_span(ux, dx, uy, dy, f, h, w, k):
+    """The x in ``[0, w)`` of an output row whose bilinear neighbours ``x0, x0+1`` (``x0 = (ux + dx·x) >> f``)
+    and ``y0, y0+1`` lie in ``[-k·(n−1), (k+1)·(n−1)]``: k = 0 the crop itself, k = 1 up to one reflection."""
+    a0, b0 = _span(ux, dx, -k * ((w - 1) << f), (((k + 1) * (w - 1)) << f) - 1, w)
+    a1, b1 = _span(uy, dy, -k * ((h - 1) << f), (((k + 1) * (h - 1)) << f) - 1, w)
+    a = max(a0, a1)
+    return a, max(a, min(b0, b1))
+
+
+@kernel(cache=True, nogil=True)
+def _general_pixels(pairs, lab32, g, ol, ob, lo, hi, sxr, syr, dx, dy, f, h, w, maxid, r):
+    """Pixels ``0 … lo−1`` and ``hi … w−1`` of an output row, any number of reflections: labels into
+    ``ol[ob + x]``, neighbour pairs into ``g`` (top row at ``x``, bottom row at ``w + x``)."""
+    half = (np.int64(1) << f) >> 1
+    m = uint64(0xFFFFFF)
+    for k in range(lo + w - hi):
+        x = k if k < lo else k - lo + hi
+        sx = sxr + dx * x
+        sy = syr + dy * x
+        iy, ix, cy, cx = label_source(sx, sy, f, h, w)
+        ol[ob + x] = coded_label(np.int64(lab32[iy * w + ix]), cy, cx, maxid, r)
+        ya, yb, xa, xb = reflected_neighbours((sy - half) >> f, (sx - half) >> f, h, w)
+        g[x] = (pairs[ya * w + xa] & m) | ((pairs[ya * w + xb] & m) << uint64(32))
+        g[w + x] = (pairs[yb * w + xa] & m) | ((pairs[yb * w + xb] & m) << uint64(32))
+
+
+@kernel(cache=True, nogil=True)
+def _border_index(idx, s0, e0, s1, e1, ux, uy, dx, dy, f, h, w):
+    """Pixels ``s0 … e0−1`` and ``s1 … e1−1`` of an output row whose neighbours are at most one
+    reflection out (``ux + dx·x`` is pixel x's coordinate), vectorised: per pixel 4 entries of
+    ``idx``: the pair index of the neighbour block (smaller row and column), swap flags (bit 0:
+    columns mirrored, bit 1: rows), the label's source index, its reflection cell ``3·cy + cx + 4``.
+    One reflection of ``i`` into ``[0, n)`` is ``(n−1) − |(n−1) − |i||``; ``x0`` and ``x0+1`` are
+    mirrored iff ``x0`` is outside ``[0, n−2]``."""
+    for seg in range(2):
+        s = s0 if seg == 0 else s1
+        _border_index_run(idx, s, (e0 if seg == 0 else e1) - s, ux + dx * s, uy + dy * s, dx, dy, f, h, w)
+
+
+@kernel(cache=True, nogil=True)
+def _border_index_run(idx, s, n, ux, uy, dx, dy, f, h, w):
+    """:func:`_border_index` of pixels ``s … s+n−1`` (one vectorised loop; ``ux`` is pixel s's coordinate)."""
+    w1 = w - 1
+    h1 = h - 1
+    for i in range(n):
+        u = ux + dx * i
+        v = uy + dy * i
+        x0 = u >> f
+        y0 = v >> f
+        swx = np.int64((x0 < 0) | (x0 > w - 2))
+        swy = np.int64((y0 < 0) | (y0 > h - 2))
+        xm = w1 - abs(w1 - abs(x0)) - swx
+        ym = h1 - abs(h1 - abs(y0)) - swy
+        hx = (u >> (f - 1)) & 1  # floor(src) = x0 + hx
+        hy = (v >> (f - 1)) & 1
+        lx = x0 + hx
+        ly = y0 + hy
+        j = uint64(4 * (s + i))
+        idx[j] = ym * w + xm
+        idx[j + uint64(1)] = swx | (swy << 1)
+        idx[j + uint64(2)] = (ym + (hy ^ swy)) * w + xm + (hx ^ swx)
+        cy = np.int64(ly >= h) - np.int64(ly < 0)
+        cx = np.int64(lx >= w) - np.int64(lx < 0)
+        idx[j + uint64(3)] = 3 * cy + cx + 4
+
+
+@kernel(cache=True, nogil=True)
+def _border_gather(pairs, lab32, idx, codes, g, ol, ob, s0, e0, s1, e1, w):
+    """The loads of :func:`_border_index`'s pixels ``s0 … e0−1``, ``s1 … e1−1``: the pairs (halves
+    swapped and rows exchanged where mirrored) and the labels, coded by their cell
+    (``codes[cell]`` = maxid·code)."""
+    uw = uint64(w)
+    s32 = uint64(32)
+    n0 = e0 - s0
+    for k in range(n0 + e1 - s1):
+        x = s0 + k if k < n0 else s1 + k - n0
+        j = uint64(4 * x)
+        p = uint64(idx[j])
+        a = pairs[p]
+        b = pairs[p + uw]
+        s = idx[j + uint64(1)]
+        if s & 1:
+            a = (a >> s32) | (a << s32)
+            b = (b >> s32) | (b << s32)
+        if s & 2:
+            a, b = b, a
+        g[uint64(x)] = a
+        g[uw + uint64(x)] = b
+        v = np.int64(lab32[uint64(idx[j + uint64(2)])])
+        ol[uint64(ob + x)] = v + codes[uint64(idx[j + uint64(3)])] if v > 0 else v
+
+
+@kernel(cache=True, nogil=True)
+def _interior_gather(pairs, lab32, g, ol, ob, lo, hi, sx, sy, dx, dy, f, w):
+    """Pixels ``lo … hi−1`` whose neighbours are all in the crop: two pair loads and the label."""
+    half = (np.int64(1) << f) >> 1
+    uw = uint64(w)
+    for x in range(lo, hi):
+        ol[uint64(ob + x)] = lab32[uint64((sy >> f) * w + (sx >> f))]
+        p = uint64(((sy - half) >> f) * w + ((sx - half) >> f))
+        g[uint64(x)] = pairs[p]
+        g[uw + uint64(x)] = pairs[p + uw]
+        sx += dx
+        sy += dy
+
+
+@kernel(cache=True, nogil=True)
+def _weights(u, v, f, cast):
+    """Bilinear weights ``(fx, fy, gx, gy)`` of the grid coordinates ``u, v`` (units ``2**-f``), at
+    most ``2**f``, cast through ``cast`` (a type that holds them: the narrower, the better LLVM
+    multiplies them — ``np.uint16`` for F <= 15, ``np.int32`` for F <= 30)."""
+    one = np.int64(1) << f
+    fx = np.int64(cast(u & (one - 1)))
+    fy = np.int64(cast(v & (one - 1)))
+    return fx, fy, np.int64(cast(one - fx)), np.int64(cast(one - fy))
+
+
+@kernel(cache=True, nogil=True)
+def _pair_sums(gx, fx, p, q):
+    """The horizontal bilinear sums ``gx·left + fx·right`` of the three channels of the top and
+    bottom pixel pairs ``p``, ``q``: ``(t0, b0, t1, b1, t2, b2)``, below ``255·2**F`` (< 2**31 for
+    F <= :data:`_MAX_F`; the casts let LLVM multiply 32×32→64 when it knows the weights' width)."""
+    s32 = uint64(32)
+    a = np.int64(np.uint32(p))
+    b = np.int64(np.uint32(p >> s32))
+    c = np.int64(np.uint32(q))
+    d = np.int64(np.uint32(q >> s32))
+    return (np.int64(np.int32(gx * (a & 255) + fx * (b & 255))),
+            np.int64(np.int32(gx * (c & 255) + fx * (d & 255))),
+            np.int64(np.int32(gx * ((a >> 8) & 255) + fx * ((b >> 8) & 255))),
+            np.int64(np.int32(gx * ((c >> 8) & 255) + fx * ((d >> 8) & 255))),
+            np.int64(np.int32(gx * (a >> 16) + fx * (b >> 16))),
+            np.int64(np.int32(gx * (c >> 16) + fx * (d >> 16))))
+
+
+@kernel(cache=True, nogil=True)
+def _bilinear_narrow(g, v, n, ux, uy, dx, dy, f):
+    """Bilinear sums of a row (``f <= _NARROW_F``), units ``2**-2f``, into ``v`` (3 planes of n int32)."""
+    un = uint64(n)
+    for i in range(n):
+        fx, fy, gx, gy = _weights(ux + dx * i, uy + dy * i, f, np.uint16)
+        t0, b0, t1, b1, t2, b2 = _pair_sums(gx, fx, g[uint64(i)], g[un + uint64(i)])
+        v[uint64(i)] = np.int32(gy * t0 + fy * b0)
+        v[un + uint64(i)] = np.int32(gy * t1 + fy * b1)
+        v[uint64(2) * un + uint64(i)] = np.int32(gy * t2 + fy * b2)
+
+
+@kernel(cache=True, nogil=True)
+def _colour_narrow(v, fo, o, n, c00, c01, c02, c10, c11, c12, c20, c21, c22, base, shift):
+    """:func:`colour_channel` of :func:`_bilinear_narrow`'s sums into ``fo[o + 3·i + c]`` (|c| < 2**31)."""
+    k00, k01, k02 = np.int64(np.int32(c00)), np.int64(np.int32(c01)), np.int64(np.int32(c02))
+    k10, k11, k12 = np.int64(np.int32(c10)), np.int64(np.int32(c11)), np.int64(np.int32(c12))
+    k20, k21, k22 = np.int64(np.int32(c20)), np.int64(np.int32(c21)), np.int64(np.int32(c22))
+    un = uint64(n)
+    uo = uint64(o)
+    for i in range(n):
+        v0 = np.int64(v[uint64(i)])
+        v1 = np.int64(v[un + uint64(i)])
+        v2 = np.int64(v[uint64(2) * un + uint64(i)])
+        j = uo + uint64(3 * i)
+        fo[j] = min(max((k00 * v0 + k01 * v1 + k02 * v2 + base) >> shift, 0), 255)
+        fo[j + uint64(1)] = min(max((k10 * v0 + k11 * v1 + k12 * v2 + base) >> shift, 0), 255)
+        fo[j + uint64(2)] = min(max((k20 * v0 + k21 * v1 + k22 * v2 + base) >> shift, 0), 255)
+
+
+@kernel(cache=True, nogil=True)
+def _bilinear_colour_wide(g, fo, o, n, ux, uy, dx, dy, f, c00, c01, c02, c10, c11, c12, c20, c21, c22, base,
+                          shift):
+    """Bilinear + colour of a row (F <= :data:`_MAX_F`, any colour entries) into ``fo[o + 3·i + c]``:
+    the weights and the horizontal sums (``255·2**F``) fit int32 (the casts say so, and LLVM multiplies
+    them 32×32→64), the rest is int64."""
+    un = uint64(n)
+    uo = uint64(o)
+    for i in range(n):
+        fx, fy, gx, gy = _weights(ux + dx * i, uy + dy * i, f, np.int32)
+        t0, b0, t1, b1, t2, b2 = _pair_sums(gx, fx, g[uint64(i)], g[un + uint64(i)])
+        v0 = gy * t0 + fy * b0
+        v1 = gy * t1 + fy * b1
+        v2 = gy * t2 + fy * b2
+        j = uo + uint64(3 * i)
+        fo[j] = colour_channel(v0, v1, v2, c00, c01, c02, base, shift)
+        fo[j + uint64(1)] = colour_channel(v0, v1, v2, c10, c11, c12, base, shift)
+        fo[j + uint64(2)] = colour_channel(v0, v1, v2, c20, c21, c22, base, shift)
+
+
+@kernel(cache=True, nogil=True)
+def _warp(pairs, lab32, prm, out_img, out_lab, g, v, idx, codes):
+    """Warp + colour of one sample (see the notes above) from its :func:`_pack` arrays, with the
+    scratch of :func:`_scratch` (independent of the input dtypes: compiled once)."""
+    h, w = out_lab.shape
+    a00, a01, a10, a11 = prm[P_A00], prm[P_A01], prm[P_A10], prm[P_A11]
+    t0, t1, f, maxid, r = prm[P_T0], prm[P_T1], prm[P_FRAC], prm[P_MAXID], prm[P_R]
+    c00, c01, c02, c10, c11, c12 = prm[P_C], prm[P_C + 1], prm[P_C + 2], prm[P_C + 3], prm[P_C + 4], prm[P_C + 5]
+    c20, c21, c22 = prm[P_C + 6], prm[P_C + 7], prm[P_C + 8]
+    if f < 1 or f > _MAX_F:
+        raise InputError("augment kernels: the parameter row's frac bits (P_FRAC) must be 1 … 22")
+    base, shift = colour_constants(prm[P_TC], f)
+    narrow = f <= _NARROW_F and max(abs(c00), abs(c01), abs(c02), abs(c10), abs(c11), abs(c12), abs(c20), abs(c21),
+                                    abs(c22)) < _NARROW_C
+    half = (np.int64(1) << f) >> 1
+    dx = 2 * a00  # source step per output column, units 2**-f
+    dy = 2 * a10
+    for cy in range(-1, 2):
+        for cx in range(-1, 2):
+            codes[3 * cy + cx + 4] = maxid * _cell_code(cy, cx, r)
+    ol = out_lab.reshape(-1)
+    fo = out_img.reshape(-1)
+    for y in range(h):
+        sxr = a01 * (2 * y + 1) + t0 + a00  # source coordinate of (y, 0), units 2**-f
+        syr = a11 * (2 * y + 1) + t1 + a10
+        ux = sxr - half  # the bilinear grid is shifted by half a pixel
+        uy = syr - half
+        xs, xe = _row_span(ux, dx, uy, dy, f, h, w, 0)
+        bs, be = _row_span(ux, dx, uy, dy, f, h, w, 1)  # contains [xs, xe)
+        if xe == xs:
+            xs = be
+            xe = be
+        ob = y * w
+        if bs > 0 or be < w:
+            _general_pixels(pairs, lab32, g, ol, ob, bs, be, sxr, syr, dx, dy, f, h, w, maxid, r)
+        if xs > bs or be > xe:
+            _border_index(idx, bs, xs, xe, be, ux, uy, dx, dy, f, h, w)
+            _border_gather(pairs, lab32, idx, codes, g, ol, ob, bs, xs, xe, be, w)
+        if xe > xs:
+            _interior_gather(pairs, lab32, g, ol, ob, xs, xe, sxr + dx * xs, syr + dy * xs, dx, dy, f, w)
+        if narrow:
+            _bilinear_narrow(g, v, w, ux, uy, dx, dy, f)
+            _colour_narrow(v, fo, 3 * ob, w, c00, c01, c02, c10, c11, c12, c20, c21, c22, base, shift)
+        else:
+            _bilinear_colour_wide(g, fo, 3 * ob, w, ux, uy, dx, dy, f, c00, c01, c02, c10, c11, c12, c20, c21, c22,
+                                  base, shift)
+
+
+@kernel(cache=True, nogil=True)
+def _blur(img, taps, r, tmp, acc, pad):
+    """Separable Gaussian in place (reflect-101 border), integer taps: the same integer sums as the
+    CUDA kernels, ordered for vectorisation. Each row is copied reflect-padded into ``pad``
+    (≥ 3·(W+2r) int32) and convolved as one flat array, taps in the outer loop, into ``tmp``
+    (≥ 3·H·W int32; the sums are at most 255·2**16). The vertical pass adds two taps' rows of ``tmp``
+    at a time into ``acc`` (≥ 3W int64; 32×32→64-bit products), the last two with the rounding
+    (:func:`blur_round`)."""
+    h, w = img.shape[0], img.shape[1]
+    n = 2 * r + 1
+    m = 3 * w
+    um = uint64(m)
+    u3r = uint64(3 * r)
+    px = img.reshape(-1)
+    for y in range(h):
+        o = uint64(y) * um
+        for i in range(m):
+            pad[u3r + uint64(i)] = px[o + uint64(i)]
+        for x in range(r):  # the reflected columns either side
+            left = o + uint64(3 * reflect101(x - r, w))
+            right = o + uint64(3 * reflect101(w + x, w))
+            for c in range(3):
+                pad[uint64(3 * x + c)] = px[left + uint64(c)]
+                pad[u3r + um + uint64(3 * x + c)] = px[right + uint64(c)]
+        k = np.int64(np.int32(taps[0]))
+        for i in range(m):
+            tmp[o + uint64(i)] = np.int32(k * np.int64(pad[uint64(i)]))
+        for t in range(1, n):
+            k = np.int64(np.int32(taps[t]))
+            ot = uint64(3 * t)
+            for i in range(m):
+                tmp[o + uint64(i)] = np.int32(np.int64(tmp[o + uint64(i)]) + k * np.int64(pad[ot + uint64(i)]))
+    for y in range(h):
+        k = np.int64(np.int32(taps[0]))
+        o = uint64(reflect101(y - r, h)) * um
+        for i in range(m):
+            acc[uint64(i)] = k * np.int64(tmp[o + uint64(i)])
+        for t in range(1, n - 2, 2):
+            k0 = np.int64(np.int32(taps[t]))
+            k1 = np.int64(np.int32(taps[t + 1]))
+            o0 = uint64(reflect101(y + t - r, h)) * um
+            o1 = uint64(reflect101(y + t + 1 - r, h)) * um
+            for i in range(m):
+                acc[uint64(i)] += k0 * np.int64(tmp[o0 + uint64(i)]) + k1 * np.int64(tmp[o1 + uint64(i)])
+        k0 = np.int64(np.int32(taps[n - 2]))
+        k1 = np.int64(np.int32(taps[n - 1]))
+        o0 = uint64(reflect101(y + r - 1, h)) * um
+        o1 = uint64(reflect101(y + r, h)) * um
+        o = uint64(y) * um
+        for i in range(m):
+            px[o + uint64(i)] = blur_round(acc[uint64(i)] + k0 * np.int64(tmp[o0 + uint64(i)])
+                                           + k1 * np.int64(tmp[o1 + uint64(i)]))
+
+
+@kernel(cache=True, nogil=True)
 def _area_filter(lab, table, min_area):
-    """Ids with fewer than ``min_area`` pixels become background (``table`` is scratch, zeroed here)."""
+    """Ids with fewer than ``min_area`` pixels become background (``table`` is scratch, zeroed here):
+    one count pass, one clearing pass (any table size). False (``lab`` unchanged) if an id is
+    beyond the table."""
     table[:] = 0
     h, w = lab.shape
+    n = table.shape[0]
     for y in range(h):
         for x in range(w):
             v = lab[y, x]
             if v > 0:
+                if v >= n:
+                    return False
                 table[v] += 1
     for y in range(h):
         for x in range(w):
             v = lab[y, x]
             if v > 0 and table[v] < min_area:
                 lab[y, x] = 0
+    return True
 
 
-@njit(cache=True, nogil=True)
-def augment_sample(img, lab, prm, taps, out_img, out_lab, blur, clean):
-    """One sample on the CPU: warp + colour, the blur (if ``blur`` and its radius > 0), the
-    area filter (``clean``). Releases the GIL; allocates only the blur's scratch."""
+@kernel(cache=True, nogil=True)
+def _area_filter_runs(lab, m, min_area, tab):
+    """:func:`_area_filter` for ids below ``m``, counting runs of equal ids and clearing each small id
+    only in the rows it occurs in. ``tab`` (3 × ≥ m int32, zeroed): count, first row, last row."""
+    ok = True
     h, w = lab.shape
-    a00, a01, a10, a11 = prm[P_A00], prm[P_A01], prm[P_A10], prm[P_A11]
-    t0, t1, f, maxid, r = prm[P_T0], prm[P_T1], prm[P_FRAC], prm[P_MAXID], prm[P_R]
-    c00, c01, c02, c10, c11, c12 = prm[P_C], prm[P_C + 1], prm[P_C + 2], prm[P_C + 3], prm[P_C + 4], prm[P_C + 5]
-    c20, c21, c22 = prm[P_C + 6], prm[P_C + 7], prm[P_C + 8]
-    base, shift = colour_constants(prm[P_TC], f)
-    # warp_geometry, hand-inlined for the CPU (incremental coordinates, an interior fast path);
-    # the CUDA kernels call warp_geometry itself and tests/test_loader_cuda_sim.py checks both agree
-    one = np.int64(1) << f
-    half = one >> 1
-    frac = one - 1
+    if w == 0:
+        return True
+    cnt = tab[0]
+    first = tab[1]
+    last = tab[2]
     for y in range(h):
-        sxr = a01 * (2 * y + 1) + t0 + a00
-        syr = a11 * (2 * y + 1) + t1 + a10
-        for x in range(w):
-            sx = sxr + a00 * (2 * x)
-            sy = syr + a10 * (2 * x)
-            ux = sx - half
-            uy = sy - half
-            x0 = ux >> f
-            y0 = uy >> f
-            fx = ux & frac
-            fy = uy & frac
-            if x0 >= 0 and x0 + 1 < w and y0 >= 0 and y0 + 1 < h:  # then floor(src) is inside too
-                out_lab[y, x] = lab[sy >> f, sx >> f]
-                xa = x0
-                xb = x0 + 1
-                ya = y0
-                yb = y0 + 1
-            else:
-                iy, ix, cy, cx = label_source(sx, sy, f, h, w)
-                out_lab[y, x] = coded_label(np.int64(lab[iy, ix]), cy, cx, maxid, r)
-                ya, yb, xa, xb = reflected_neighbours(y0, x0, h, w)
-            gx = one - fx
-            gy = one - fy
-            w00 = gy * gx
-            w01 = gy * fx
-            w10 = fy * gx
-            w11 = fy * fx
-            v0 = w00 * img[ya, xa, 0] + w01 * img[ya, xb, 0] + w10 * img[yb, xa, 0] + w11 * img[yb, xb, 0]
-            v1 = w00 * img[ya, xa, 1] + w01 * img[ya, xb, 1] + w10 * img[yb, xa, 1] + w11 * img[yb, xb, 1]
-            v2 = w00 * img[ya, xa, 2] + w01 * img[ya, xb, 2] + w10 * img[yb, xa, 2] + w11 * img[yb, xb, 2]
-            out_img[y, x, 0] = colour_channel(v0, v1, v2, c00, c01, c02, base, shift)
-            out_img[y, x, 1] = colour_channel(v0, v1, v2, c10, c11, c12, base, shift)
-            out_img[y, x, 2] = colour_channel(v0, v1, v2, c20, c21, c22, base, shift)
+        prev = lab[y, 0]
+        start = 0
+        for x in range(1, w + 1):
+            v = lab[y, x] if x < w else prev + 1  # a value that ends the last run
+            if v != prev:
+                if prev >= m:
+                    ok = False
+                elif prev > 0:
+                    k = uint64(prev)
+                    if cnt[k] == 0:
+                        first[k] = y
+                    cnt[k] += x - start
+                    last[k] = y
+                prev = v
+                start = x
+    if not ok:
+        return False
+    for v in range(1, m):
+        c = cnt[v]
+        if c > 0 and c < min_area:
+            for y in range(first[v], last[v] + 1):
+                for x in range(w):
+                    if lab[y, x] == v:
+                        lab[y, x] = 0
+    return True
+
+
+@kernel(cache=True, nogil=True)
+def _clean(lab, maxid, r, min_area, tab):
+    """The area filter with the scratch table ``tab`` (3 × T int32) when the ids fit it (it is zeroed
+    here), else with a table of its own. False (``lab`` unchanged) if an id is ``maxid·(2r+1)² + 1``
+    or more (never, for the warp's output)."""
+    side = 2 * r + 1
+    m = maxid * side * side + 1
+    h, w = lab.shape
+    if m <= tab.shape[1]:
+        for k in range(3):
+            for v in range(m):
+                tab[k, v] = 0
+        return _area_filter_runs(lab, m, min_area, tab)
+    if m <= _AREA_TABLE_PER_PIXEL * h * w + 1024:
+        return _area_filter_runs(lab, m, min_area, zeros((3, m), np.int32))
+    return _area_filter(lab, zeros(m, np.int64), min_area)  # very many possible ids (extreme cell ranges)
+
+
+@kernel(cache=True, nogil=True)
+def _scratch(h, w, blur_r, ids):
+    """Scratch arrays of :func:`_augment_into` for H×W crops, blur radii up to ``blur_r`` and
+    ``ids`` possible ids (``maxid·(2r+1)² + 1``) in the area filter."""
+    m = min(ids, _AREA_TABLE_PER_PIXEL * h * w + 1024)
+    return (empty(h * w, np.uint64), empty(h * w, np.int32), empty(2 * w, np.uint64),
+            empty(3 * w, np.int32), empty(4 * w, np.int64), empty(9, np.int64),
+            empty(3 * h * w if blur_r > 0 else 0, np.int32), empty(3 * w, np.int64),
+            empty(3 * (w + 2 * blur_r), np.int32), empty((3, m), np.int32))
+
+
+@kernel(cache=True, nogil=True, inline="always")
+def _augment_into(img, lab, prm, taps, out_img, out_lab, blur, clean, scratch):
+    """:func:`augment_sample` with the scratch of :func:`_scratch`."""
+    pairs, lab32, g, v, idx, codes, tmp, acc, pad, tab = scratch
+    _pack(img, lab, pairs, lab32)
+    _warp(pairs, lab32, prm, out_img, out_lab, g, v, idx, codes)
     br = prm[P_BLUR_R]
     if blur and br > 0:
-        _blur(out_img, taps, br, np.empty((h, w, 3), np.int32))
+        _blur(out_img, taps, br, tmp, acc, pad)
     if clean:
-        area_filter(out_lab, maxid, r, prm[P_MIN_AREA])
+        _clean(out_lab, prm[P_MAXID], prm[P_R], prm[P_MIN_AREA], tab)
 
 
-@njit(cache=True, nogil=True)
-def _blur(img, taps, r, tmp):
-    """Separable Gaussian in place (reflect-101 border), integer taps. The same integer sums as the
-    CUDA kernels, ordered for vectorisation: rows as flat ``3·W`` arrays, taps in the outer loop.
-    ``tmp`` (H×W×3 int32) holds the horizontal pass (at most ``255·2**16``)."""
-    h, w = img.shape[0], img.shape[1]
-    n = 2 * r + 1
-    m = 3 * w
-    src = img.reshape(h, m)
-    hor = tmp.reshape(h, m)
-    span = max(w - 2 * r, 0)  # columns r … w−r−1 read no reflected pixel
-    length = 3 * span
-    acc = np.empty(m, np.int32)
-    for y in range(h):
-        row = src[y]
-        inner = acc[3 * r:3 * r + length]
-        inner[:] = 0
-        for t in range(n):  # slices with non-negative offsets keep the loop vectorisable
-            k = np.int32(taps[t])
-            seg = row[3 * t:3 * t + length]
-            for i in range(length):
-                inner[i] += k * seg[i]
-        for x in range(w):
-            if x >= r and x < r + span:
-                continue
-            for c in range(3):
-                a = np.int32(0)
-                for t in range(n):
-                    a += np.int32(taps[t]) * row[3 * reflect101(x + t - r, w) + c]
-                acc[3 * x + c] = a
-        hor[y, :] = acc
-    out = img.reshape(h, m)
-    vacc = np.empty(m, np.int64)
-    for y in range(h):
-        vacc[:] = 0
-        for t in range(n):
-            k = taps[t]
-            yy = y + t - r
-            if yy < 0 or yy >= h:
-                yy = reflect101(yy, h)
-            row = hor[yy]
-            for j in range(m):
-                vacc[j] += k * row[j]
-        for j in range(m):
-            out[y, j] = blur_round(vacc[j])
+@kernel(cache=True, nogil=True)
+def augment_sample(img, lab, prm, taps, out_img, out_lab, blur, clean):
+    """One sample on the CPU: warp + colour, the blur (if ``blur`` and its radius > 0), the
+    area filter (``clean``). Releases the GIL. ``out_img`` and ``out_lab`` must be C-contiguous."""
+    h, w = lab.shape
+    side = 2 * prm[P_R] + 1
+    scratch = _scratch(h, w, prm[P_BLUR_R] if blur else 0, prm[P_MAXID] * side * side + 1 if clean else 0)
+    _augment_into(img, lab, prm, taps, out_img, out_lab, blur, clean, scratch)
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def augment_batch_kernel(images, labels, params, taps, out_images, out_labels):
-    """:func:`augment_sample` over an N×H×W×3 batch (one thread; callers parallelise)."""
-    for b in range(images.shape[0]):
-        augment_sample(images[b], labels[b], params[b], taps[b], out_images[b], out_labels[b], True, True)
+    """:func:`augment_sample` over an N×H×W×3 batch (one thread; callers parallelise); the scratch
+    is allocated once."""
+    n, h, w = labels.shape
+    br = 0
+    ids = 0
+    for b in range(n):
+        side = 2 * params[b, P_R] + 1
+        br = max(br, params[b, P_BLUR_R])
+        ids = max(ids, params[b, P_MAXID] * side * side + 1)
+    scratch = _scratch(h, w, br, ids)
+    for b in range(n):
+        _augment_into(images[b], labels[b], params[b], taps[b], out_images[b], out_labels[b], True, True, scratch)
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def reflect_canvas(img, lab, maxid, r, m, out_img, out_lab):
     """The crop reflect-padded by ``m`` pixels (``out_*`` are (H+2m)×(W+2m)); labels of the
     mirrored copies coded as in the warp (:func:`coded_label`)."""
@@ -399,11 +762,11 @@ def reflect_canvas(img, lab, maxid, r, m, out_img, out_lab):
             out_img[yy, xx, 2] = img[sy, sx, 2]
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def area_filter(lab, maxid, r, min_area):
     """Ids with fewer than ``min_area`` pixels in ``lab`` (ids below ``maxid·(2r+1)² + 1``) become 0."""
-    side = 2 * r + 1
-    _area_filter(lab, np.zeros(maxid * side * side + 1, np.int64), min_area)
+    if not _clean(lab, maxid, r, min_area, empty((3, 0), np.int32)):
+        raise LabelMapError("area_filter: labels have ids at or above maxid·(2r+1)² + 1")
 
 
 @njit(cache=True, nogil=True)

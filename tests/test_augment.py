@@ -6,9 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
+from insmix_fast import augment as A
 from insmix_fast.augment import (P_MAXID, TAP_BITS, TraditionalAugment, colour_matrix, area_filter, crop_stats,
                                  gaussian_taps, reflect101, reflect_canvas, reflection_cell, traditional_augment)
-from insmix_fast.errors import ConfigError, InputError
+from insmix_fast.errors import ConfigError, InputError, LabelMapError
 
 from test_baselines import _sample
 
@@ -226,3 +227,93 @@ def test_bad_args():
     huge = lab.astype(np.int64) * 2**27
     with pytest.raises(InputError, match="relabel"):
         TraditionalAugment()(img, huge.astype(np.int32))
+
+
+def _per_pixel(img, lab, prm, taps, blur, clean):
+    """The CPU kernel's definition, pixel by pixel from the scalar helpers the CUDA kernels call
+    (warp_geometry, coded_label, colour_channel, blur_round); numpy for the blur and the area filter."""
+    h, w = lab.shape
+    f, maxid, r = int(prm[A.P_FRAC]), int(prm[A.P_MAXID]), int(prm[A.P_R])
+    geo = [int(prm[k]) for k in (A.P_A00, A.P_A01, A.P_A10, A.P_A11, A.P_T0, A.P_T1)]
+    c = [int(v) for v in prm[A.P_C:A.P_C + 9]]
+    base, shift = A.colour_constants(int(prm[A.P_TC]), f)
+    px = img.astype(np.int64).tolist()
+    out_i = np.empty((h, w, 3), np.int64)
+    out_l = np.empty((h, w), np.int64)
+    for y in range(h):
+        for x in range(w):
+            iy, ix, cy, cx, ya, yb, xa, xb, w00, w01, w10, w11 = A.warp_geometry(y, x, *geo, f, h, w)
+            out_l[y, x] = A.coded_label(int(lab[iy, ix]), cy, cx, maxid, r)
+            v = [w00 * px[ya][xa][k] + w01 * px[ya][xb][k] + w10 * px[yb][xa][k] + w11 * px[yb][xb][k]
+                 for k in range(3)]
+            for k in range(3):
+                out_i[y, x, k] = A.colour_channel(v[0], v[1], v[2], c[3 * k], c[3 * k + 1], c[3 * k + 2], base, shift)
+    br = int(prm[A.P_BLUR_R])
+    if blur and br > 0:
+        t = taps[:2 * br + 1].astype(np.int64)
+        cols = [[A.reflect101(x + k - br, w) for x in range(w)] for k in range(len(t))]
+        rows = [[A.reflect101(y + k - br, h) for y in range(h)] for k in range(len(t))]
+        hor = sum(t[k] * out_i[:, cols[k], :] for k in range(len(t)))
+        acc = sum(t[k] * hor[rows[k], :, :] for k in range(len(t)))
+        out_i = np.clip((acc + (1 << (2 * TAP_BITS - 1))) >> (2 * TAP_BITS), 0, 255)
+    if clean:
+        ids, cnt = np.unique(out_l[out_l > 0], return_counts=True)
+        out_l[np.isin(out_l, ids[cnt < int(prm[A.P_MIN_AREA])])] = 0
+    return out_i.astype(np.uint8), out_l.astype(np.int32)
+
+
+@pytest.mark.parametrize("shape, params, label_dtype", [
+    ((96, 128), dict(scale=(0.3, 3.0), blur_p=1.0), np.int16),    # F <= 11: 32-bit lanes; border zone; blur
+    ((96, 127), dict(), np.int32),                                # F = 12: the first F needing 64-bit sums
+    ((37, 53), dict(blur_p=1.0, blur_sigma=(1.0, 3.0)), np.int32),  # F = 13; blur wider than rows
+    ((24, 24), dict(scale=(0.05, 0.2)), np.int64),                # far zoom-out: many reflections (general pixels)
+    ((2, 9), dict(scale=(0.3, 3.0), blur_p=1.0), np.int32),       # tiny crops
+    ((1, 7), dict(blur_p=1.0), np.uint8),
+])
+def test_cpu_kernel_is_the_per_pixel_definition(shape, params, label_dtype):
+    """The vectorised CPU kernel (row intervals, packed pixel pairs, 32/64-bit lanes, padded blur,
+    run-counting area filter) gives the per-pixel definition's bytes for every path."""
+    rng = np.random.default_rng(sum(shape))
+    h, w = shape
+    img = rng.integers(0, 256, (3, h, w, 3), dtype=np.uint8)
+    lab = np.zeros((3, h, w), np.int64)
+    for k in range(3):  # blobs of many ids, some cut by the border
+        for i in range(1, 2 + h * w // 30):
+            cy, cx, ry, rx = rng.uniform(-2, h + 2), rng.uniform(-2, w + 2), rng.uniform(0.7, 6), rng.uniform(0.7, 6)
+            yy, xx = np.mgrid[:h, :w]
+            lab[k][((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] = i
+    lab = lab.astype(label_dtype)
+    aug = TraditionalAugment(**params)
+    rows, taps, _ = aug.prepare(img, lab.astype(np.int32), 11, [0, 1, 2])
+    if shape in ((96, 128), (96, 127)):  # the 32-bit path, the 64-bit one
+        assert (rows[:, A.P_FRAC] == 12).all() == (shape == (96, 127)) and (rows[:, A.P_FRAC] <= 12).all()
+    if shape == (96, 128):
+        rows[2, A.P_C:A.P_C + 9] *= 1 << 12  # colour entries too large for the 32-bit lanes
+    got_i = np.empty_like(img)
+    got_l = np.empty(lab.shape, np.int32)
+    A.augment_batch_kernel(img, lab, rows, taps, got_i, got_l)
+    for k in range(3):
+        want_i, want_l = _per_pixel(img[k], lab[k], rows[k], taps[k], True, True)
+        np.testing.assert_array_equal(got_i[k], want_i)
+        np.testing.assert_array_equal(got_l[k], want_l)
+    for blur, clean in ((False, False), (True, False), (False, True)):
+        one_i, one_l = np.empty_like(img[1]), np.empty(lab.shape[1:], np.int32)
+        A.augment_sample(img[1], lab[1], rows[1], taps[1], one_i, one_l, blur, clean)
+        want_i, want_l = _per_pixel(img[1], lab[1], rows[1], taps[1], blur, clean)
+        np.testing.assert_array_equal(one_i, want_i)
+        np.testing.assert_array_equal(one_l, want_l)
+
+
+def test_area_filter_table_sizes_and_bad_ids():
+    rng = np.random.default_rng(5)
+    lab = rng.integers(0, 40, (16, 16)).astype(np.int32)
+    lab[4:9, 4:9] = 7
+    ids, cnt = np.unique(lab[lab > 0], return_counts=True)
+    want = lab.copy()
+    want[np.isin(want, ids[cnt < 6])] = 0
+    for maxid, r in ((40, 1), (3000, 3)):  # a small id table, and one far larger than the crop
+        got = lab.copy()
+        area_filter(got, maxid, r, 6)
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(LabelMapError, match="maxid"):
+        area_filter(lab.copy(), 3, 1, 6)  # ids up to 39 >= 3·9 + 1
