@@ -66,7 +66,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, uint64
 
-from .baselines import make_rng
+from .baselines import keyed_rng
 from .errors import InputError, LabelMapError
 from .kernels.alloc import empty, zeros
 from .kernels.jit import njit as kernel
@@ -917,7 +917,9 @@ class TraditionalAugment:
     def draw(self, shape, seed: int, index: int = 0) -> AugmentDraw:
         """The per-sample decisions for ``(seed, index)`` on an ``H×W`` crop."""
         H, W = int(shape[0]), int(shape[1])
-        g = make_rng(seed, index, _S_GEOM).random(13).tolist()  # 7 for the geometry, 6 for colour and blur
+        # make_rng's draws (7 for the geometry, 6 for colour and blur) without a new generator per sample
+        index = check_int("index", index, 0, (1 << 64) - 1, error=InputError)
+        g = keyed_rng(check_seed(seed), index, _S_GEOM).random(13).tolist()
         apply = g[0] < self.p_geometric
         s = self.scale[0] + (self.scale[1] - self.scale[0]) * g[1]
         ang = -self.rotate + 2.0 * self.rotate * g[2]
