@@ -318,6 +318,55 @@ def test_bad_sources_raise_clear_errors(tmp_path):
         InsMixLoader(IndexSource(4), batch_size=2, crop=16, backend="torch")
 
 
+class MapSource(IndexSource):
+    """32×32 tiles whose label map is ``labels`` (one for every sample)."""
+
+    def __init__(self, labels):
+        super().__init__(2, size=32)
+        self.labels = labels
+
+    def __getitem__(self, i):
+        return np.zeros((32, 32, 3), np.uint8), self.labels
+
+
+@pytest.mark.parametrize("labels,error,match", [
+    (np.full((32, 32), -1, np.int32), InputError, r"source\[1\] labels \(crop at y=\d+, x=\d+\) holds negative ids"),
+    (np.full((32, 32), 2**31, np.int64), InputError, r"source\[1\] labels \(crop at .*above int32 range"),
+    (np.zeros((32, 32), np.float32), InputError, r"source\[1\] labels must be an integer instance map"),
+    (np.zeros((32, 31), np.int32), InputError, r"source\[1\] labels shape \(32, 31\) does not match"),
+])
+def test_reader_checks_the_labels_it_crops(labels, error, match):
+    """The reader checks the dtype and shape of each source map, and the ids of the window it
+    crops (not two passes over the whole map): bad ids there name the sample and the window."""
+    from insmix_fast.loader.stages import SampleProgram
+
+    prog = SampleProgram(MapSource(labels), crop=16, seed=0, augment=None, bank=None, config=None, insmix_p=0.0)
+    with pytest.raises(error, match=match):
+        prog.read(0, 3, 1)
+
+
+def test_reader_uses_only_the_window_s_ids():
+    """The window's ids come back as int32 whatever the map's integer dtype; an id outside the
+    cropped window is not read, so only windows that hold it fail."""
+    from insmix_fast.loader.stages import SampleProgram
+
+    prog = SampleProgram(MapSource(np.full((32, 32), 7, np.int64)), crop=32, seed=0, augment=None, bank=None,
+                         config=None, insmix_p=0.0)
+    _, lab, _ = prog.read(0, 0, 0)
+    assert lab.dtype == np.int32 and (lab == 7).all()
+    labels = np.zeros((32, 32), np.int64)
+    labels[0, 0] = -5  # in the 16×16 window only when it starts at (0, 0)
+    prog = SampleProgram(MapSource(labels), crop=16, seed=0, augment=None, bank=None, config=None, insmix_p=0.0)
+    failed = 0
+    for position in range(60):
+        try:
+            prog.read(0, position, 0)
+        except InputError as e:
+            assert "(crop at y=0, x=0) holds negative ids" in str(e)
+            failed += 1
+    assert failed < 60  # the windows without (0, 0) were read
+
+
 @pytest.mark.parametrize("kw,match", [
     (dict(batch_size=0), "batch_size"), (dict(crop=4), "crop"), (dict(backend="jax"), "backend"),
     (dict(num_workers=-1), "num_workers"), (dict(prefetch=1.5), "prefetch"), (dict(seed=-1), "seed"),
@@ -472,3 +521,6 @@ def test_keyed_rng_draws_what_make_rng_draws():
                 got = keyed_rng(seed, index, stream)
                 assert got.integers(0, 65, 3).tolist() == want.integers(0, 65, 3).tolist()
                 assert got.random(13).tolist() == want.random(13).tolist()
+    for args, name in (((-1, 0), "seed=-1"), ((0, 2**64), "index=18446744073709551616"), ((0, 0, -2), "stream=-2")):
+        with pytest.raises(InputError, match=rf"keyed_rng: {name} is outside \[0, 2\*\*64\)"):
+            keyed_rng(*args)
