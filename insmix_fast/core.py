@@ -567,6 +567,21 @@ def insmix_batch_into(out, labels, bank: InstanceBank | None, config: InsMixConf
                              max_value=max_value, check_in_kernel=in_kernel, wide=out_labels)
 
 
+def kernel_templates(bank, config: InsMixConfig | None, typed: bool):
+    """What :func:`insmix_batch_into` hands the kernels for ``bank`` and ``config``, for callers
+    that run ``insmix_tile`` themselves (the loader's DALI operator): ``(table, class_table,
+    params, n_classes, class_names)`` — the bank's kernel tables, the configuration's kernel
+    scalars, and the largest class id (with the bank's class names, or None) an input type map
+    may hold. ``typed``: the tiles come with type maps. Makes the checks of
+    :func:`insmix_batch_into` (an empty bank, the template-class mode, ``template_source="self"``
+    refused)."""
+    config = _config(config)
+    _refuse_self_templates(config, "kernel_templates", "insmix_batch")
+    tpl = _templates(bank, config, None, None, np.zeros((1, 1), np.int32) if typed else None)
+    n_classes, names = _class_bound(bank, config)
+    return tpl.table, tpl.classes, tpl.params(config), n_classes, names
+
+
 def _as_label_batch(labels, typed: bool) -> tuple[np.ndarray, bool]:
     """N×H×W label maps checked as :func:`~insmix_fast.validation.check_batch` checks them, and
     whether the batch kernel checks them instead: a C-contiguous int64 batch (torch's label

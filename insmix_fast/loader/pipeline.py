@@ -2,6 +2,13 @@
 
 ::
 
+    CPU, dali_ops="kernels" (the CPU default), no blender:
+    keys ─ external_source: read + crop, the augmentation's parameter rows, per-sample rows (host)
+         ─ numba_function, per sample on DALI's threads without the GIL (:mod:`.dali_sample`):
+           augmentation kernels → type map → InsMix kernels → normalisation → float NCHW images,
+           int64 labels[, types], a status row the loader checks
+
+    otherwise (the GPU graph, dali_ops="operators", a smooth-GAN blender, template_source="self"):
     keys ─ external_source: read + crop, the augmentation's parameter rows (host)
          ─ [GPU] .gpu()
          ─ traditional augmentation, one of
@@ -13,7 +20,13 @@
          ─ python_function: area filter (operators) + InsMix kernels (Numba on the CPU, which
            release the GIL; numba.cuda on DALI's stream on the GPU)
          ─ python_function: smooth-GAN blend (if any)
-         ─ crop_mirror_normalize → float NCHW; cast labels → int64
+         ─ [GPU] crop_mirror_normalize → float NCHW; cast labels → int64
+           [CPU] the loader normalises DALI's output buffer in one Numba pass
+
+Why one operator per sample on the CPU: DALI runs CPU operators one at a time and a
+``python_function`` holds the GIL, so the augmentation operator followed by the Python InsMix
+stage kept about 1.5 of 2 cores busy; the fused operator keeps DALI's threads on whole samples
+while the main thread reads (bench/RESULTS.md).
 
 The pipeline is built once per loader; each pass over the data resets it (a pass that is
 abandoned midway is drained first: at most ``prefetch`` batches). Every random choice comes
@@ -35,7 +48,10 @@ import numpy as np
 
 from ..augment import (COLOUR_BITS, P_A00, P_A01, P_A10, P_A11, P_BLUR_R, P_C, P_FRAC, P_MAXID, P_MIN_AREA, P_R,
                        P_SIGMA, P_T0, P_T1, P_TC, TAP_BITS, area_filter, augment_sample, reflect_canvas)
-from ..errors import ConfigError, InsMixError
+from ..classes import types_problem
+from ..core import kernel_templates
+from ..errors import ConfigError, InsMixError, LabelMapError
+from .dali_sample import STATUS_ID_LIMIT, bank_descriptor, sample_operator, sample_rows
 from .stages import SampleProgram
 
 __all__ = ["dali_available", "dali_version", "insmix_graph", "DaliBackend", "DALI_OPS"]
@@ -91,12 +107,13 @@ class _Feed:
     rows) are queued here for the GPU stages, which pop them in order — DALI runs iterations in
     order — instead of reading them back from the device."""
 
-    def __init__(self, program: SampleProgram, ops: str, margin: int, gpu: bool):
-        self.program, self.ops, self.margin, self.gpu = program, ops, margin, gpu
+    def __init__(self, program: SampleProgram, ops: str, margin: int, gpu: bool, fused: bool = False):
+        self.program, self.ops, self.margin, self.gpu, self.fused = program, ops, margin, gpu, fused
         self.tasks: list[np.ndarray] = []
         self.stop = False
         self._i = 0
         self.host = collections.deque()
+        self._insmix = None  # the fused operator's InsMix context, made on the first batch that needs it
 
     def __iter__(self):
         self._i = 0
@@ -112,6 +129,8 @@ class _Feed:
         b = self.program.prepare(keys, narrow=False)
         images = b["images"]
         labels = b["labels"]
+        if self.fused:
+            return self._fused_inputs(b)
         typed = ("classes" in b) and not self.gpu
         host = () if self.gpu else (b["keys"], b["coin"]) + ((b["classes"], b["maxid"]) if typed else ())
         if self.gpu:
@@ -121,6 +140,43 @@ class _Feed:
         if self.ops == "kernels":
             return (images, labels, b["params"], b["taps"]) + host
         return (images, labels[..., None], b["params"]) + host + _operator_args(b["params"], self.margin)
+
+
+    def _fused_inputs(self, b: dict):
+        """Inputs of :func:`~.dali_sample.sample_operator`: images, labels, parameter rows and taps
+        (stand-ins without augmentation), the rows, the bank descriptor."""
+        prog = self.program
+        keys, coin = b["keys"], b["coin"]
+        n = len(keys)
+        params, n_classes, desc = None, 0, _NO_BANK
+        if coin.any():
+            params, n_classes, desc = self._insmix_context()
+        mean = [255.0 * m for m in prog.mean]
+        inv = [1.0 / (255.0 * s) for s in prog.std]
+        rows = sample_rows(n, seed=prog.seeds(int(keys[0, 0]))[2], positions=keys[:, 1], sources=keys[:, 2],
+                           coin=coin, augment=prog.augment is not None, params=params, n_classes=n_classes,
+                           mean=mean, inv=inv, classes=b.get("classes"), maxid=b.get("maxid"))
+        if prog.augment is None:
+            prm = taps = np.zeros((n, 1), np.int64)
+        else:
+            prm, taps = b["params"], b["taps"]
+        return b["images"], b["labels"], prm, taps, rows, [desc] * n
+
+    def _insmix_context(self):
+        """``(params, n_classes, desc)`` of the bank and configuration (the checks
+        ``insmix_batch`` makes, here once); the descriptor's arrays stay alive with the feed."""
+        if self._insmix is None:
+            prog = self.program
+            table, classes, params, n_classes, names = kernel_templates(prog.bank, prog.config, bool(prog.typed))
+            desc, keep = bank_descriptor(table, classes)
+            self._insmix = (params, n_classes, desc, keep, names)
+        return self._insmix[:3]
+
+    def class_names(self):
+        return None if self._insmix is None else self._insmix[4]
+
+
+_NO_BANK = np.zeros(3 * 13, np.int64)  # the descriptor of samples without InsMix (never read)
 
 
 def _operator_args(params: np.ndarray, margin: int):
@@ -283,9 +339,14 @@ def _to_cupy(tensors):  # pragma: no cover - GPU only
 
 
 def insmix_graph(feed: _Feed, stages: _Stages, *, device: str, ops: str, crop: int, mean, std, blend: bool,
-                 augment: bool, typed: bool = False):
+                 augment: bool, typed: bool = False, fused: bool = False, operator=None):
     """The DALI graph (called inside ``pipeline_def``); ``device`` is ``"cpu"`` or ``"gpu"``,
-    ``ops`` ``"kernels"`` (CPU only) or ``"operators"``."""
+    ``ops`` ``"kernels"`` (CPU only) or ``"operators"``; ``fused`` (CPU ``"kernels"`` without
+    blender): one operator per sample does everything (:mod:`.dali_sample`) and the graph's
+    outputs are images, labels[, types] and the status rows. ``operator``: the ``numba_function``
+    operator of the ``"kernels"`` graph (:func:`.dali_sample.sample_operator` when ``fused``,
+    else :func:`_augment_op`), made by the caller: functions called while DALI traces this one
+    go through its AutoGraph conversion, which once mixed up two of them in a long test run."""
     from nvidia.dali import fn, types
 
     gpu = device == "gpu"
@@ -294,6 +355,10 @@ def insmix_graph(feed: _Feed, stages: _Stages, *, device: str, ops: str, crop: i
         outs = fn.external_source(source=feed, num_outputs=len(names), batch=True, cycle="raise",
                                   layout=[{"img": "HWC", "lab": "HWC", "lab2": "HW"}.get(n) for n in names])
         return dict(zip(names, outs))
+
+    if fused:
+        d = source(["img", "lab2", "params", "taps", "rows", "desc"])
+        return tuple(operator(d["img"], d["lab2"], d["params"], d["taps"], d["rows"], d["desc"]))
 
     params = None
     host = [] if gpu else ["keys", "coin"] + (["classes", "maxid"] if typed else [])
@@ -304,7 +369,7 @@ def insmix_graph(feed: _Feed, stages: _Stages, *, device: str, ops: str, crop: i
             images, labels = images.gpu(), labels.gpu()
     elif ops == "kernels":
         d = source(["img", "lab2", "params", "taps"] + host)
-        images, labels, _, _ = _augment_op()(d["img"], d["lab2"], d["params"], d["taps"])
+        images, labels, _, _ = operator(d["img"], d["lab2"], d["params"], d["taps"])
     else:
         d = source(["img", "lab", "params"] + host + ["mats", "cols", "offs", "sigma", "window", "blur"])
         images, labels, params = d["img"], d["lab"], d["params"]
@@ -368,7 +433,12 @@ class DaliBackend:
             raise ConfigError(f"the augmentation's smallest scale ({aug.scale[0]}) needs a reflect canvas of "
                               f"{program.crop + 2 * self.margin}² pixels per crop for DALI's warp; raise "
                               f"scale[0] or use dali_ops='kernels' / backend='torch'")
-        self.feed = _Feed(program, ops, self.margin, gpu=self.dali_device == "gpu")
+        cfg = program.config
+        # one operator per sample on the CPU, unless a blender or templates cut from the tile itself
+        # (Python stages) follow the augmentation
+        self.fused = (ops == "kernels" and blender is None
+                      and not (cfg is not None and cfg.foreground and cfg.template_source == "self"))
+        self.feed = _Feed(program, ops, self.margin, gpu=self.dali_device == "gpu", fused=self.fused)
         program.read_timeout = timeout  # the feed reads the source in this process
         self._pipe = None
         self._needs_reset = False
@@ -380,12 +450,17 @@ class DaliBackend:
 
         stages = _Stages(self.program, self.blender, self.dali_device, self.ops, self.margin, self.feed)
         build = pipeline_def(insmix_graph, enable_conditionals=True)
+        operator = None
+        if self.fused:
+            operator = sample_operator(bool(self.program.typed))
+        elif self.ops == "kernels" and self.program.augment is not None:
+            operator = _augment_op()
         device_id = (self.device.index or 0) if self.dali_device == "gpu" else None
         dali_seed = stage_seed(self.program.seed, 0, 0x44414C49 + self.rank) & 0x7FFFFFFF  # explicit, unused
         pipe = build(self.feed, stages, device=self.dali_device, ops=self.ops, crop=self.program.crop,
                      mean=self.program.mean, std=self.program.std, blend=self.blender is not None,
                      augment=self.program.augment is not None, typed=bool(self.program.typed),
-                     batch_size=self.batch_size,
+                     fused=self.fused, operator=operator, batch_size=self.batch_size,
                      num_threads=self.num_threads, device_id=device_id, seed=dali_seed,
                      prefetch_queue_depth=self.prefetch, exec_dynamic=True)  # outputs outlive the next run
         pipe.build()
@@ -448,6 +523,9 @@ class DaliBackend:
 
         if self.dali_device == "gpu":  # pragma: no cover - needs a GPU and DALI's CUDA build
             return tuple(self._to_torch(o) for o in out)
+        if self.fused:  # normalised images, int64 maps: DALI's buffers as they are; then the status rows
+            self._check_status(np.asarray(out[-1].as_tensor()))
+            return tuple(torch.from_dlpack(o.as_tensor()) for o in out[:-1])
         images = torch.from_numpy(np.asarray(out[0].as_tensor()))  # read at once
         maps = []
         for o in out[1:]:  # labels[, types]
@@ -455,6 +533,21 @@ class DaliBackend:
             t = t[..., 0] if t.dim() == 4 else t
             maps.append(t if t.dtype == torch.int64 and t.is_contiguous() else self.program.labels_out(t.contiguous()))
         return (self.program.normalise(images), *maps)
+
+    def _check_status(self, status: np.ndarray) -> None:
+        """Raise what the functional call would for the first sample the operator refused."""
+        bad = np.flatnonzero(status[:, 0] != 0)
+        if not bad.size:
+            return
+        row = status[bad[0]]
+        source = int(row[-1])
+        if int(row[0]) == STATUS_ID_LIMIT:
+            raise LabelMapError(f"source[{source}]: the augmented crop holds id {int(row[3])}, beyond the InsMix "
+                                "kernels' dense id tables (the loader renumbers crops so that this cannot happen: "
+                                "please report it)")
+        n_classes = self.feed._insmix[1]
+        raise types_problem(tuple(row[:6]), f"source[{source}] types (after the augmentation)", n_classes,
+                            class_names=self.feed.class_names())
 
     def close(self) -> None:
         self._pipe = None

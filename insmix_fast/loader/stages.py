@@ -417,20 +417,30 @@ class SampleProgram:
 
 @njit(cache=True, nogil=True)
 def _normalise_kernel(images, mean, inv, out):
-    """Pixel by pixel (one read of the image, three planes written: twice as fast as a plane at
-    a time, which reads the image three times)."""
-    n, h, w = images.shape[0], images.shape[1], images.shape[2]
-    m0, m1, m2 = mean[0], mean[1], mean[2]
-    k0, k1, k2 = inv[0], inv[1], inv[2]
-    for b in range(n):
-        src = images[b].reshape(h * w * 3)
-        o0 = out[b, 0].reshape(h * w)
-        o1 = out[b, 1].reshape(h * w)
-        o2 = out[b, 2].reshape(h * w)
-        for i in range(h * w):
-            o0[i] = (np.float32(src[3 * i]) - m0) * k0
-            o1[i] = (np.float32(src[3 * i + 1]) - m1) * k1
-            o2[i] = (np.float32(src[3 * i + 2]) - m2) * k2
+    """:func:`normalise_into` over a batch."""
+    mk = np.empty(6, np.float32)
+    mk[:3] = mean
+    mk[3:] = inv
+    for b in range(images.shape[0]):
+        normalise_into(images[b], mk, out[b])
+
+
+@njit(cache=True, nogil=True)
+def normalise_into(image, mk, out):
+    """One H×W×3 uint8 image (C-contiguous) → ``out`` 3×H×W float32,
+    ``(x − mk[c]) · mk[3 + c]`` per channel ``c`` (float32 arithmetic). Pixel by pixel: one read
+    of the image, three planes written (twice as fast as a plane at a time)."""
+    h, w = image.shape[0], image.shape[1]
+    m0, m1, m2 = mk[0], mk[1], mk[2]
+    k0, k1, k2 = mk[3], mk[4], mk[5]
+    src = image.reshape(h * w * 3)
+    o0 = out[0].reshape(h * w)
+    o1 = out[1].reshape(h * w)
+    o2 = out[2].reshape(h * w)
+    for i in range(h * w):
+        o0[i] = (np.float32(src[3 * i]) - m0) * k0
+        o1[i] = (np.float32(src[3 * i + 1]) - m1) * k1
+        o2[i] = (np.float32(src[3 * i + 2]) - m2) * k2
 
 
 @njit(cache=True, nogil=True)
