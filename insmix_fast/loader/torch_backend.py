@@ -63,10 +63,26 @@ class _TaskDataset(Dataset):
     def __getitem__(self, keys: np.ndarray) -> dict:
         if self.mode == "read":
             out = self.program.prepare(keys)
+            small = ()
         else:
             out = self.program.cpu_batch(keys, insmix=True, masks=self.masks)
-        return {k: (torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v)
+            small = _SMALL
+        # tensors travel through shared memory, each with its own file descriptor handed over a socket
+        # (torch's default sharing strategy): the small host-side arrays go as plain numpy (pickled bytes)
+        return {k: (torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) and k not in small else v)
                 for k, v in out.items()}
+
+
+#: Keys of a worker's finished batch that the main process reads on the host only.
+_SMALL = ("keys", "coin")
+
+
+def _tensor(x) -> torch.Tensor:
+    return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+
+
+def _host(x) -> np.ndarray:
+    return x.numpy() if isinstance(x, torch.Tensor) else x
 
 
 def _identity(x):
@@ -153,7 +169,7 @@ class TorchBackend:
         """Device part of one batch, on the current stream (the side stream on CUDA):
         ``(images, labels)`` or, for a typed source, ``(images, labels, types)``."""
         dev, prog = self.device, self.program
-        keys = batch["keys"].numpy()
+        keys = _host(batch["keys"])
         if self.on_device:
             dev_batch = dict(batch)
             dev_batch["images"] = batch["images"].to(dev, non_blocking=True)
@@ -166,12 +182,12 @@ class TorchBackend:
             else:
                 paste = original = None
         else:
-            images = batch["images"].to(dev, non_blocking=True)
-            labels = batch["labels"].to(dev, non_blocking=True)
-            types = batch["types"].to(dev, non_blocking=True) if batch.get("types") is not None else None
-            paste = batch["paste"].to(dev, non_blocking=True) if batch.get("paste") is not None else None
+            images = _tensor(batch["images"]).to(dev, non_blocking=True)
+            labels = _tensor(batch["labels"]).to(dev, non_blocking=True)
+            types = _tensor(batch["types"]).to(dev, non_blocking=True) if batch.get("types") is not None else None
+            paste = _tensor(batch["paste"]).to(dev, non_blocking=True) if batch.get("paste") is not None else None
             original = (labels > 0) & ~paste if paste is not None else None
-        coin = batch["coin"].numpy()
+        coin = _host(batch["coin"])
         if self.blender is not None and paste is not None and coin.any():
             images = self._blend(images, paste, original, coin)
         out = (prog.normalise(images), prog.labels_out(labels))
