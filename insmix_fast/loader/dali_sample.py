@@ -45,7 +45,8 @@ from ..kernels.records import N_REC_I, N_REC_F
 from ..kernels.tables import Params, Table
 from .stages import normalise_into
 
-__all__ = ["sample_operator", "bank_descriptor", "sample_rows", "R_HEADER", "STATUS_WIDTH", "STATUS_ID_LIMIT"]
+__all__ = ["sample_operator", "bank_descriptor", "sample_rows", "sample_kernel", "R_HEADER", "STATUS_WIDTH",
+           "STATUS_ID_LIMIT", "DESC_LENGTH"]
 
 # ---------------------------------------------------------------------- the row's layout (int64)
 R_SEED, R_INDEX, R_COIN, R_AUGMENT, R_MAXID, R_TYPED, R_N_CLASSES, R_SOURCE = range(8)
@@ -62,6 +63,8 @@ STATUS_ID_LIMIT = 100
 _INITIAL_RECORDS = 256
 _N_TABLE = len(Table._fields)
 _N_CLASS_TABLE = len(ClassTable._fields)
+#: Length of a bank descriptor (address, rows, columns of each array).
+DESC_LENGTH = 3 * (_N_TABLE + _N_CLASS_TABLE)
 
 
 @intrinsic
@@ -109,7 +112,7 @@ def bank_descriptor(table, class_table) -> tuple[np.ndarray, list]:
     if len(arrays) != _N_TABLE + _N_CLASS_TABLE:
         raise AssertionError("bank table layout changed: update insmix_fast.loader.dali_sample")
     keep = [np.zeros(8, np.uint8)]  # what an empty array points to (never read: it has no rows)
-    desc = np.zeros(3 * len(arrays), np.int64)
+    desc = np.zeros(DESC_LENGTH, np.int64)
     for k, (a, dt) in enumerate(zip(arrays, _DTYPES)):
         a = np.ascontiguousarray(a)
         if a.dtype != dt or a.ndim not in (1, 2):

@@ -105,7 +105,9 @@ class InsMixLoader:
             blend and normalisation run on ``device``) or ``"auto"`` (``"device"`` on CUDA,
             ``"workers"`` on the CPU).
         dali_ops: DALI backend: how the graph augments — ``"kernels"`` (the package's Numba
-            kernels on DALI's threads; CPU only), ``"operators"`` (DALI's ``warp_affine``,
+            kernels on DALI's threads; CPU only: one operator per sample runs augmentation,
+            InsMix and normalisation, unless a blender or ``template_source="self"`` needs the
+            Python stages), ``"operators"`` (DALI's ``warp_affine``,
             ``coord_transform``, ``gaussian_blur``) or ``"auto"`` (kernels on the CPU,
             operators on the GPU).
 

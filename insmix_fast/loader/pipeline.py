@@ -51,7 +51,7 @@ from ..augment import (COLOUR_BITS, P_A00, P_A01, P_A10, P_A11, P_BLUR_R, P_C, P
 from ..classes import types_problem
 from ..core import kernel_templates
 from ..errors import ConfigError, InsMixError, LabelMapError
-from .dali_sample import STATUS_ID_LIMIT, bank_descriptor, sample_operator, sample_rows
+from .dali_sample import DESC_LENGTH, STATUS_ID_LIMIT, bank_descriptor, sample_operator, sample_rows
 from .stages import SampleProgram
 
 __all__ = ["dali_available", "dali_version", "insmix_graph", "DaliBackend", "DALI_OPS"]
@@ -151,11 +151,9 @@ class _Feed:
         params, n_classes, desc = None, 0, _NO_BANK
         if coin.any():
             params, n_classes, desc = self._insmix_context()
-        mean = [255.0 * m for m in prog.mean]
-        inv = [1.0 / (255.0 * s) for s in prog.std]
         rows = sample_rows(n, seed=prog.seeds(int(keys[0, 0]))[2], positions=keys[:, 1], sources=keys[:, 2],
                            coin=coin, augment=prog.augment is not None, params=params, n_classes=n_classes,
-                           mean=mean, inv=inv, classes=b.get("classes"), maxid=b.get("maxid"))
+                           mean=[255.0 * m for m in prog.mean], inv=[1.0 / (255.0 * s) for s in prog.std], classes=b.get("classes"), maxid=b.get("maxid"))
         if prog.augment is None:
             prm = taps = np.zeros((n, 1), np.int64)
         else:
@@ -176,7 +174,7 @@ class _Feed:
         return None if self._insmix is None else self._insmix[4]
 
 
-_NO_BANK = np.zeros(3 * 13, np.int64)  # the descriptor of samples without InsMix (never read)
+_NO_BANK = np.zeros(DESC_LENGTH, np.int64)  # the descriptor of samples without InsMix (never read)
 
 
 def _operator_args(params: np.ndarray, margin: int):
