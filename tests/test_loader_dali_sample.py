@@ -176,3 +176,17 @@ def test_template_class_same_needs_a_typed_bank_in_the_dali_graph_too():
     with pytest.raises(ConfigError, match="typed instance bank"):
         collect(InsMixLoader(data, bank=bank, batch_size=2, crop=64, backend="dali",
                              config=InsMixConfig(template_class="same")))
+
+
+@needs_dali
+@pytest.mark.parametrize("kw", [dict(config=InsMixConfig(template_class="same")), dict(augment=False),
+                                dict(insmix=0.5, config=InsMixConfig(template_class="balanced"))],
+                         ids=["same", "no-augment", "half-balanced"])
+def test_typed_sources_give_the_torch_batches(kw):
+    data = TypedTiles(seed=5, size=96, n=6)
+    bank = InstanceBank.from_samples(data, progress=False, class_names=CLASS_NAMES)
+    args = dict(bank=bank, batch_size=4, crop=64, seed=9, **kw)
+    dali = InsMixLoader(data, backend="dali", num_workers=2, **args)
+    assert dali._impl.fused
+    got, want = collect(dali), collect(InsMixLoader(data, backend="torch", **args))
+    assert all(len(b) == 3 for b in got) and same(got, want)
