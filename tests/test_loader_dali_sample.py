@@ -190,3 +190,30 @@ def test_typed_sources_give_the_torch_batches(kw):
     assert dali._impl.fused
     got, want = collect(dali), collect(InsMixLoader(data, backend="torch", **args))
     assert all(len(b) == 3 for b in got) and same(got, want)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("dali", marks=needs_dali)])
+def test_crops_with_ids_beyond_the_dense_tables_are_renumbered_without_augmentation_too(backend):
+    """Whole-slide label maps carry global ids (here up to ~3·10⁶): each crop is renumbered 1..k
+    (in id order) before InsMix — with or without augmentation — and both backends agree."""
+    base = Tiles(4, 72, pitch=12, r=7)
+
+    class Sparse:
+        def __len__(self):
+            return len(base)
+
+        def __getitem__(self, i):
+            image, labels = base[i]
+            return image, np.where(labels > 0, labels * 50_003 + 17, 0).astype(np.int64)
+
+    bank = InstanceBank.from_samples(base, progress=False)
+    kw = dict(bank=bank, batch_size=2, crop=64, seed=4, augment=False, shuffle=False)
+    got = collect(InsMixLoader(Sparse(), backend=backend, **kw))
+    plain = collect(InsMixLoader(Sparse(), backend=backend, insmix=False, **kw))
+    for (_, lab), (_, lab0) in zip(got, plain):
+        for k in range(lab0.shape[0]):
+            ids = torch.unique(lab0[k])
+            assert torch.equal(ids, torch.arange(len(ids)))  # 0, 1..k: renumbered, none lost
+        assert int(lab.max()) < 2**16  # pasted nuclei added above them
+    if backend == "dali":
+        assert same(got, collect(InsMixLoader(Sparse(), backend="torch", **kw)))

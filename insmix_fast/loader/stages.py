@@ -53,8 +53,9 @@ STAGE_AUGMENT = 0x41554745  # "AUGE"
 STAGE_INSMIX = 0x494E534D   # "INSM"
 _COIN_STREAM = 7            # the per-sample "apply InsMix?" coin inside the InsMix stage seed
 
-#: Ids of an augmented crop stay below this (the GPU InsMix kernels' dense id tables); a crop
-#: whose ids would not is renumbered 1..k first (in increasing id order).
+#: Ids of a crop (augmented or not) stay below this (the InsMix kernels' dense id tables, on the
+#: GPU and in the CPU DALI operator); a crop whose ids would not is renumbered 1..k first (in
+#: increasing id order).
 ID_LIMIT = 1 << 16
 _PASTE_HEADROOM = 1024
 
@@ -198,8 +199,10 @@ class SampleProgram:
         if self.augment is not None:
             out["params"], out["taps"] = self._params(labels, crops.luma, crops.top, keys)
             maxid = out["params"][:, P_MAXID].copy()
-        else:
+        else:  # the InsMix kernels' dense id tables hold ID_LIMIT ids: renumber a crop beyond them
             maxid = crops.top
+            for k in np.flatnonzero(maxid + _PASTE_HEADROOM > ID_LIMIT):
+                maxid[k] = _renumber(labels[k])
         top = int(maxid.max()) if len(keys) else 0
         if crops.types is not None:
             out["classes"] = self._classes(labels, crops.types, maxid, keys)
@@ -215,10 +218,8 @@ class SampleProgram:
         taps = np.zeros((n, 2 * aug.max_blur_radius() + 1), np.int64)
         for k in range(n):
             luma, top = int(lumas[k]), int(tops[k])
-            if top * self.id_factor + _PASTE_HEADROOM > ID_LIMIT:  # renumber 1..k (in place: labels is ours)
-                ids, inv = np.unique(labels[k], return_inverse=True)
-                labels[k] = inv.reshape(c, c) + (0 if ids[0] == 0 else 1)
-                top = int(labels[k].max())
+            if top * self.id_factor + _PASTE_HEADROOM > ID_LIMIT:
+                top = _renumber(labels[k])
             rows[k], taps[k] = aug.params(aug.draw((c, c), seed, int(keys[k, 1])), luma, top, (c, c))
         return rows, taps
 
@@ -478,6 +479,14 @@ def types_torch(labels: torch.Tensor, classes: torch.Tensor, maxid: torch.Tensor
     idx = torch.where(lab > 0, torch.remainder(lab - 1, m) + 1, torch.zeros_like(lab))
     lut = classes.to(labels.device, non_blocking=True).long()
     return torch.gather(lut, 1, idx.view(n, -1)).view(labels.shape)
+
+
+def _renumber(labels: np.ndarray) -> int:
+    """Renumber a crop's ids 1..k in increasing id order, in place (the reader's own copy);
+    returns k."""
+    ids, inv = np.unique(labels, return_inverse=True)
+    labels[...] = inv.reshape(labels.shape) + (0 if ids[0] == 0 else 1)
+    return int(labels.max()) if labels.size else 0
 
 
 def _narrow(a: np.ndarray) -> np.ndarray:
