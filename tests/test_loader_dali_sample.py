@@ -217,3 +217,17 @@ def test_crops_with_ids_beyond_the_dense_tables_are_renumbered_without_augmentat
         assert int(lab.max()) < 2**16  # pasted nuclei added above them
     if backend == "dali":
         assert same(got, collect(InsMixLoader(Sparse(), backend="torch", **kw)))
+
+
+@needs_dali
+def test_untyped_source_with_a_typed_bank_and_balanced_classes_gives_the_torch_batches():
+    """Balanced template classes need no tile classes: the draw picks a class of the typed bank
+    (insmix_batch hands the kernels zero classes for the tile; the operator must too)."""
+    data = TypedTiles(seed=6, size=96, n=6)
+    bank = InstanceBank.from_samples(data, progress=False, class_names=CLASS_NAMES)
+    untyped = [s[:2] for s in data.samples]
+    args = dict(bank=bank, batch_size=4, crop=64, seed=2, config=InsMixConfig(template_class="balanced"))
+    got = collect(InsMixLoader(untyped, backend="dali", **args))
+    assert all(len(b) == 2 for b in got)
+    assert same(got, collect(InsMixLoader(untyped, backend="torch", **args)))
+    assert not same(got, collect(InsMixLoader(untyped, backend="torch", **dict(args, config=InsMixConfig()))))

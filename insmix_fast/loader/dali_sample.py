@@ -221,12 +221,13 @@ def _insmix(img, lab, types, typed, top, row, desc):
     while True:
         rec_i = np.zeros((cap, N_REC_I), np.int64)
         rec_f = np.zeros((cap, N_REC_F), np.float64)
-        if typed and P.template_class != TEMPLATE_ANY:
-            id_class = np.zeros(top + 1, np.int32)  # the class of each id present (class_luts)
-            for y in range(h):
-                for x in range(w):
-                    if lab[y, x] > 0:
-                        id_class[lab[y, x]] = types[y, x]
+        if P.template_class != TEMPLATE_ANY:  # a class choice: the class of each id present (class_luts;
+            id_class = np.zeros(top + 1, np.int32)  # zeros for an untyped tile, as insmix_batch passes)
+            if typed:
+                for y in range(h):
+                    for x in range(w):
+                        if lab[y, x] > 0:
+                            id_class[lab[y, x]] = types[y, x]
             n, _ = insmix_tile(None, None, bt, ct, P, seed, row[R_INDEX], rec_i, rec_f, moves, img, lab, paste,
                                shuffled, top, typed, types, out_types, id_class, None, False, None)
         else:
