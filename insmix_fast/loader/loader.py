@@ -194,7 +194,7 @@ class InsMixLoader:
             self.augment_on = augment_on
             self._impl = TorchBackend(self.program, device=self.device, blender=self.blender,
                                       num_workers=self.num_workers, prefetch=self.prefetch, mp_context=mp_context,
-                                      augment_on=augment_on, timeout=self.timeout)
+                                      augment_on=augment_on, timeout=self.timeout, batch_size=self.batch_size)
         self._state = LoaderState(seed=self.seed, n=self.n, batch_size=self.batch_size, world_size=self.world_size,
                                   rank=self.rank, shuffle=self.shuffle, drop_last=self.drop_last)
         self._closed = False

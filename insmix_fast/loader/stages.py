@@ -235,13 +235,18 @@ class SampleProgram:
         return classes
 
     # ------------------------------------------------------------------ augmentation
-    def augment_host(self, batch: dict) -> tuple[np.ndarray, np.ndarray]:
-        """The traditional augmentation on the CPU (Numba kernels): uint8 images, int32 labels."""
+    def augment_host(self, batch: dict, out: tuple[np.ndarray, np.ndarray] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """The traditional augmentation on the CPU (Numba kernels): uint8 images, int32 labels
+        (written into ``out`` = (images, labels), C-contiguous, when given)."""
         images, labels = batch["images"], batch["labels"]
         if self.augment is None:
-            return images, labels.astype(np.int32, copy=False)
-        out_i = np.empty_like(images)
-        out_l = np.empty(labels.shape, np.int32)
+            if out is None:
+                return images, labels.astype(np.int32, copy=False)
+            np.copyto(out[0], images)
+            np.copyto(out[1], labels)
+            return out
+        out_i, out_l = out if out is not None else (np.empty_like(images), np.empty(labels.shape, np.int32))
         augment_batch_kernel(images, labels, batch["params"], batch["taps"], out_i, out_l)
         return out_i, out_l
 
@@ -374,17 +379,25 @@ class SampleProgram:
         return images, labels, types, paste, original
 
     # ------------------------------------------------------------------ worker entry
-    def cpu_batch(self, keys: np.ndarray, insmix: bool = True, masks: bool = True) -> dict:
+    def cpu_batch(self, keys: np.ndarray, insmix: bool = True, masks: bool = True, out: dict | None = None) -> dict:
         """Read, crop, augment and (if ``insmix``) InsMix one batch on the CPU. ``masks``: also
         return the paste mask (the blender needs it). Labels (and types) come back as int16 when
-        every id fits (less to copy between processes)."""
+        every id fits (less to copy between processes). ``out``: C-contiguous arrays of the
+        batch's shape (``images`` uint8, ``labels`` and ``types`` int32, ``paste`` bool — the
+        ones this batch has) the results are written into instead; then only ``keys`` and
+        ``coin`` are returned."""
         batch = self.prepare(keys, narrow=False)  # the labels stay in this process until the end
-        images, labels = self.augment_host(batch)
+        images, labels = self.augment_host(batch, None if out is None else (out["images"], out["labels"]))
         types = self.types_host(labels, batch["classes"], batch["maxid"]) if "classes" in batch else None
         paste = None
         if insmix:
             images, labels, types, paste, _ = self.insmix_batch(images, labels, keys, types=types, masks=masks,
                                                                 in_place=True)  # the batch is this call's own copy
+        if out is not None:
+            for name, a in (("images", images), ("labels", labels), ("types", types), ("paste", paste)):
+                if a is not None and a is not out[name]:
+                    np.copyto(out[name], a)
+            return {"keys": keys, "coin": batch["coin"]}
         return {"images": images, "labels": _narrow(labels), "types": None if types is None else _narrow(types),
                 "paste": paste if masks else None, "keys": keys, "coin": batch["coin"]}
 

@@ -41,9 +41,20 @@ __all__ = ["TorchBackend", "worker_context", "check_fork"]
 class _TaskSampler(Sampler):
     def __init__(self):
         self.tasks: list[np.ndarray] = []
+        self.ring: _Ring | None = None
 
     def __iter__(self):
-        return iter(list(self.tasks))
+        if self.ring is None:
+            return iter(list(self.tasks))
+        return self._with_slots(list(self.tasks))
+
+    def _with_slots(self, tasks):
+        """Each task with a free ring slot, taken when the DataLoader sends the task (main process).
+        The DataLoader asks for the first task of a pass only after the workers finished every task
+        of the previous one, so nothing of that pass is in flight: every slot starts free."""
+        self.ring.release_all()
+        for keys in tasks:
+            yield keys, self.ring.take()
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -52,15 +63,22 @@ class _TaskSampler(Sampler):
 class _TaskDataset(Dataset):
     """One batch per item: ``"read"`` (crops + parameters) or ``"full"`` (augmented, InsMix on the CPU)."""
 
-    def __init__(self, program: SampleProgram, mode: str, masks: bool):
+    def __init__(self, program: SampleProgram, mode: str, masks: bool, ring: "_Ring | None" = None):
         self.program = program
         self.mode = mode
         self.masks = masks
+        self.ring = ring
 
     def __len__(self) -> int:  # tasks are arrays, not integers; the sampler drives the loop
         return 0
 
-    def __getitem__(self, keys: np.ndarray) -> dict:
+    def __getitem__(self, task) -> dict:
+        if isinstance(task, tuple):  # (keys, ring slot): the results go into the slot, only small arrays travel
+            keys, slot = task
+            out = self.program.cpu_batch(keys, insmix=True, masks=self.masks, out=self.ring.views(slot, len(keys)))
+            out["slot"] = slot
+            return out
+        keys = task
         if self.mode == "read":
             out = self.program.prepare(keys)
             small = ()
@@ -71,6 +89,52 @@ class _TaskDataset(Dataset):
         # (torch's default sharing strategy): the small host-side arrays go as plain numpy (pickled bytes)
         return {k: (torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) and k not in small else v)
                 for k, v in out.items()}
+
+
+class _Ring:
+    """Shared-memory slots the workers write finished CPU batches into (``augment_on="workers"``
+    on the CPU). Without it every batch a worker returns becomes new shared-memory files — one
+    per tensor, each filled, faulted in page by page and its descriptor handed to the main
+    process over a socket (torch's default sharing strategy); py-spy showed that at about 15 %
+    of a worker's CPU. A slot is taken by the main process when a task is sent (the sampler)
+    and released when the batch is finished (normalised and widened into new tensors), so a
+    worker only ever writes a slot nobody reads: ``prefetch × workers`` tasks in flight plus the
+    batch being finished, plus one spare."""
+
+    def __init__(self, n_slots: int, batch: int, crop: int, typed: bool, masks: bool):
+        shape = (n_slots, batch, crop, crop)
+        self.arrays = {"images": torch.empty(shape + (3,), dtype=torch.uint8).share_memory_(),
+                       "labels": torch.empty(shape, dtype=torch.int32).share_memory_()}
+        if typed:
+            self.arrays["types"] = torch.empty(shape, dtype=torch.int32).share_memory_()
+        if masks:
+            self.arrays["paste"] = torch.empty(shape, dtype=torch.bool).share_memory_()
+        self.n_slots = n_slots
+        self._free: list[int] = []
+        self.release_all()
+
+    def __getstate__(self):  # workers get the shared tensors, not the main process's bookkeeping
+        return {"arrays": self.arrays, "n_slots": self.n_slots, "_free": []}
+
+    def release_all(self) -> None:
+        self._free = list(range(self.n_slots))
+
+    def take(self) -> int:
+        if not self._free:  # cannot happen with the DataLoader's prefetch bound; never overwrite a batch
+            raise RuntimeError(f"InsMixLoader: all {self.n_slots} shared batch slots are in use (internal error: "
+                               "please report it)")
+        return self._free.pop(0)
+
+    def release(self, slot: int) -> None:
+        self._free.append(slot)
+
+    def views(self, slot: int, n: int) -> dict:
+        """The slot's first ``n`` samples as numpy arrays (worker side)."""
+        return {k: a[slot, :n].numpy() for k, a in self.arrays.items()}
+
+    def tensors(self, slot: int, n: int) -> dict:
+        """The slot's first ``n`` samples as tensors (main process)."""
+        return {k: a[slot, :n] for k, a in self.arrays.items()}
 
 
 #: Keys of a worker's finished batch that the main process reads on the host only.
@@ -141,7 +205,7 @@ class TorchBackend:
 
     def __init__(self, program: SampleProgram, *, device: torch.device, blender, num_workers: int,
                  prefetch: int, mp_context: str | None = None, augment_on: str = "workers",
-                 timeout: float | None = None):
+                 timeout: float | None = None, batch_size: int | None = None):
         self.program = program
         self.device = device
         self.blender = blender
@@ -157,7 +221,13 @@ class TorchBackend:
         if num_workers > 0:
             kw = dict(prefetch_factor=max(1, prefetch), persistent_workers=True, worker_init_fn=_worker_init,
                       multiprocessing_context=self.context, timeout=timeout or 0)
-        dataset = _TaskDataset(program, "read" if self.on_device else "full", masks=blender is not None)
+        self.ring = None
+        if num_workers > 0 and not self.on_device and not self.cuda and batch_size:
+            self.ring = _Ring(max(1, prefetch) * num_workers + 2, int(batch_size), program.crop,
+                              typed=bool(program.typed), masks=blender is not None)
+        self.sampler.ring = self.ring
+        dataset = _TaskDataset(program, "read" if self.on_device else "full", masks=blender is not None,
+                               ring=self.ring)
         self.dataloader = DataLoader(dataset, batch_size=None,
                                      sampler=self.sampler, num_workers=num_workers, collate_fn=_identity,
                                      pin_memory=self.cuda, **kw)
@@ -170,6 +240,7 @@ class TorchBackend:
         ``(images, labels)`` or, for a typed source, ``(images, labels, types)``."""
         dev, prog = self.device, self.program
         keys = _host(batch["keys"])
+        slot = batch.get("slot")
         if self.on_device:
             dev_batch = dict(batch)
             dev_batch["images"] = batch["images"].to(dev, non_blocking=True)
@@ -181,17 +252,25 @@ class TorchBackend:
                                                                             types=types)
             else:
                 paste = original = None
+        elif slot is not None:  # the worker wrote the batch into a ring slot (CPU)
+            views = self.ring.tensors(slot, len(keys))
+            images, labels, types, paste = views["images"], views["labels"], views.get("types"), views.get("paste")
+            original = (labels > 0) & ~paste if paste is not None else None
         else:
             images = _tensor(batch["images"]).to(dev, non_blocking=True)
             labels = _tensor(batch["labels"]).to(dev, non_blocking=True)
             types = _tensor(batch["types"]).to(dev, non_blocking=True) if batch.get("types") is not None else None
             paste = _tensor(batch["paste"]).to(dev, non_blocking=True) if batch.get("paste") is not None else None
             original = (labels > 0) & ~paste if paste is not None else None
-        coin = _host(batch["coin"])
-        if self.blender is not None and paste is not None and coin.any():
-            images = self._blend(images, paste, original, coin)
-        out = (prog.normalise(images), prog.labels_out(labels))
-        return out if types is None else out + (prog.labels_out(types),)
+        try:
+            coin = _host(batch["coin"])
+            if self.blender is not None and paste is not None and coin.any():
+                images = self._blend(images, paste, original, coin)
+            out = (prog.normalise(images), prog.labels_out(labels))  # new tensors (a ring slot is free after)
+            return out if types is None else out + (prog.labels_out(types),)
+        finally:
+            if slot is not None:
+                self.ring.release(slot)
 
     def _blend(self, images, paste, original, coin: np.ndarray):
         """The blender on the samples that got InsMix (chosen on the host: no device sync)."""
