@@ -43,7 +43,7 @@ from ..kernels.instances import DENSE_ID_LIMIT
 from ..kernels.pipeline import insmix_tile
 from ..kernels.records import N_REC_I, N_REC_F
 from ..kernels.tables import Params, Table
-from .stages import normalise_into
+from .stages import crop_class, normalise_into
 
 __all__ = ["sample_operator", "bank_descriptor", "sample_rows", "sample_kernel", "R_HEADER", "STATUS_WIDTH",
            "STATUS_ID_LIMIT", "DESC_LENGTH"]
@@ -175,13 +175,13 @@ def sample_kernel(out_image, out_labels, out_types, status, image, labels, prm, 
     coin = row[R_COIN] != 0
     types = np.zeros((h, w) if typed else (1, 1), np.int32)
     top = 0
-    m = max(row[R_MAXID], 1)
+    classes = row[R_HEADER:]
     for y in range(h):
         for x in range(w):
             v = lab[y, x]
             top = max(top, v)
-            if typed and v > 0:  # the augmentation codes a mirrored copy of u as u + maxid·code (types_of)
-                c = row[R_HEADER + (v - 1) % m + 1]
+            if typed and v > 0:
+                c = crop_class(classes, v, row[R_MAXID])
                 types[y, x] = c
                 if coin and c > row[R_N_CLASSES] and status[0] == 0:  # (checked where InsMix runs)
                     status[0], status[1], status[2], status[3], status[4] = TYPES_OUTSIDE, y, x, v, c

@@ -127,10 +127,10 @@ class _Feed:
         self._i += 1
         # dense N×… arrays (DALI copies each batch in one piece); int32 labels, as the graph takes them
         b = self.program.prepare(keys, narrow=False)
-        images = b["images"]
-        labels = b["labels"]
         if self.fused:
             return self._fused_inputs(b)
+        images = b["images"]
+        labels = b["labels"]
         typed = ("classes" in b) and not self.gpu
         host = () if self.gpu else (b["keys"], b["coin"]) + ((b["classes"], b["maxid"]) if typed else ())
         if self.gpu:
@@ -150,29 +150,32 @@ class _Feed:
         n = len(keys)
         params, n_classes, desc = None, 0, _NO_BANK
         if coin.any():
-            params, n_classes, desc = self._insmix_context()
+            ctx = self.insmix_context()
+            params, n_classes, desc = ctx.params, ctx.n_classes, ctx.desc
+        mean, inv = prog.normalisation()
         rows = sample_rows(n, seed=prog.seeds(int(keys[0, 0]))[2], positions=keys[:, 1], sources=keys[:, 2],
                            coin=coin, augment=prog.augment is not None, params=params, n_classes=n_classes,
-                           mean=[255.0 * m for m in prog.mean], inv=[1.0 / (255.0 * s) for s in prog.std], classes=b.get("classes"), maxid=b.get("maxid"))
+                           mean=mean, inv=inv, classes=b.get("classes"), maxid=b.get("maxid"))
         if prog.augment is None:
             prm = taps = np.zeros((n, 1), np.int64)
         else:
             prm, taps = b["params"], b["taps"]
         return b["images"], b["labels"], prm, taps, rows, [desc] * n
 
-    def _insmix_context(self):
-        """``(params, n_classes, desc)`` of the bank and configuration (the checks
-        ``insmix_batch`` makes, here once); the descriptor's arrays stay alive with the feed."""
+    def insmix_context(self) -> "_InsMixContext":
+        """The bank and configuration as the fused operator reads them, made once (with the checks
+        ``insmix_batch`` makes); the descriptor's arrays stay alive with the feed."""
         if self._insmix is None:
             prog = self.program
             table, classes, params, n_classes, names = kernel_templates(prog.bank, prog.config, bool(prog.typed))
             desc, keep = bank_descriptor(table, classes)
-            self._insmix = (params, n_classes, desc, keep, names)
-        return self._insmix[:3]
+            self._insmix = _InsMixContext(params, n_classes, names, desc, keep)
+        return self._insmix
 
-    def class_names(self):
-        return None if self._insmix is None else self._insmix[4]
 
+#: The fused operator's InsMix inputs: the kernels' ``Params``, the largest class a type may be and
+#: the bank's class names (for messages), the bank descriptor and the arrays it points to.
+_InsMixContext = collections.namedtuple("_InsMixContext", ["params", "n_classes", "class_names", "desc", "keep"])
 
 _NO_BANK = np.zeros(DESC_LENGTH, np.int64)  # the descriptor of samples without InsMix (never read)
 
@@ -543,9 +546,9 @@ class DaliBackend:
             raise LabelMapError(f"source[{source}]: the augmented crop holds id {int(row[3])}, beyond the InsMix "
                                 "kernels' dense id tables (the loader renumbers crops so that this cannot happen: "
                                 "please report it)")
-        n_classes = self.feed._insmix[1]
-        raise types_problem(tuple(row[:6]), f"source[{source}] types (after the augmentation)", n_classes,
-                            class_names=self.feed.class_names())
+        ctx = self.feed.insmix_context()  # made already: only samples with InsMix are checked
+        raise types_problem(tuple(row[:6]), f"source[{source}] types (after the augmentation)", ctx.n_classes,
+                            class_names=ctx.class_names)
 
     def close(self) -> None:
         self._pipe = None

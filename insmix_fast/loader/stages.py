@@ -402,12 +402,15 @@ class SampleProgram:
                 "paste": paste if masks else None, "keys": keys, "coin": batch["coin"]}
 
     # ------------------------------------------------------------------ tensors
+    def normalisation(self) -> tuple[list[float], list[float]]:
+        """``(255·mean, 1/(255·std))`` per channel: what :meth:`normalise` subtracts and multiplies by."""
+        return [255.0 * m for m in self.mean], [1.0 / (255.0 * s) for s in self.std]
+
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 N×H×W×3 → float32 N×3×H×W, ``(x − 255·mean) · 1/(255·std)`` per channel
         (the arithmetic of DALI's ``crop_mirror_normalize``). One Numba pass on the CPU."""
         dev = images.device
-        mean = [255.0 * m for m in self.mean]
-        inv = [1.0 / (255.0 * s) for s in self.std]
+        mean, inv = self.normalisation()
         if dev.type == "cpu":  # numpy's allocation: large arrays get transparent huge pages (torch's do not)
             out = np.empty((images.shape[0], 3, images.shape[1], images.shape[2]), np.float32)
             _normalise_kernel(np.ascontiguousarray(images.numpy()), np.array(mean, np.float32), np.array(inv, np.float32),
@@ -463,15 +466,21 @@ def _widen_kernel(src, dst):
         dst[i] = src[i]
 
 
+@njit(cache=True, nogil=True, inline="always")
+def crop_class(classes, v, maxid):
+    """The class of id ``v > 0`` of an augmented crop: ``classes[(v − 1) mod maxid + 1]`` (the
+    augmentation codes a mirrored copy of ``u`` as ``u + maxid·code``; see :func:`types_of`)."""
+    return classes[(v - 1) % max(maxid, 1) + 1]
+
+
 @njit(cache=True, nogil=True)
 def _types_kernel(labels, classes, maxid, out):
     n, h, w = labels.shape
     for b in range(n):
-        m = max(maxid[b], 1)
         for y in range(h):
             for x in range(w):
                 v = labels[b, y, x]
-                out[b, y, x] = classes[b, (v - 1) % m + 1] if v > 0 else 0
+                out[b, y, x] = crop_class(classes[b], v, maxid[b]) if v > 0 else 0
 
 
 def types_of(labels: np.ndarray, classes: np.ndarray, maxid: np.ndarray) -> np.ndarray:

@@ -141,10 +141,6 @@ class _Ring:
 _SMALL = ("keys", "coin")
 
 
-def _tensor(x) -> torch.Tensor:
-    return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
-
-
 def _host(x) -> np.ndarray:
     return x.numpy() if isinstance(x, torch.Tensor) else x
 
@@ -257,10 +253,10 @@ class TorchBackend:
             images, labels, types, paste = views["images"], views["labels"], views.get("types"), views.get("paste")
             original = (labels > 0) & ~paste if paste is not None else None
         else:
-            images = _tensor(batch["images"]).to(dev, non_blocking=True)
-            labels = _tensor(batch["labels"]).to(dev, non_blocking=True)
-            types = _tensor(batch["types"]).to(dev, non_blocking=True) if batch.get("types") is not None else None
-            paste = _tensor(batch["paste"]).to(dev, non_blocking=True) if batch.get("paste") is not None else None
+            images = batch["images"].to(dev, non_blocking=True)
+            labels = batch["labels"].to(dev, non_blocking=True)
+            types = batch["types"].to(dev, non_blocking=True) if batch.get("types") is not None else None
+            paste = batch["paste"].to(dev, non_blocking=True) if batch.get("paste") is not None else None
             original = (labels > 0) & ~paste if paste is not None else None
         try:
             coin = _host(batch["coin"])
