@@ -9,7 +9,7 @@ from typed_data import CLASS_NAMES, TypedTiles
 
 from insmix_fast import InstanceBank, InsMixConfig, insmix
 from insmix_fast.core import kernel_templates
-from insmix_fast.errors import ConfigError, LabelMapError
+from insmix_fast.errors import BankError, ConfigError, InputTypeError, LabelMapError
 from insmix_fast.loader import InsMixLoader, dali_available
 from insmix_fast.loader.dali_sample import (R_HEADER, STATUS_WIDTH, bank_descriptor, sample_kernel, sample_rows)
 from insmix_fast.loader.stages import IMAGENET_MEAN, IMAGENET_STD
@@ -99,6 +99,23 @@ def test_kernel_reports_a_class_outside_the_bank_instead_of_pasting():
                                         typed_classes=classes, maxid=top)
     assert not status2[:STATUS_WIDTH - 1].any()
     assert ((typ2 > 0) == (lab2 > 0)).all() and int(typ2.max()) < len(CLASS_NAMES)
+
+
+def test_kernel_templates_refuses_what_insmix_batch_refuses():
+    image, labels = grid(64)
+    bank = InstanceBank.from_samples([grid(64, seed=1)], progress=False, min_area=1)
+    with pytest.raises(InputTypeError, match="bank must be an InstanceBank"):
+        kernel_templates("bank.npz", InsMixConfig(), False)
+    with pytest.raises(InputTypeError, match="config must be an InsMixConfig"):
+        kernel_templates(bank, {"p_paste": 1.0}, False)
+    with pytest.raises(ConfigError, match="template_source='self'"):
+        kernel_templates(bank, InsMixConfig(template_source="self"), False)
+    with pytest.raises(ConfigError, match="typed instance bank"):
+        kernel_templates(bank, InsMixConfig(template_class="balanced"), False)
+    with pytest.raises(BankError, match="untyped"):
+        kernel_templates(bank, InsMixConfig(), True)
+    table, classes, params, n_classes, names = kernel_templates(bank, None, False)
+    assert len(table.area) == len(bank) and params.patch == InsMixConfig().patch and names is None
 
 
 def test_rows_carry_the_seed_bits_and_the_classes():
