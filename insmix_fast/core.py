@@ -377,33 +377,72 @@ def insmix_into(out, labels, bank: InstanceBank | None, config: InsMixConfig | N
 
 
 def insmix_arrays(image, labels, bank: InstanceBank | None, config: InsMixConfig | None = None, *, seed: int = 0,
-                  index: int = 0, types=None, ignore=None, in_place: bool = False,
-                  max_value=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+                  index: int = 0, types=None, ignore=None, in_place: bool = False, max_value=None,
+                  labels_dtype=None, on_outputs=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """InsMix one tile and return its arrays alone: ``(image, labels, types)`` (``types`` None
     for an untyped call), equal bit for bit to ``result.image``, ``.labels`` and ``.types`` of
     :func:`insmix` — or, with ``in_place=True``, of :func:`insmix_into` writing into ``image``
     (any strides; uint8, or float32 / float64 with ``max_value``), which is then returned.
 
     For callers that keep nothing else (the drop-in adapters of :mod:`insmix_fast.transforms`):
-    the paste records, the plan with its fingerprint and the result object that :func:`insmix`
-    builds after its kernel are not built (about 12 µs a call, 3 % of a 256² tile). The
-    arguments and their checks are those of :func:`insmix` / :func:`insmix_into`.
+    the paste records, the plan with its fingerprint, the paste and shuffle masks and the result
+    object that :func:`insmix` builds are not made (the masks are compiled out of the kernel;
+    together ≈ 25 µs of a 256² tile's ≈ 370). The arguments and their checks are those of
+    :func:`insmix` / :func:`insmix_into`, except that a uint8 ``image`` may also be a
+    channel-first 3×H×W array seen through ``.transpose(1, 2, 0)`` when templates come from the
+    bank: the new image is then laid out channel-first too (the same values), and the kernels
+    work on the planes directly instead of copying the image to H×W×3 first.
+
+    ``labels_dtype``: the returned label map's dtype, int32 (the default) or int64 (widened as
+    it is written: torch's label dtype). ``on_outputs``: called as ``on_outputs(image, labels)``
+    with the output arrays (new ones, or ``image`` itself in place) once they exist and before
+    InsMix writes them, for a caller that wraps its outputs in objects (tensors, MONAI
+    ``MetaTensor``): made there, next to the reads of its inputs, that code is still in the
+    CPU's caches, which the kernel evicts. It must not write them; what it returns is ignored.
     """
     config = _config(config)
     seed = check_seed(seed)
     index = check_index(index)
+    wide = False if labels_dtype is None else _wide_labels(labels_dtype)
     if in_place:
         _refuse_self_templates(config, "insmix_arrays(in_place=True)", "insmix_arrays")
         labels = check_labels(labels)
         lut = _check_out(image, labels.shape + (3,), max_value, "labels")
-        return _insmix_tile(None, labels, image, lut, bank, config, seed, index, types, ignore, records=False)
-    image, labels = check_sample(image, labels)
+        return _insmix_tile(None, labels, image, lut, bank, config, seed, index, types, ignore, records=False,
+                            wide=wide, on_outputs=on_outputs)
+    image, labels = check_sample(image, labels, channel_first_ok=not _self_templates(config))
     return _insmix_tile(image, labels, np.empty_like(image), None, bank, config, seed, index, types, ignore,
-                        records=False)
+                        records=False, wide=wide, on_outputs=on_outputs)
+
+
+def _wide_labels(dtype) -> bool:
+    """``labels_dtype`` of :func:`insmix_arrays`: whether the labels are returned as int64."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in (np.int32, np.int64):
+        raise InputError(f"labels_dtype must be int32 or int64, got {dtype!r}")
+    return dt == np.int64
+
+
+def _self_templates(config: InsMixConfig) -> bool:
+    """Whether the plan cuts templates from the tile's own pixels (it then reads them H×W×3)."""
+    return config.foreground and config.template_source == "self"
+
+
+def _planes(x: np.ndarray | None) -> np.ndarray | None:
+    """An H×W×3 image that is a C-contiguous 3×H×W array in memory, seen as that array (the
+    kernels' channel-first specialisation); None for any other layout (a C-contiguous H×W×3
+    array included, also when H or W is 1)."""
+    if x is None or x.flags.c_contiguous:
+        return None
+    t = x.transpose(2, 0, 1)
+    return t if t.flags.c_contiguous else None
 
 
 def _refuse_self_templates(config: InsMixConfig, what: str, instead: str) -> None:
-    if config.foreground and config.template_source == "self":
+    if _self_templates(config):
         raise ConfigError(f"{what} takes templates from a bank; template_source='self' cuts them from the "
                           f"tiles' own uint8 …×H×W×3 pixels: use {instead}() for it")
 
@@ -447,35 +486,53 @@ def insmix(image, labels, bank: InstanceBank | None, config: InsMixConfig | None
 
 
 def _insmix_tile(image: np.ndarray | None, labels: np.ndarray, out_image: np.ndarray, lut, bank, config: InsMixConfig,
-                 seed: int, index: int, types, ignore, records: bool = True):
+                 seed: int, index: int, types, ignore, records: bool = True, wide: bool = False,
+                 on_outputs=None):
     """:func:`insmix` (``image`` given) or :func:`insmix_into` (``image`` None: ``out_image``
     holds it, any strides, float through ``lut``) on checked arguments: one kernel call.
     Returns the :class:`~insmix_fast.results.InsMixResult`, or with ``records=False`` the
-    ``(image, labels, types or None)`` arrays alone (:func:`insmix_arrays`)."""
+    ``(image, labels, types or None)`` arrays alone (:func:`insmix_arrays`, whose ``wide``
+    int64 labels and ``on_outputs`` hook these are)."""
     dense = _Dense(labels, _max_id(labels))
     ex = _Extras.of(types, ignore, dense, bank, config)
     tpl = _templates(bank, config, image, labels, *ex.for_templates())
     P = tpl.params(config)
     out_labels = np.empty_like(labels)
+    wide = np.empty(labels.shape, np.int64) if wide else None  # the kernels' int32 map, widened at the end
     out_types = ex.out_types()
-    paste_mask = np.empty(labels.shape, np.bool_)
-    shuffled = np.empty(labels.shape, np.bool_)
+    # the masks only go into the result object (records=False: not made, compiled out of the kernel)
+    paste_mask = np.empty(labels.shape, np.bool_) if records else None
+    shuffled = np.empty(labels.shape, np.bool_) if records else None
+    # optional trailing arguments, omitted when unused: insmix's specialisation stays as it was
+    planes = _planes(out_image)
+    if planes is not None and (image is None or _planes(image) is not None):  # channel-first in memory
+        image = None if image is None else image.transpose(2, 0, 1)
+        kernel_image, tail = planes, (lut, True)
+    else:
+        kernel_image, tail = out_image, (() if lut is None else (lut,))
+        if image is not None and not image.flags.c_contiguous:  # a channel-first source, a strided result
+            image = np.ascontiguousarray(image)
+    if on_outputs is not None:
+        on_outputs(out_image, out_labels if wide is None else wide)
     cap = _INITIAL_RECORDS
     while True:  # (a call whose records are too small writes no image: retried with room for every instance)
         rec_i, rec_f, moves = _records(labels.shape, config.patch, cap)
         n, k = insmix_tile(image, dense.labels, tpl.table, tpl.classes, P, np.uint64(seed), np.int64(index), rec_i,
-                           rec_f, moves, out_image, out_labels, paste_mask, shuffled, dense.kernel_max, ex.typed,
+                           rec_f, moves, kernel_image, out_labels, paste_mask, shuffled, dense.kernel_max, ex.typed,
                            ex.types, out_types, _for_class_choice(ex.id_class, config), ex.ignore, ex.use_ignore,
-                           *(() if lut is None else (lut,)))  # omitted: insmix's specialisation stays as it was
+                           *tail)
         if n >= 0:
             break
         cap = _n_instances(labels) + 1
-    if not records and dense.ids is None:  # (relabelled ids are mapped back through the paste records)
+    if not records:
+        if dense.ids is not None:  # relabelled ids are mapped back through the paste records
+            dense.restore(out_labels, paste_records(rec_i, rec_f, n))
+        if wide is not None:
+            np.copyto(wide, out_labels)
+            out_labels = wide
         return out_image, out_labels, out_types if ex.typed else None
     pastes = paste_records(rec_i, rec_f, n)
     dense.restore(out_labels, pastes)
-    if not records:
-        return out_image, out_labels, out_types if ex.typed else None
     plan = InsMixPlan(pastes, moves[:k].copy(), config.patch, labels.shape, seed, index,
                       _fingerprint(None, bank, config))
     return InsMixResult(out_image, out_labels, paste_mask, shuffled, plan.pastes, plan,

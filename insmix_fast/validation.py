@@ -111,8 +111,9 @@ def _as_array(x, name: str) -> np.ndarray:
     raise InputTypeError(f"{name} must be a numpy array, got {type(x).__name__}")
 
 
-def check_image(image, name: str = "image") -> np.ndarray:
-    """Return ``image`` as a C-contiguous H×W×3 uint8 array or raise :class:`InputError`."""
+def check_image(image, name: str = "image", *, channel_first_ok: bool = False) -> np.ndarray:
+    """Return ``image`` as a C-contiguous H×W×3 uint8 array or raise :class:`InputError`.
+    ``channel_first_ok``: an H×W×3 view of a C-contiguous 3×H×W array is returned as it is."""
     image = _as_array(image, name)
     if image.dtype != np.uint8:
         raise InputError(f"{name} must have dtype uint8 (RGB 0..255), got {image.dtype}")
@@ -122,6 +123,8 @@ def check_image(image, name: str = "image") -> np.ndarray:
         raise InputError(f"{name} must have 3 channels (RGB), got {image.shape[2]} (shape {image.shape})")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise InputError(f"{name} is empty (shape {image.shape})")
+    if channel_first_ok and image.transpose(2, 0, 1).flags.c_contiguous:
+        return image
     return np.ascontiguousarray(image)
 
 
@@ -154,9 +157,9 @@ def check_labels(labels, shape: tuple[int, int] | None = None, name: str = "labe
     return np.ascontiguousarray(labels, dtype=np.int32) if convert else labels
 
 
-def check_sample(image, labels, name: str = "sample") -> tuple[np.ndarray, np.ndarray]:
-    """Validate an ``(image, labels)`` pair; sizes must agree."""
-    image = check_image(image, f"{name} image")
+def check_sample(image, labels, name: str = "sample", *, channel_first_ok: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Validate an ``(image, labels)`` pair; sizes must agree (``channel_first_ok``: see :func:`check_image`)."""
+    image = check_image(image, f"{name} image", channel_first_ok=channel_first_ok)
     labels = check_labels(labels, image.shape[:2], f"{name} labels")
     return image, labels
 

@@ -113,7 +113,7 @@ def apply_tile(image, labels, bt, patch, rec_i, n, moves, n_moves, out_image, ou
 
 @njit(cache=True, nogil=True)
 def insmix_tile(image, labels, bt, ct, P, seed, sample, rec_i, rec_f, moves, out_image, out_labels, paste_mask,
-                shuffled, max_id, typed, types, out_types, id_class, ignore, use_ignore, lut=None):
+                shuffled, max_id, typed, types, out_types, id_class, ignore, use_ignore, lut=None, channel_first=None):
     """Plan and apply for one tile; returns ``(n_pastes, n_moves)`` (-1 pastes: records too small,
     nothing written to ``out_image``).
 
@@ -121,7 +121,10 @@ def insmix_tile(image, labels, bt, ct, P, seed, sample, rec_i, rec_f, moves, out
     image (and writes the same labels again, which costs only the pasted pixels).
     Arguments as :func:`plan_tile` and :func:`apply_tile`: ``image`` None applies the plan in
     place on ``out_image`` (any strides; float with ``lut``), ``labels`` None plans on the map
-    ``out_labels`` holds already; both compiled out when None.
+    ``out_labels`` holds already; both compiled out when None. ``channel_first`` not None:
+    ``image`` (when given) and ``out_image`` are C-contiguous 3×H×W arrays (see
+    :func:`.paste.apply_pastes`); the copy is then one flat pass, as for H×W×3. ``paste_mask``
+    and ``shuffled`` None: the masks are not made (compiled out; for callers that drop them).
     """
     if labels is not None:
         copy_into(out_labels, labels)
@@ -133,10 +136,12 @@ def insmix_tile(image, labels, bt, ct, P, seed, sample, rec_i, rec_f, moves, out
         copy_into(out_image, image)
     if typed:
         copy_into(out_types, types)
-    fill_false(paste_mask)
-    fill_false(shuffled)
-    apply_pastes(out_image, out_labels, paste_mask, rec_i, n, bt, typed, out_types, lut)
-    apply_background(out_image, moves, n_moves, P.patch, shuffled)
+    if paste_mask is not None:
+        fill_false(paste_mask)
+    if shuffled is not None:
+        fill_false(shuffled)
+    apply_pastes(out_image, out_labels, paste_mask, rec_i, n, bt, typed, out_types, lut, channel_first)
+    apply_background(out_image, moves, n_moves, P.patch, shuffled, channel_first)
     return n, n_moves
 
 

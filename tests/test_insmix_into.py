@@ -143,3 +143,82 @@ def test_arrays_errors(batch, bank256):
         insmix_arrays(images[0].astype(np.float32), labels[0], bank256, CFG)
     with pytest.raises(InputError, match="negative"):
         insmix_arrays(images[0], -labels[0] - 1, bank256, CFG)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_arrays_channel_first_source(tiles256, bank256, sparse):
+    """A channel-first uint8 image seen through ``.transpose(1, 2, 0)``: the kernels work on its
+    planes and the new image is laid out channel-first, with insmix's values; the input is left
+    alone. insmix_into on such a view gives insmix's masks and plan too."""
+    image, labels = tiles256[5][:2]
+    SHUFFLE = InsMixConfig(p_paste=1.0, alpha=0.5, patch=8)  # background patches move too
+    if sparse:
+        labels = np.where(labels > 0, labels + 100_000, 0)
+    want = insmix(image, labels, bank256, SHUFFLE, seed=9, index=1)
+    assert len(want.pastes) and want.shuffled_mask.any()
+    x = np.ascontiguousarray(image.transpose(2, 0, 1))
+    before = x.copy()
+    img, lab, _ = insmix_arrays(x.transpose(1, 2, 0), labels, bank256, SHUFFLE, seed=9, index=1)
+    assert img.transpose(2, 0, 1).flags.c_contiguous and not np.shares_memory(img, x)
+    np.testing.assert_array_equal(img, want.image)
+    np.testing.assert_array_equal(lab, want.labels)
+    np.testing.assert_array_equal(x, before)
+    into = insmix_into(x.copy().transpose(1, 2, 0), labels, bank256, SHUFFLE, seed=9, index=1)
+    np.testing.assert_array_equal(into.image, want.image)
+    np.testing.assert_array_equal(into.paste_mask, want.paste_mask)
+    np.testing.assert_array_equal(into.shuffled_mask, want.shuffled_mask)
+    assert np.array_equal(into.pastes, want.pastes) and np.array_equal(into.plan.moves, want.plan.moves)
+    xf = x.astype(np.float64) / 255 * 2.0
+    insmix_arrays(xf.transpose(1, 2, 0), labels, bank256, SHUFFLE, seed=9, index=1, in_place=True, max_value=2.0)
+    np.testing.assert_array_equal(xf.transpose(1, 2, 0), want.image / 255.0 * 2.0)
+
+
+def test_arrays_channel_first_with_self_templates_is_copied(tiles256):
+    """Templates cut from the tile read its pixels as H×W×3: a channel-first view is copied to
+    that layout first (the result is insmix's, laid out C-contiguous)."""
+    image, labels = tiles256[3][:2]
+    cfg = InsMixConfig(template_source="self")
+    want = insmix(image, labels, None, cfg, seed=2)
+    img, lab, _ = insmix_arrays(np.ascontiguousarray(image.transpose(2, 0, 1)).transpose(1, 2, 0), labels, None, cfg,
+                                seed=2)
+    assert img.flags.c_contiguous
+    np.testing.assert_array_equal(img, want.image)
+    np.testing.assert_array_equal(lab, want.labels)
+
+
+@pytest.mark.parametrize("channel_first", [False, True])
+@pytest.mark.parametrize("label_dtype", [None, np.int32, np.int64])
+def test_arrays_labels_dtype_and_output_hook(tiles256, bank256, channel_first, label_dtype):
+    """``labels_dtype`` gives insmix's labels in that dtype (int64 widened), also for ids the core
+    relabels; ``on_outputs`` sees the very arrays returned, before InsMix writes them."""
+    image, labels = tiles256[7][:2]
+    src = np.ascontiguousarray(image.transpose(2, 0, 1)).transpose(1, 2, 0) if channel_first else image
+    for lab_in in (labels, np.where(labels > 0, labels + 100_000, 0)):
+        want = insmix(image, lab_in, bank256, CFG, seed=11)
+        seen = []
+
+        def hook(img, lab):
+            seen.append((img, lab))
+            img[...] = 0  # (a real hook must not write them: here, to show InsMix writes them afterwards)
+            lab[...] = -1
+
+        img, lab, _ = insmix_arrays(src, lab_in, bank256, CFG, seed=11, labels_dtype=label_dtype, on_outputs=hook)
+        assert lab.dtype == (label_dtype or np.int32)
+        np.testing.assert_array_equal(img, want.image)
+        np.testing.assert_array_equal(lab, want.labels)
+        (hook_img, hook_lab), = seen
+        assert hook_img is img and hook_lab is lab
+        x = src.copy()  # in place: the hook gets the image itself
+        seen.clear()
+        img, lab, _ = insmix_arrays(x, lab_in, bank256, CFG, seed=11, in_place=True, labels_dtype=label_dtype,
+                                    on_outputs=lambda i, l: seen.append((i, l)))
+        assert img is x and seen[0][0] is x and seen[0][1] is lab
+        np.testing.assert_array_equal(lab, want.labels)
+        np.testing.assert_array_equal(x, want.image)
+
+
+def test_arrays_labels_dtype_errors(tiles256, bank256):
+    image, labels = tiles256[7][:2]
+    for bad in (np.uint16, np.float32, "float", object):
+        with pytest.raises(InputError, match="labels_dtype must be int32 or int64"):
+            insmix_arrays(image, labels, bank256, CFG, labels_dtype=bad)

@@ -205,13 +205,12 @@ def sample_kernel(out_image, out_labels, out_types, status, image, labels, prm, 
 @njit(cache=True, nogil=True)
 def _insmix(img, lab, types, typed, top, row, desc):
     """``insmix_tile`` in place on ``img`` / ``lab`` / ``types`` (what ``insmix_batch_into``
-    runs per tile), with record tables grown until the plan fits."""
+    runs per tile), with record tables grown until the plan fits; no paste or shuffle masks
+    (the loader keeps none: compiled out of the kernel)."""
     h, w = lab.shape
     bt, ct = _bank_tables(desc)
     P = _params(row)
     out_types = np.empty_like(types)
-    paste = np.empty((h, w), np.bool_)
-    shuffled = np.empty((h, w), np.bool_)
     moves = np.zeros((max((h // P.patch) * (w // P.patch), 1), 2), np.int64)
     seed = np.uint64(row[R_SEED])
     # room for one paste per instance never runs out; a crowded tile starts smaller and, if its plan does
@@ -228,11 +227,11 @@ def _insmix(img, lab, types, typed, top, row, desc):
                     for x in range(w):
                         if lab[y, x] > 0:
                             id_class[lab[y, x]] = types[y, x]
-            n, _ = insmix_tile(None, None, bt, ct, P, seed, row[R_INDEX], rec_i, rec_f, moves, img, lab, paste,
-                               shuffled, top, typed, types, out_types, id_class, None, False, None)
+            n, _ = insmix_tile(None, None, bt, ct, P, seed, row[R_INDEX], rec_i, rec_f, moves, img, lab, None,
+                               None, top, typed, types, out_types, id_class, None, False, None)
         else:
-            n, _ = insmix_tile(None, None, bt, ct, P, seed, row[R_INDEX], rec_i, rec_f, moves, img, lab, paste,
-                               shuffled, top, typed, types, out_types, None, None, False, None)
+            n, _ = insmix_tile(None, None, bt, ct, P, seed, row[R_INDEX], rec_i, rec_f, moves, img, lab, None,
+                               None, top, typed, types, out_types, None, None, False, None)
         if n >= 0:
             break
         lab[:] = backup  # (the image is untouched until the plan fits)
