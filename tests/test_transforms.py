@@ -91,13 +91,16 @@ def typed_core(monkeypatch):
         return r
 
     def insmix_arrays(image, labels, bank, config=None, *, seed=0, index=0, types=None, in_place=False,
-                      max_value=None):
+                      max_value=None, labels_dtype=None, on_outputs=None):
         if in_place:
             r = core.insmix_into(image, labels, bank, config, seed=seed, index=index, max_value=max_value)
         else:
             r = core.insmix(image, labels, bank, config, seed=seed, index=index)
         received.append(np.array(types))
-        return r.image, r.labels, np.where(r.paste_mask, PASTED_CLASS, types).astype(np.int32)
+        lab = r.labels.astype(labels_dtype or np.int32)
+        if on_outputs is not None:
+            on_outputs(r.image, lab)
+        return r.image, lab, np.where(r.paste_mask, PASTED_CLASS, types).astype(np.int32)
 
     def insmix_batch_into(out, labels, bank, config=None, *, seed=0, indices=None, types=None, max_value=None,
                           out_labels=None):

@@ -241,3 +241,77 @@ def test_type_map_follows_the_labels(small_data, float_image):
     np.testing.assert_array_equal(np.asarray(out["types"][0]), ref.types)
     assert out["types"].dtype == torch.int16 and out["types"].meta["filename_or_obj"] == "types.png"
     assert len(ref.pastes) and (ref.types[ref.paste_mask] > 0).all()
+
+
+def test_metadata_copy_is_monais(small_data, small_bank):
+    """The outputs' attributes are those MONAI's ``copy_meta_from`` gives (the same keys, the
+    same values, shallow copies of dicts, lists and arrays, clones of tensors), for metadata of
+    every kind a pipeline carries — and independent of the input's."""
+    from monai.data.meta_obj import MetaObj
+
+    from insmix_fast.transforms import monai as adapter
+
+    image, labels = small_data[2]
+    sample = _meta(image, labels)
+    src = sample["image"]
+    src.meta["patch_index"] = 3
+    src.meta["spacing"] = np.array([0.25, 0.25])
+    src.applied_operations.append({"class": "Earlier", "extra_info": {"k": 1}})
+    src.extra_attribute = torch.arange(3)  # an attribute MONAI copies by cloning
+    src.other = (1, "two")  # an immutable one, kept as it is
+    ref = MetaTensor(torch.zeros(1)).as_subclass(MetaTensor)
+    ref.__dict__.clear()
+    MetaObj.copy_meta_from(ref, src)
+    got = adapter._meta_copy(src)
+    assert got.keys() == ref.__dict__.keys()
+    for name, value in ref.__dict__.items():
+        mine = got[name]
+        assert type(mine) is type(value), name
+        if isinstance(value, (dict, list, np.ndarray, torch.Tensor)):
+            assert mine is not src.__dict__[name], name  # a copy, as MONAI makes it
+        if isinstance(value, dict):
+            assert mine.keys() == value.keys() and all(mine[k] is value[k] for k in value), name  # shallow
+        elif isinstance(value, torch.Tensor):
+            assert torch.equal(mine, value), name
+        elif isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(mine, value)
+        else:
+            assert mine == value, name
+    out = InsMixd(bank=small_bank, config=CFG, prob=1.0).set_random_state(seed=1)(sample)
+    assert out["image"].meta["patch_index"] == 3 and out["image"].meta is not src.meta
+    assert out["image"].applied_operations == src.applied_operations
+    assert out["image"].applied_operations is not src.applied_operations
+    assert torch.equal(out["image"].extra_attribute, src.extra_attribute)
+
+
+def test_outputs_are_full_metatensors(small_data, small_bank):
+    """The CPU outputs (made as MetaTensors directly, see ``_RECLASS``) behave as MONAI's own:
+    torch functions keep the type and metadata, they copy, pickle and collate, and MONAI's
+    transforms take them."""
+    import copy
+    import pickle
+
+    from monai.data import list_data_collate
+
+    image, labels = small_data[3]
+    t = InsMixd(bank=small_bank, config=CFG, prob=1.0).set_random_state(seed=2)
+    out = t(_meta(image, labels))
+    ref = insmix(image, labels, small_bank, CFG, seed=t.insmix_seed)
+    for key in ("image", "label"):
+        x = out[key]
+        assert type(x) is MetaTensor and x.meta["filename_or_obj"] == "tile.png"
+        y = x.float() * 2
+        assert type(y) is MetaTensor and y.meta["filename_or_obj"] == "tile.png"
+        for z in (copy.deepcopy(x), pickle.loads(pickle.dumps(x))):
+            assert type(z) is MetaTensor and torch.equal(z.as_tensor(), x.as_tensor())
+            assert z.meta["filename_or_obj"] == "tile.png"
+    np.testing.assert_array_equal(_hwc(out["image"]), ref.image)
+    np.testing.assert_array_equal(out["label"][0].numpy(), ref.labels)
+    batch = list_data_collate([out, t(_meta(image, labels))])
+    assert type(batch["image"]) is MetaTensor and tuple(batch["image"].shape) == (2, 3, *labels.shape)
+    flipped = RandFlipd(keys=("image", "label"), prob=1.0, spatial_axis=1)(out)
+    assert [op["class"] for op in flipped["image"].applied_operations] == ["RandFlipd"]
+    assert out["image"].applied_operations == []
+    del out, flipped, batch
+    import gc
+    gc.collect()

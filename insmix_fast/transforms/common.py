@@ -46,7 +46,7 @@ from ..validation import check_number
 
 __all__ = ["INSTALL_HINT", "TYPED_INSMIX", "TYPED_INSMIX_BATCH", "missing_library", "check_bank", "check_config",
            "check_probability", "check_max_value", "patch_size", "label_dtype", "is_integer_dtype", "check_integer_map", "require_types",
-           "error_context", "run_insmix", "run_insmix_arrays", "run_insmix_batch", "run_insmix_batch_into", "check_float_range", "to_uint8", "float_result",
+           "error_context", "in_context", "run_insmix", "run_insmix_arrays", "run_insmix_batch", "run_insmix_batch_into", "check_float_range", "to_uint8", "float_result",
            "moves_of", "staging", "channels_last", "channels_first", "contiguous_nchw", "check_nchw", "insmix_nchw",
            "batch_output", "insmix_hwc", "plans_without_pixels", "copy_checked", "narrow_labels",
            "IN_PLACE_DTYPES"]
@@ -166,7 +166,14 @@ class error_context:
 
     def __exit__(self, kind, e, tb) -> None:
         if isinstance(e, InsMixError):
-            raise type(e)(f"{self.context}: {e}") from e
+            raise in_context(e, self.context) from e
+
+
+def in_context(e: InsMixError, context: str) -> InsMixError:
+    """``e`` again, of its type, with ``context`` (which transform, which keys) in front of its
+    message — for ``except InsMixError as e: raise in_context(e, ...) from e``, which costs
+    nothing when no error is raised (a ``with`` block pays its two calls on every sample)."""
+    return type(e)(f"{context}: {e}")
 
 
 # ------------------------------------------------------------------ the calls into the core
@@ -179,15 +186,19 @@ def run_insmix(image, labels, bank, config: InsMixConfig, *, seed: int, index: i
 
 
 def run_insmix_arrays(image, labels, bank, config: InsMixConfig, *, seed: int, index: int = 0, types=None,
-                      in_place: bool = False, max_value: float = 1.0):
+                      in_place: bool = False, max_value: float = 1.0, labels_dtype=None, on_outputs=None):
     """The one per-sample call of :func:`~insmix_fast.core.insmix_arrays`: ``(image, labels,
     types or None)`` of :func:`~insmix_fast.core.insmix` (``in_place``: of
     :func:`~insmix_fast.core.insmix_into`, InsMix written into ``image``, a copy of the caller's
-    image in its own layout and dtype), without the plan and records the adapters would drop."""
+    image in its own layout and dtype), without the plan and records the adapters would drop;
+    ``labels_dtype`` and ``on_outputs`` as ``insmix_arrays`` takes them (passed only when given)."""
     if types is not None:
         require_types("types")
+    if labels_dtype is None and on_outputs is None:
+        return insmix_arrays(image, labels, bank, config, seed=seed, index=index, types=types, in_place=in_place,
+                             max_value=max_value)
     return insmix_arrays(image, labels, bank, config, seed=seed, index=index, types=types, in_place=in_place,
-                         max_value=max_value)
+                         max_value=max_value, labels_dtype=labels_dtype, on_outputs=on_outputs)
 
 
 def run_insmix_batch_into(out, labels, bank, config: InsMixConfig, *, seed: int, indices, types=None,
@@ -584,33 +595,51 @@ def batch_output(images: torch.Tensor, labels: torch.Tensor, types: torch.Tensor
 
 def insmix_hwc(image: np.ndarray, labels: np.ndarray, bank, config: InsMixConfig, *, seed: int, index: int = 0,
                types: np.ndarray | None = None, max_value: float = 1.0,
-               names: tuple[str, str, str] = ("image", "labels", "types")):
+               names: tuple[str, str, str] = ("image", "labels", "types"), on_outputs=None):
     """InsMix on one numpy sample: image H×W×3 of any strides (a 3×H×W array seen through
     ``.transpose(1, 2, 0)``), uint8 or float in ``[0, max_value]``; labels and types H×W. The
     per-sample adapters' path. Returns ``(image, labels, types or None)`` as numpy: image in
     its dtype and memory layout (float: exact, see the module docstring), labels in
-    :func:`label_dtype` of theirs, types in theirs. A C-contiguous uint8 image is one plain
-    :func:`run_insmix` call; other images cost one copy (:func:`copy_checked`) InsMix is written into in place."""
+    :func:`label_dtype` of theirs, types in theirs. ``on_outputs(image, labels)`` (optional) is
+    called with the output image and label map before InsMix writes them when the core makes
+    them (``insmix_arrays``' hook: the int32 and int64 label dtypes), else once they are written.
+
+    A uint8 image, C-contiguous or channel-first in memory (with bank templates), is one plain
+    :func:`run_insmix_arrays` call, which copies it into a new image of its layout; other images
+    are copied first (:func:`copy_checked`) and InsMix is written into the copy in place."""
     check_integer_map(labels, names[1])
     if types is not None:
         check_integer_map(types, names[2], "type map")
     lab = narrow_labels(labels)
-    if image.dtype == np.uint8 and image.flags.c_contiguous:
-        out, out_labels, out_types = run_insmix_arrays(image, lab, bank, config, seed=seed, index=index, types=types)
+    want = label_dtype(labels.dtype)
+    core = _INT64 if want == _INT64 else None  # the core writes int32 labels, or widens them to int64
+    hook = on_outputs if want in _CORE_LABELS else None
+    if image.dtype == np.uint8 and (image.flags.c_contiguous or (
+            plans_without_pixels(config) and image.transpose(2, 0, 1).flags.c_contiguous)):
+        out, out_labels, out_types = run_insmix_arrays(image, lab, bank, config, seed=seed, index=index, types=types,
+                                                       labels_dtype=core, on_outputs=hook)
     elif image.dtype in IN_PLACE_DTYPES and plans_without_pixels(config):
         out, out_labels, out_types = run_insmix_arrays(copy_checked(image, max_value, names[0]), lab, bank, config,
                                                        seed=seed, index=index, types=types, in_place=True,
-                                                       max_value=max_value)
+                                                       max_value=max_value, labels_dtype=core, on_outputs=hook)
     else:  # the plan reads the pixels (templates cut from the tile), or a dtype insmix_into does not write
         x = torch.from_numpy(image if min(image.strides, default=0) >= 0 else image.copy()).permute(2, 0, 1)
         typ = None if types is None else torch.from_numpy(np.ascontiguousarray(types))[None]
-        img, lab, typ = insmix_nchw(x[None], torch.from_numpy(np.ascontiguousarray(labels))[None], bank, config,
-                                    seed=seed, indices=(index,), types=typ, max_value=max_value, names=names)
-        return _in_layout_of(image, img[0].permute(1, 2, 0).numpy()), lab[0].numpy(), \
-            None if typ is None else typ[0].numpy()
+        img, lab_t, typ = insmix_nchw(x[None], torch.from_numpy(np.ascontiguousarray(labels))[None], bank, config,
+                                      seed=seed, indices=(index,), types=typ, max_value=max_value, names=names)
+        out, out_labels = _in_layout_of(image, img[0].permute(1, 2, 0).numpy()), lab_t[0].numpy()
+        out_types, hook = None if typ is None else typ[0].numpy(), None
+    out_labels = out_labels.astype(want, copy=False)
+    if on_outputs is not None and hook is None:
+        on_outputs(out, out_labels)
     if types is not None:
         out_types = out_types.astype(types.dtype, copy=False)
-    return out, out_labels.astype(label_dtype(labels.dtype), copy=False), out_types
+    return out, out_labels, out_types
+
+
+#: Label dtypes :func:`~insmix_fast.core.insmix_arrays` returns (``labels_dtype``).
+_INT64 = np.dtype(np.int64)
+_CORE_LABELS = frozenset((np.dtype(np.int32), _INT64))
 
 
 def _in_layout_of(like: np.ndarray, hwc: np.ndarray) -> np.ndarray:

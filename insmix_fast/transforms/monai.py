@@ -21,13 +21,14 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 import torch
 
-from ..errors import ConfigError, InputError, InputTypeError
-from .common import (check_bank, check_config, check_max_value, check_probability, error_context, insmix_hwc,
+from ..errors import ConfigError, InputError, InputTypeError, InsMixError
+from .common import (check_bank, check_config, check_max_value, check_probability, in_context, insmix_hwc,
                      insmix_nchw, is_integer_dtype, missing_library, require_types)
 
 try:
     from monai.config import KeysCollection
     from monai.data import MetaTensor, get_track_meta
+    from monai.data.meta_obj import MetaObj
     from monai.transforms import MapTransform, RandomizableTransform
     from monai.utils import TransformBackends
 except ImportError as _e:  # pragma: no cover - exercised by a test that hides the library
@@ -85,6 +86,7 @@ class InsMixd(RandomizableTransform, MapTransform):
         self._seed = 0
         self._context = f"InsMixd(keys={self.keys!r})"
         self._wanted = (*self.keys, *(() if type_key is None else (type_key,)))
+        self._wanted_set = frozenset(self._wanted)
         self._names = (repr(self.keys[0]), repr(self.keys[1]), repr(type_key))
 
     @property
@@ -103,46 +105,56 @@ class InsMixd(RandomizableTransform, MapTransform):
         (Earlier development versions drew a 64-bit ``R.randint`` seed, three times the cost;
         seeded pipelines give other results than they did.)"""
         R = self.R
-        self._do_transform = R.rand() < self.prob
+        self._do_transform = R.random_sample() < self.prob  # random_sample() is rand(): the same draws
         if self._do_transform:
-            self._seed = int(R.rand() * _SEED_SCALE)
+            self._seed = int(R.random_sample() * _SEED_SCALE)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
-        missing = [k for k in self._wanted if k not in d]
-        if missing:
+        if not d.keys() >= self._wanted_set:
             if self.allow_missing_keys:
                 return d
-            raise InputError(f"InsMixd: key {missing[0]!r} is missing from the data (keys: {sorted(map(str, d))}); "
+            missing = next(k for k in self._wanted if k not in d)
+            raise InputError(f"InsMixd: key {missing!r} is missing from the data (keys: {sorted(map(str, d))}); "
                              f"pass allow_missing_keys=True to skip such samples")
         self.randomize(None)
         if not self._do_transform:
             return d
         image_key, label_key = self.keys
         src = d[image_key]
-        image = _data(src, image_key)
-        if image.ndim != 3 or image.shape[0] != 3:
-            hint = ""
-            if image.ndim == 3 and image.shape[-1] == 3:
-                hint = f" — it looks channel-last (H×W×3): add EnsureChannelFirstd(keys={image_key!r}) before InsMixd"
-            raise InputError(f"InsMixd: {image_key!r} must be a channel-first 3×H×W RGB image, got shape "
-                             f"{tuple(image.shape)}{hint}")
-        cuda = isinstance(image, torch.Tensor)
-        labels = _plane(d[label_key], label_key, image, cuda)
-        types = None if self.type_key is None else _plane(d[self.type_key], self.type_key, image, cuda)
-        with error_context(self._context):
+        # a MetaTensor routes every attribute read and method call through its __torch_function__;
+        # with it off (one context for all the maps), the reads below are torch's own
+        with _plain_tensors():
+            image = _data(src, image_key)
+            if image.ndim != 3 or image.shape[0] != 3:
+                hint = ""
+                if image.ndim == 3 and image.shape[-1] == 3:
+                    hint = f" — it looks channel-last (H×W×3): add EnsureChannelFirstd(keys={image_key!r}) before InsMixd"
+                raise InputError(f"InsMixd: {image_key!r} must be a channel-first 3×H×W RGB image, got shape "
+                                 f"{tuple(image.shape)}{hint}")
+            cuda = isinstance(image, torch.Tensor)
+            labels = _plane(d[label_key], label_key, image, cuda)
+            types = None if self.type_key is None else _plane(d[self.type_key], self.type_key, image, cuda)
+        label_src = d[label_key]
+        try:
             if cuda:  # on its device: insmix_batch(device=...) on a batch of one
                 img, lab, typ = insmix_nchw(image.unsqueeze(0), labels, self.bank, self.config, seed=self._seed,
                                             indices=(0,), types=types, max_value=self.max_value, names=self._names)
-                img = img[0].contiguous()
+                d[image_key] = _like(img[0].contiguous(), src)
+                d[label_key] = _like(lab, label_src)
             else:  # the channel-first array seen channel-last: the result keeps its memory layout
-                img, lab, typ = insmix_hwc(image.transpose(1, 2, 0), labels[0], self.bank, self.config,
-                                           seed=self._seed, types=None if types is None else types[0],
-                                           max_value=self.max_value, names=self._names)
-                img, lab = img.transpose(2, 0, 1), lab[None]
+                def wrap(img, lab):
+                    # the output objects, made before InsMix runs, next to the reads above (made after its
+                    # kernel, which evicts the CPU's caches, a MetaTensor costs ≈ 10 µs more)
+                    d[image_key] = _like(img.transpose(2, 0, 1), src)
+                    d[label_key] = _like(lab[None], label_src)
+
+                _, _, typ = insmix_hwc(image.transpose(1, 2, 0), labels[0], self.bank, self.config, seed=self._seed,
+                                       types=None if types is None else types[0], max_value=self.max_value,
+                                       names=self._names, on_outputs=wrap)
                 typ = None if typ is None else typ[None]
-        d[image_key] = _like(img, src)
-        d[label_key] = _like(lab, d[label_key])
+        except InsMixError as e:
+            raise in_context(e, self._context) from e
         if types is not None:
             d[self.type_key] = _like(typ, d[self.type_key])
         return d
@@ -150,33 +162,90 @@ class InsMixd(RandomizableTransform, MapTransform):
 
 def _like(x, dst):
     """The output ``x`` (numpy, or a tensor on ``dst``'s device) as the kind ``dst`` is: numpy,
-    ``torch.Tensor``, or a ``MetaTensor`` carrying a copy of ``dst``'s metadata (``copy_meta_from``:
-    what MONAI's own transforms give their outputs, so a later transform appending to
-    ``applied_operations`` leaves the input's alone) — a plain tensor when MONAI's metadata
-    tracking is off. Dtypes are already the output's."""
+    ``torch.Tensor``, or a ``MetaTensor`` carrying a copy of ``dst``'s metadata (what MONAI's own
+    transforms give their outputs — ``copy_meta_from``, see :func:`_meta_copy` — so a later
+    transform appending to ``applied_operations`` leaves the input's alone) — a plain tensor when
+    MONAI's metadata tracking is off. Dtypes are already the output's."""
     if isinstance(x, np.ndarray):
         if isinstance(dst, np.ndarray):
             return x
         x = torch.from_numpy(x)
+        if isinstance(dst, MetaTensor) and get_track_meta():
+            if _RECLASS:  # the tensor was made here, so no one else sees its class change
+                x.__class__ = MetaTensor
+                x.__dict__ = _meta_copy(dst)
+                return x
+            return _with_meta(x, dst)
+        return x
     if isinstance(dst, MetaTensor) and get_track_meta():
-        out = x.as_subclass(MetaTensor)
-        out.copy_meta_from(dst)
-        return out
+        return _with_meta(x, dst)
     return x
+
+
+def _with_meta(x: torch.Tensor, dst: MetaTensor) -> MetaTensor:
+    out = x.as_subclass(MetaTensor)
+    out.__dict__.update(_meta_copy(dst))
+    return out
+
+
+#: Attribute values MONAI's ``MetaObj.copy_items`` returns as they are (``is_immutable``'s common
+#: types), and those it copies with ``.copy()`` (a shallow copy, as MONAI does).
+_AS_THEY_ARE = frozenset((type(None), bool, int, float, str))
+_SHALLOW = frozenset((dict, list))
+
+
+def _meta_copy(src: MetaTensor) -> dict:
+    """The attributes ``out.copy_meta_from(src)`` (``copy_attr=True``, every attribute) gives a
+    new ``out``: each attribute of ``src`` — the meta dict (``affine`` in it),
+    ``applied_operations``, ``pending_operations``, ``is_batch``… — copied as MONAI's
+    ``MetaObj.copy_items`` copies it, the common types here and any other value by
+    ``copy_items`` itself. One dict in one loop: MONAI's method makes two calls a value, which
+    costs ≈ 5 µs a map right after a kernel has evicted the interpreter's caches."""
+    attrs = src.__dict__.copy()
+    for name, value in attrs.items():
+        kind = type(value)
+        if kind in _SHALLOW:
+            attrs[name] = value.copy()
+        elif kind not in _AS_THEY_ARE:
+            attrs[name] = MetaObj.copy_items(value)
+    return attrs
+
+
+def _can_reclass() -> bool:
+    """Whether a plain tensor's class can be set to ``MetaTensor`` (CPython allows it when the
+    two classes lay their objects out alike, which torch's Python tensor subclasses do). That
+    gives a new CPU output the MetaTensor type without ``as_subclass``'s second tensor object
+    (an alias of the first, freed with it): ≈ 1 µs less a map, ≈ 4 µs right after a kernel.
+    MetaTensor defines no ``__torch_dispatch__``, so nothing torch set up for the object depends
+    on the class. Checked once, on a probe; ``as_subclass`` otherwise."""
+    try:
+        t = torch.zeros(1)
+        t.__class__ = MetaTensor
+        t.__dict__ = _meta_copy(MetaTensor(torch.zeros(1)))
+        return type(t + 1) is MetaTensor and isinstance(t.meta, dict)
+    except (TypeError, AttributeError, RuntimeError):  # pragma: no cover - a torch or MONAI that refuses it
+        return False
+
+
+_RECLASS = (not any("__torch_dispatch__" in vars(c) for c in MetaTensor.__mro__[:MetaTensor.__mro__.index(torch.Tensor)])
+            and _can_reclass())
 
 
 def _data(x, key, cuda: bool = False):
     """The array behind a MetaTensor / tensor / numpy value, without a copy: numpy for data on
     the CPU, the plain tensor on a GPU (``cuda``: the image is there, so a CPU map stays a
-    tensor and is refused by the device check)."""
+    tensor and is refused by the device check). Called with ``__torch_function__`` of tensor
+    subclasses off (``with _plain_tensors():``), so ``.numpy()`` is torch's own (no plain-tensor
+    copy of a MetaTensor object needed for the CPU path)."""
     if isinstance(x, torch.Tensor):
-        # a MetaTensor routes every attribute read and method call through its __torch_function__
-        # (as_tensor() included); with it off, .numpy() is torch's own (no plain-tensor copy of
-        # the object needed for the CPU path)
-        with _plain_tensors():
-            if x.is_cuda or cuda:
-                return x.as_subclass(torch.Tensor) if isinstance(x, MetaTensor) else x
-            return (x.detach() if x.requires_grad else x).numpy()
+        if not cuda:
+            try:  # a CPU tensor without grad, the common case: no attribute read before it
+                return x.numpy()
+            except (RuntimeError, TypeError):  # it needs grad (RuntimeError) or is on a GPU (TypeError)
+                pass
+            if not x.is_cuda:
+                return x.detach().numpy()
+        return x.as_subclass(torch.Tensor) if isinstance(x, MetaTensor) else x
     if isinstance(x, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(x)) if cuda else x
     raise InputTypeError(f"InsMixd: {key!r} must be a MetaTensor, torch.Tensor or numpy array, got {type(x).__name__}")
@@ -185,6 +254,17 @@ def _data(x, key, cuda: bool = False):
 def _plane(x, key, image, cuda: bool):
     """A 1×H×W label/type map (channel-first, one channel) as a 1×H×W array of the image's kind."""
     t = _data(x, key, cuda)
+    if tuple(t.shape) != (1, *image.shape[1:]):  # one comparison on the way of every sample
+        _refuse_shape(t, key, image)
+    if not is_integer_dtype(t.dtype):
+        raise InputError(f"InsMixd: {key!r} must hold integer ids (0 = background), got {t.dtype}. LoadImaged reads "
+                         f"labels as float32 unless told otherwise: LoadImaged(..., dtype=None) or "
+                         f"CastToTyped(keys={key!r}, dtype=np.int32) before InsMixd")
+    return t
+
+
+def _refuse_shape(t, key, image) -> None:
+    """Raise for a map that is not 1×H×W like the image, saying what it looks like."""
     h, w = image.shape[1:]
     if t.ndim != 3 or t.shape[0] != 1:
         if t.ndim == 2:
@@ -194,10 +274,4 @@ def _plane(x, key, image, cuda: bool):
         else:
             hint = ""
         raise InputError(f"InsMixd: {key!r} must be channel-first 1×H×W = 1×{h}×{w}, got shape {tuple(t.shape)}{hint}")
-    if tuple(t.shape[1:]) != (h, w):
-        raise InputError(f"InsMixd: {key!r} is 1×{t.shape[1]}×{t.shape[2]} but the image is 3×{h}×{w}")
-    if not is_integer_dtype(t.dtype):
-        raise InputError(f"InsMixd: {key!r} must hold integer ids (0 = background), got {t.dtype}. LoadImaged reads "
-                         f"labels as float32 unless told otherwise: LoadImaged(..., dtype=None) or "
-                         f"CastToTyped(keys={key!r}, dtype=np.int32) before InsMixd")
-    return t
+    raise InputError(f"InsMixd: {key!r} is 1×{t.shape[1]}×{t.shape[2]} but the image is 3×{h}×{w}")
