@@ -85,11 +85,12 @@ def _interleaved(benchmark, sides: dict, rounds: int, per_round: int = 1, reset=
             fn = sides[name]
             t = time.perf_counter()
             out = fn(r)
+            if r == 0:
+                first[name] = out
+            del out  # freeing the outputs is this side's cost, not the next side's
             times[name].append((time.perf_counter() - t) / per_round)
             before[name].append(set(seen))
             seen.append(name)
-            if r == 0:
-                first[name] = out
 
     for fn in sides.values():  # compile / warm caches
         fn(0)
