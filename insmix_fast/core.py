@@ -584,9 +584,12 @@ def insmix_batch(images, labels, bank: InstanceBank | None, config: InsMixConfig
 
 
 def insmix_batch_into(out, labels, bank: InstanceBank | None, config: InsMixConfig | None = None, *, seed: int = 0,
-                      indices=None, types=None, ignore=None, max_value=None, out_labels=None) -> InsMixBatchResult:
+                      indices=None, types=None, ignore=None, max_value=None, out_labels=None,
+                      masks: bool = True) -> InsMixBatchResult:
     """:func:`insmix_batch` on the CPU whose images are ``out``, written in place in their own
-    layout and dtype (what :func:`insmix_into` does for one tile).
+    layout and dtype (what :func:`insmix_into` does for one tile). A channel-first ``out`` (a
+    C-contiguous N×3×H×W array seen through ``.transpose(0, 2, 3, 1)``) is worked on plane by
+    plane, without the generic stride arithmetic of the transposed view.
 
     ``out`` is N×H×W×3 with any strides — ``x.transpose(0, 2, 3, 1)`` of a channel-first
     N×3×H×W array is written in place, channel-first — holding uint8, or float32 / float64
@@ -602,6 +605,9 @@ def insmix_batch_into(out, labels, bank: InstanceBank | None, config: InsMixConf
     casting pass; default a new int32 array. A C-contiguous int64 ``labels`` batch is checked
     by the kernel as it copies it: on a bad id (negative, or beyond int32) the
     :class:`~insmix_fast.errors.InputError` comes after the other tiles of ``out`` were written.
+
+    ``masks=False``: the paste and shuffle masks are not made (compiled out of the kernel) and
+    the result's ``paste_masks`` / ``shuffled_masks`` are None — for callers that drop them.
     """
     config = _config(config)
     _refuse_self_templates(config, "insmix_batch_into", "insmix_batch")
@@ -621,7 +627,7 @@ def insmix_batch_into(out, labels, bank: InstanceBank | None, config: InsMixConf
                              f"got {getattr(out_labels, 'dtype', type(out_labels).__name__)} "
                              f"{getattr(out_labels, 'shape', '')}")
     return _insmix_batch_cpu(None, labels, bank, config, seed, indices, types, ignore, out=out, lut=lut,
-                             max_value=max_value, check_in_kernel=in_kernel, wide=out_labels)
+                             max_value=max_value, check_in_kernel=in_kernel, wide=out_labels, masks=bool(masks))
 
 
 def kernel_templates(bank, config: InsMixConfig | None, typed: bool):
@@ -664,12 +670,15 @@ def _insmix_batch_gpu(images, labels, bank, config: InsMixConfig, seed: int, ind
 
 def _insmix_batch_cpu(images: np.ndarray | None, labels: np.ndarray, bank, config: InsMixConfig, seed: int,
                       indices: np.ndarray, types, ignore, *, out: np.ndarray | None = None, lut=None,
-                      max_value=None, check_in_kernel: bool = False, wide=None) -> InsMixBatchResult:
+                      max_value=None, check_in_kernel: bool = False, wide=None,
+                      masks: bool = True) -> InsMixBatchResult:
     """The batch kernel over checked inputs; tiles it cannot take are redone one by one.
     ``images`` None: ``out`` (checked by :func:`_check_out`, which gave its ``lut``; ``max_value``
     for the tiles redone alone) holds them and is written in place (:func:`insmix_batch_into`). ``check_in_kernel``: ``labels`` are unchecked C-contiguous int64
     maps the kernel narrows and checks (see :func:`_as_label_batch`); a bad one then raises after
-    the kernel wrote the other tiles. ``wide``: the N×H×W int32/int64 array the output labels go to."""
+    the kernel wrote the other tiles. ``wide``: the N×H×W int32/int64 array the output labels go to.
+    ``masks=False``: no paste / shuffle masks (None in the result). Channel-first images (``out``
+    and ``images`` N×H×W×3 views of C-contiguous N×3×H×W arrays) go to the kernel as planes."""
     n = labels.shape[0]
     if check_in_kernel:
         max_ids = np.zeros(n, np.int64)  # the kernel finds them
@@ -684,8 +693,8 @@ def _insmix_batch_cpu(images: np.ndarray | None, labels: np.ndarray, bank, confi
     out_images = np.empty_like(images) if images is not None else out
     out_labels = wide if wide is not None and wide.dtype == np.int32 else np.empty(labels.shape, np.int32)
     wide = None if wide is out_labels else wide
-    paste_masks = np.empty(labels.shape, np.bool_)
-    shuffled = np.empty(labels.shape, np.bool_)
+    paste_masks = np.empty(labels.shape, np.bool_) if masks else None
+    shuffled = np.empty(labels.shape, np.bool_) if masks else None
     counts = np.zeros((n, 2), np.int64)
     sparse = max_ids > DENSE_ID_LIMIT
     kernel_labels = labels
@@ -707,13 +716,20 @@ def _insmix_batch_cpu(images: np.ndarray | None, labels: np.ndarray, bank, confi
         luts = np.zeros((n, 1), np.int32)
     # in place, the kernel shuffles the background of the stand-in empty maps of sparse tiles: keep their inputs
     kept = {b: out[b].copy() for b in np.flatnonzero(sparse)} if images is None else {}
-    kernel_args = (images, kernel_labels, tpl.table, tpl.classes, P, np.uint64(seed), indices, rec_i, rec_f, moves,
-                   out_images, out_labels, paste_masks, shuffled, counts, kernel_max, typed, kernel_types, out_types,
-                   _for_class_choice(luts, config), ignore, ignore is not None)
+    planes = _planes(out_images[0]) if n else None
+    channel_first = planes is not None and (images is None or _planes(images[0]) is not None)
+    kernel_args = (images if images is None or not channel_first else images.transpose(0, 3, 1, 2), kernel_labels,
+                   tpl.table, tpl.classes, P, np.uint64(seed), indices, rec_i, rec_f, moves,
+                   out_images.transpose(0, 3, 1, 2) if channel_first else out_images, out_labels, paste_masks,
+                   shuffled, counts, kernel_max, typed, kernel_types, out_types, _for_class_choice(luts, config),
+                   ignore, ignore is not None)
     # the optional arguments only when given: omitted, they leave insmix_batch's specialisation (and cache entry)
     # as it was
-    extra = (lut, wide, DENSE_ID_LIMIT) if check_in_kernel else (lut, wide) if wide is not None else \
-        (lut,) if lut is not None else ()
+    if channel_first:
+        extra = (lut, wide, DENSE_ID_LIMIT if check_in_kernel else None, True)
+    else:
+        extra = (lut, wide, DENSE_ID_LIMIT) if check_in_kernel else (lut, wide) if wide is not None else \
+            (lut,) if lut is not None else ()
     with numba_parallel():  # a fork-safe pool that keeps torch's thread count; one launch at a time if needed
         insmix_batch_kernel(*kernel_args, *extra)
     if check_in_kernel:  # tiles the kernel left alone: a bad id (raise as check_labels does), or sparse ids
@@ -735,7 +751,9 @@ def _insmix_batch_cpu(images: np.ndarray | None, labels: np.ndarray, bank, confi
             else:
                 r = insmix(images[b], labels[b], bank, config, **tile)
                 out_images[b] = r.image
-            out_labels[b], paste_masks[b], shuffled[b] = r.labels, r.paste_mask, r.shuffled_mask
+            out_labels[b] = r.labels
+            if masks:
+                paste_masks[b], shuffled[b] = r.paste_mask, r.shuffled_mask
             if wide is not None:
                 wide[b] = r.labels
             if typed:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import InputError
 from .kernels.fingerprint import hash_words
 from .kernels.records import (F_DIS, F_SCALE, F_SHAPE, N_REC_F, N_REC_I, R_CLASS, R_DX, R_DY, R_LABEL,
                               R_ORIGINAL, R_TEMPLATE, R_X, R_Y)
@@ -150,13 +151,14 @@ class InsMixBatchResult:
     ``result[b]`` is sample ``b`` as an :class:`InsMixResult` whose plan equals the one
     ``insmix(..., seed=seed, index=indices[b])`` makes (``seed`` and ``patch`` are kept
     for that), so ``apply_plan`` replays it exactly. ``types``: N×H×W int32 output class
-    maps of a typed call, else ``None``.
+    maps of a typed call, else ``None``. ``paste_masks`` / ``shuffled_masks`` are ``None``
+    when the call was asked not to make them (``insmix_batch_into(..., masks=False)``).
     """
 
     images: np.ndarray
     labels: np.ndarray
-    paste_masks: np.ndarray
-    shuffled_masks: np.ndarray
+    paste_masks: np.ndarray | None
+    shuffled_masks: np.ndarray | None
     pastes: list[np.ndarray]
     moves: list[np.ndarray]
     indices: np.ndarray
@@ -176,11 +178,14 @@ class InsMixBatchResult:
                           int(self.seed), int(self.indices[b]), fp)
 
     def __getitem__(self, b: int) -> InsMixResult:
-        return InsMixResult(self.images[b], self.labels[b], self.paste_masks[b], self.shuffled_masks[b],
+        return InsMixResult(self.images[b], self.labels[b], None if self.paste_masks is None else self.paste_masks[b],
+                            None if self.shuffled_masks is None else self.shuffled_masks[b],
                             self.pastes[b], self.plan(b), types=None if self.types is None else self.types[b])
 
     @property
     def original_masks(self) -> np.ndarray:
+        if self.paste_masks is None:
+            raise InputError("this result has no paste masks (made with masks=False), so no original masks either")
         return (self.labels > 0) & ~self.paste_masks
 
 

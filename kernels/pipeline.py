@@ -181,7 +181,7 @@ def row_unless(a, b, flag):
 @njit(cache=True, nogil=True, parallel=True)
 def insmix_batch_kernel(images, labels, bt, ct, P, seed, samples, rec_i, rec_f, moves, out_images, out_labels,
                         paste_masks, shuffled, counts, max_ids, typed, types, out_types, id_classes, ignore,
-                        use_ignore, lut=None, wide_labels=None, id_limit=None):
+                        use_ignore, lut=None, wide_labels=None, id_limit=None, channel_first=None):
     """``insmix_tile`` over a batch, tiles in parallel; ``counts[b] = (n_pastes, n_moves)``.
     ``types``/``out_types`` have one row per tile (stand-ins of one pixel when untyped);
     ``id_classes`` and ``ignore`` one row per tile, or None (compiled out, as in :func:`plan_tile`).
@@ -192,7 +192,10 @@ def insmix_batch_kernel(images, labels, bt, ct, P, seed, samples, rec_i, rec_f, 
     ``id_limit`` (or None): ``labels`` are unchecked int64 maps, narrowed to ``out_labels`` as
     they are copied (:func:`narrow_into`), which also gives ``max_ids[b]`` (-1: an id outside
     int32); a tile with such an id or one above ``id_limit`` is left alone (nothing written to
-    its image) with ``counts[b, 0] = -2``, for the caller to check or redo."""
+    its image) with ``counts[b, 0] = -2``, for the caller to check or redo.
+
+    ``channel_first`` (or None): ``images`` / ``out_images`` are C-contiguous N×3×H×W (see
+    :func:`insmix_tile`); ``paste_masks`` and ``shuffled`` may be None (not made)."""
     for b in prange(labels.shape[0]):
         n = -2
         m = 0
@@ -202,9 +205,9 @@ def insmix_batch_kernel(images, labels, bt, ct, P, seed, samples, rec_i, rec_f, 
             go = 0 <= max_ids[b] <= id_limit
         if go:
             n, m = insmix_tile(row_or_none(images, b), row_unless(labels, b, id_limit), bt, ct, P, seed, samples[b],
-                               rec_i[b], rec_f[b], moves[b], out_images[b], out_labels[b], paste_masks[b], shuffled[b],
-                               max_ids[b], typed, types[b], out_types[b], row_or_none(id_classes, b),
-                               row_or_none(ignore, b), use_ignore, lut)
+                               rec_i[b], rec_f[b], moves[b], out_images[b], out_labels[b], row_or_none(paste_masks, b),
+                               row_or_none(shuffled, b), max_ids[b], typed, types[b], out_types[b],
+                               row_or_none(id_classes, b), row_or_none(ignore, b), use_ignore, lut, channel_first)
             if wide_labels is not None and n >= 0:
                 copy_into(wide_labels[b], out_labels[b])
         counts[b, 0] = n

@@ -48,6 +48,24 @@ def test_batch_into_equals_insmix_batch(batch, bank256, layout, label_dtype):
     _same_result(got, want)
 
 
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+def test_batch_into_without_masks(batch, bank256, layout):
+    """``masks=False``: the same images, labels, pastes and moves (the sparse tile's fallback
+    included), no masks — and a result that says so when asked for them."""
+    images, labels = batch
+    want = insmix_batch(images, labels, bank256, CFG, seed=7, indices=[0, 2, 4, 6])
+    x = images.copy() if layout == "nhwc" else np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+    out = x if layout == "nhwc" else x.transpose(0, 2, 3, 1)
+    got = insmix_batch_into(out, labels.astype(np.int64), bank256, CFG, seed=7, indices=[0, 2, 4, 6], masks=False)
+    np.testing.assert_array_equal(out, want.images)
+    np.testing.assert_array_equal(got.labels, want.labels)
+    assert got.paste_masks is None and got.shuffled_masks is None and got[2].paste_mask is None
+    for b in range(len(want.moves)):
+        assert np.array_equal(got.pastes[b], want.pastes[b]) and np.array_equal(got.moves[b], want.moves[b])
+    with pytest.raises(InputError, match="masks=False"):
+        got.original_masks
+
+
 def test_batch_into_writes_out_labels(batch, bank256):
     images, labels = batch
     want = insmix_batch(images, labels, bank256, CFG, seed=2)

@@ -103,7 +103,7 @@ def typed_core(monkeypatch):
         return r.image, lab, np.where(r.paste_mask, PASTED_CLASS, types).astype(np.int32)
 
     def insmix_batch_into(out, labels, bank, config=None, *, seed=0, indices=None, types=None, max_value=None,
-                          out_labels=None):
+                          out_labels=None, masks=True):
         r = core.insmix_batch_into(out, labels, bank, config, seed=seed, indices=indices, max_value=max_value,
                                    out_labels=out_labels)
         received.append(np.array(types))

@@ -205,11 +205,11 @@ def run_insmix_batch_into(out, labels, bank, config: InsMixConfig, *, seed: int,
                           max_value: float = 1.0, out_labels=None):
     """The one call of :func:`~insmix_fast.core.insmix_batch_into` (InsMix written into ``out``,
     a copy of the caller's N×H×W×3-seen batch in its own layout and dtype; labels into
-    ``out_labels`` when given)."""
+    ``out_labels`` when given), without the paste and shuffle masks the adapters drop."""
     if types is not None:
         require_types("types")
     return insmix_batch_into(out, labels, bank, config, seed=seed, indices=indices, types=types, max_value=max_value,
-                             out_labels=out_labels)
+                             out_labels=out_labels, masks=False)
 
 
 def run_insmix_batch(images, labels, bank, config: InsMixConfig, *, seed: int, indices, device: str = "cpu",
