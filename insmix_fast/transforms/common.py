@@ -191,12 +191,9 @@ def run_insmix_arrays(image, labels, bank, config: InsMixConfig, *, seed: int, i
     types or None)`` of :func:`~insmix_fast.core.insmix` (``in_place``: of
     :func:`~insmix_fast.core.insmix_into`, InsMix written into ``image``, a copy of the caller's
     image in its own layout and dtype), without the plan and records the adapters would drop;
-    ``labels_dtype`` and ``on_outputs`` as ``insmix_arrays`` takes them (passed only when given)."""
+    ``labels_dtype`` and ``on_outputs`` as ``insmix_arrays`` takes them."""
     if types is not None:
         require_types("types")
-    if labels_dtype is None and on_outputs is None:
-        return insmix_arrays(image, labels, bank, config, seed=seed, index=index, types=types, in_place=in_place,
-                             max_value=max_value)
     return insmix_arrays(image, labels, bank, config, seed=seed, index=index, types=types, in_place=in_place,
                          max_value=max_value, labels_dtype=labels_dtype, on_outputs=on_outputs)
 

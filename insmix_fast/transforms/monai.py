@@ -143,15 +143,19 @@ class InsMixd(RandomizableTransform, MapTransform):
                 d[image_key] = _like(img[0].contiguous(), src)
                 d[label_key] = _like(lab, label_src)
             else:  # the channel-first array seen channel-last: the result keeps its memory layout
-                def wrap(img, lab):
-                    # the output objects, made before InsMix runs, next to the reads above (made after its
-                    # kernel, which evicts the CPU's caches, a MetaTensor costs ≈ 10 µs more)
-                    d[image_key] = _like(img.transpose(2, 0, 1), src)
-                    d[label_key] = _like(lab[None], label_src)
+                wrap = None
+                if isinstance(src, torch.Tensor) or isinstance(label_src, torch.Tensor):
+                    def wrap(img, lab):
+                        # the output tensors, made before InsMix runs, next to the reads above (made after its
+                        # kernel, which evicts the CPU's caches, a MetaTensor costs ≈ 10 µs more)
+                        d[image_key] = _like(img.transpose(2, 0, 1), src)
+                        d[label_key] = _like(lab[None], label_src)
 
-                _, _, typ = insmix_hwc(image.transpose(1, 2, 0), labels[0], self.bank, self.config, seed=self._seed,
-                                       types=None if types is None else types[0], max_value=self.max_value,
-                                       names=self._names, on_outputs=wrap)
+                img, lab, typ = insmix_hwc(image.transpose(1, 2, 0), labels[0], self.bank, self.config,
+                                           seed=self._seed, types=None if types is None else types[0],
+                                           max_value=self.max_value, names=self._names, on_outputs=wrap)
+                if wrap is None:  # numpy in, numpy out
+                    d[image_key], d[label_key] = img.transpose(2, 0, 1), lab[None]
                 typ = None if typ is None else typ[None]
         except InsMixError as e:
             raise in_context(e, self._context) from e
