@@ -315,3 +315,20 @@ def test_outputs_are_full_metatensors(small_data, small_bank):
     del out, flipped, batch
     import gc
     gc.collect()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.int64, np.uint32])
+def test_label_dtypes(small_data, small_bank, dtype):
+    """Every integer label dtype: the functional labels in the dtype the docs give (its own with
+    ≥ 32 bits, else int32) — the core writes int32 / int64 maps directly, others are cast after."""
+    image, labels = small_data[4]
+    sample = _meta(image, labels)
+    sample["label"] = MetaTensor(torch.from_numpy(labels.astype(dtype))[None], meta={"filename_or_obj": "tile.png"})
+    t = InsMixd(bank=small_bank, config=CFG, prob=1.0).set_random_state(seed=5)
+    out = t(sample)
+    ref = insmix(image, labels, small_bank, CFG, seed=t.insmix_seed)
+    want = np.dtype(dtype) if np.dtype(dtype).itemsize >= 4 else np.dtype(np.int32)
+    assert type(out["label"]) is MetaTensor and out["label"].numpy().dtype == want
+    assert out["label"].meta["filename_or_obj"] == "tile.png"
+    np.testing.assert_array_equal(out["label"][0].numpy(), ref.labels)
+    np.testing.assert_array_equal(_hwc(out["image"]), ref.image)
