@@ -1,7 +1,7 @@
 """What the three adapters share (:mod:`.albumentations`, :mod:`.monai`, :mod:`.batch`).
 
-* :func:`run_insmix_arrays`, :func:`run_insmix`, :func:`run_insmix_batch_into` and
-  :func:`run_insmix_batch` — the only places that call the core
+* :func:`run_insmix_arrays`, :func:`run_insmix`, :func:`run_insmix_batch_into`,
+  :func:`run_insmix_batch` and :func:`insmix_hwc` — the only places that call the core
   (:func:`~insmix_fast.core.insmix_arrays`: the per-sample adapters' arrays without the plan
   and records they would drop; :func:`~insmix_fast.core.insmix` where those are needed; the
   batch calls). They pass ``types=`` (nucleus class maps, SPEC §3b) only when given and the
@@ -602,23 +602,30 @@ def insmix_hwc(image: np.ndarray, labels: np.ndarray, bank, config: InsMixConfig
     them (``insmix_arrays``' hook: the int32 and int64 label dtypes), else once they are written.
 
     A uint8 image, C-contiguous or channel-first in memory (with bank templates), is one plain
-    :func:`run_insmix_arrays` call, which copies it into a new image of its layout; other images
-    are copied first (:func:`copy_checked`) and InsMix is written into the copy in place."""
-    check_integer_map(labels, names[1])
+    ``insmix_arrays`` call, which copies it into a new image of its layout; other images are
+    copied first (:func:`copy_checked`) and InsMix is written into the copy in place. (It calls
+    the core itself, gating ``types`` as :func:`run_insmix_arrays` does: one call layer less on
+    every sample.)"""
+    # (dtypes compared with dtype instances and read by attribute: every sample passes here right
+    # after a kernel has evicted the interpreter's caches, where each slower numpy call costs µs)
+    dt = labels.dtype
+    if dt.kind not in "ium":
+        raise InputError(f"{names[1]} must be an integer instance map (0 = background), got dtype {dt}")
     if types is not None:
         check_integer_map(types, names[2], "type map")
-    lab = narrow_labels(labels)
-    want = label_dtype(labels.dtype)
+        require_types("types")
+    want = dt if dt.itemsize >= 4 else _INT32  # label_dtype
+    lab = narrow_labels(labels) if dt == _INT64 else labels
     core = _INT64 if want == _INT64 else None  # the core writes int32 labels, or widens them to int64
-    hook = on_outputs if want in _CORE_LABELS else None
-    if image.dtype == np.uint8 and (image.flags.c_contiguous or (
+    hook = on_outputs if want == _INT32 or core is not None else None
+    if image.dtype == _UINT8 and (image.flags.c_contiguous or (
             plans_without_pixels(config) and image.transpose(2, 0, 1).flags.c_contiguous)):
-        out, out_labels, out_types = run_insmix_arrays(image, lab, bank, config, seed=seed, index=index, types=types,
-                                                       labels_dtype=core, on_outputs=hook)
+        out, out_labels, out_types = insmix_arrays(image, lab, bank, config, seed=seed, index=index, types=types,
+                                                   labels_dtype=core, on_outputs=hook)
     elif image.dtype in IN_PLACE_DTYPES and plans_without_pixels(config):
-        out, out_labels, out_types = run_insmix_arrays(copy_checked(image, max_value, names[0]), lab, bank, config,
-                                                       seed=seed, index=index, types=types, in_place=True,
-                                                       max_value=max_value, labels_dtype=core, on_outputs=hook)
+        out, out_labels, out_types = insmix_arrays(copy_checked(image, max_value, names[0]), lab, bank, config,
+                                                   seed=seed, index=index, types=types, in_place=True,
+                                                   max_value=max_value, labels_dtype=core, on_outputs=hook)
     else:  # the plan reads the pixels (templates cut from the tile), or a dtype insmix_into does not write
         x = torch.from_numpy(image if min(image.strides, default=0) >= 0 else image.copy()).permute(2, 0, 1)
         typ = None if types is None else torch.from_numpy(np.ascontiguousarray(types))[None]
@@ -626,7 +633,8 @@ def insmix_hwc(image: np.ndarray, labels: np.ndarray, bank, config: InsMixConfig
                                       seed=seed, indices=(index,), types=typ, max_value=max_value, names=names)
         out, out_labels = _in_layout_of(image, img[0].permute(1, 2, 0).numpy()), lab_t[0].numpy()
         out_types, hook = None if typ is None else typ[0].numpy(), None
-    out_labels = out_labels.astype(want, copy=False)
+    if out_labels.dtype != want:
+        out_labels = out_labels.astype(want)
     if on_outputs is not None and hook is None:
         on_outputs(out, out_labels)
     if types is not None:
@@ -634,9 +642,7 @@ def insmix_hwc(image: np.ndarray, labels: np.ndarray, bank, config: InsMixConfig
     return out, out_labels, out_types
 
 
-#: Label dtypes :func:`~insmix_fast.core.insmix_arrays` returns (``labels_dtype``).
-_INT64 = np.dtype(np.int64)
-_CORE_LABELS = frozenset((np.dtype(np.int32), _INT64))
+_UINT8, _INT32, _INT64 = np.dtype(np.uint8), np.dtype(np.int32), np.dtype(np.int64)
 
 
 def _in_layout_of(like: np.ndarray, hwc: np.ndarray) -> np.ndarray:

@@ -109,6 +109,19 @@ class InsMixd(RandomizableTransform, MapTransform):
         if self._do_transform:
             self._seed = int(R.random_sample() * _SEED_SCALE)
 
+    def _refuse(self, image, labels, types) -> None:
+        """Raise for the map of this sample that is not what InsMixd takes, saying how to fix it."""
+        image_key, label_key = self.keys
+        if image.ndim != 3 or image.shape[0] != 3:
+            hint = ""
+            if image.ndim == 3 and image.shape[-1] == 3:
+                hint = f" — it looks channel-last (H×W×3): add EnsureChannelFirstd(keys={image_key!r}) before InsMixd"
+            raise InputError(f"InsMixd: {image_key!r} must be a channel-first 3×H×W RGB image, got shape "
+                             f"{tuple(image.shape)}{hint}")
+        _check_plane(labels, label_key, image)
+        if types is not None:
+            _check_plane(types, self.type_key, image)
+
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
         if not d.keys() >= self._wanted_set:
@@ -121,21 +134,19 @@ class InsMixd(RandomizableTransform, MapTransform):
         if not self._do_transform:
             return d
         image_key, label_key = self.keys
-        src = d[image_key]
+        src, label_src = d[image_key], d[label_key]
         # a MetaTensor routes every attribute read and method call through its __torch_function__;
         # with it off (one context for all the maps), the reads below are torch's own
         with _plain_tensors():
             image = _data(src, image_key)
-            if image.ndim != 3 or image.shape[0] != 3:
-                hint = ""
-                if image.ndim == 3 and image.shape[-1] == 3:
-                    hint = f" — it looks channel-last (H×W×3): add EnsureChannelFirstd(keys={image_key!r}) before InsMixd"
-                raise InputError(f"InsMixd: {image_key!r} must be a channel-first 3×H×W RGB image, got shape "
-                                 f"{tuple(image.shape)}{hint}")
             cuda = isinstance(image, torch.Tensor)
-            labels = _plane(d[label_key], label_key, image, cuda)
-            types = None if self.type_key is None else _plane(d[self.type_key], self.type_key, image, cuda)
-        label_src = d[label_key]
+            labels = _data(label_src, label_key, cuda)
+            types = None if self.type_key is None else _data(d[self.type_key], self.type_key, cuda)
+            # the layouts and dtypes in one test on the way of every sample; which map is wrong, and
+            # how, only when it fails
+            if not (image.ndim == 3 and image.shape[0] == 3 and _is_plane(labels, image)
+                    and (types is None or _is_plane(types, image))):
+                self._refuse(image, labels, types)
         try:
             if cuda:  # on its device: insmix_batch(device=...) on a batch of one
                 img, lab, typ = insmix_nchw(image.unsqueeze(0), labels, self.bank, self.config, seed=self._seed,
@@ -143,18 +154,19 @@ class InsMixd(RandomizableTransform, MapTransform):
                 d[image_key] = _like(img[0].contiguous(), src)
                 d[label_key] = _like(lab, label_src)
             else:  # the channel-first array seen channel-last: the result keeps its memory layout
-                wrap = None
+                hook = None
                 if isinstance(src, torch.Tensor) or isinstance(label_src, torch.Tensor):
                     def wrap(img, lab):
                         # the output tensors, made before InsMix runs, next to the reads above (made after its
                         # kernel, which evicts the CPU's caches, a MetaTensor costs ≈ 10 µs more)
                         d[image_key] = _like(img.transpose(2, 0, 1), src)
                         d[label_key] = _like(lab[None], label_src)
+                    hook = wrap
 
                 img, lab, typ = insmix_hwc(image.transpose(1, 2, 0), labels[0], self.bank, self.config,
                                            seed=self._seed, types=None if types is None else types[0],
-                                           max_value=self.max_value, names=self._names, on_outputs=wrap)
-                if wrap is None:  # numpy in, numpy out
+                                           max_value=self.max_value, names=self._names, on_outputs=hook)
+                if hook is None:  # numpy in, numpy out
                     d[image_key], d[label_key] = img.transpose(2, 0, 1), lab[None]
                 typ = None if typ is None else typ[None]
         except InsMixError as e:
@@ -255,16 +267,22 @@ def _data(x, key, cuda: bool = False):
     raise InputTypeError(f"InsMixd: {key!r} must be a MetaTensor, torch.Tensor or numpy array, got {type(x).__name__}")
 
 
-def _plane(x, key, image, cuda: bool):
-    """A 1×H×W label/type map (channel-first, one channel) as a 1×H×W array of the image's kind."""
-    t = _data(x, key, cuda)
-    if tuple(t.shape) != (1, *image.shape[1:]):  # one comparison on the way of every sample
+def _is_plane(x, image) -> bool:
+    """Whether ``x`` is a 1×H×W integer map for the 3×H×W ``image`` (numpy or torch)."""
+    if x.shape != (1, *image.shape[1:]):  # (a torch.Size is a tuple)
+        return False
+    kind = getattr(x.dtype, "kind", None)  # a numpy dtype's; torch dtypes have none
+    return kind in ("i", "u", "m") if kind is not None else is_integer_dtype(x.dtype)
+
+
+def _check_plane(t, key, image) -> None:
+    """Raise for a label/type map that is not a 1×H×W integer map for ``image``."""
+    if tuple(t.shape) != (1, *image.shape[1:]):
         _refuse_shape(t, key, image)
     if not is_integer_dtype(t.dtype):
         raise InputError(f"InsMixd: {key!r} must hold integer ids (0 = background), got {t.dtype}. LoadImaged reads "
                          f"labels as float32 unless told otherwise: LoadImaged(..., dtype=None) or "
                          f"CastToTyped(keys={key!r}, dtype=np.int32) before InsMixd")
-    return t
 
 
 def _refuse_shape(t, key, image) -> None:
