@@ -240,3 +240,37 @@ def test_arrays_labels_dtype_errors(tiles256, bank256):
     for bad in (np.uint16, np.float32, "float", object):
         with pytest.raises(InputError, match="labels_dtype must be int32 or int64"):
             insmix_arrays(image, labels, bank256, CFG, labels_dtype=bad)
+
+
+@pytest.mark.parametrize("patch, alpha, p_paste", [(4, 1.0, 0.0), (8, 0.3, 0.5), (16, 0.0, 1.0), (32, 1.0, 1.0)])
+def test_channel_first_and_maskless_paths_across_configs(tiles256, bank256, patch, alpha, p_paste):
+    """The channel-first and mask-less kernel paths against insmix / insmix_batch for background-only,
+    paste-only and mixed configurations and patch sizes: per tile (uint8 new image with int64 labels,
+    in place with masks, float32 in place) and per batch (uint8 without masks, float64 with masks)."""
+    cfg = InsMixConfig(patch=patch, alpha=alpha, p_paste=p_paste)
+    for k in range(3):
+        image, labels = tiles256[k][:2]
+        want = insmix(image, labels, bank256, cfg, seed=k, index=k)
+        planes = np.ascontiguousarray(image.transpose(2, 0, 1))
+        img, lab, _ = insmix_arrays(planes.transpose(1, 2, 0), labels, bank256, cfg, seed=k, index=k,
+                                    labels_dtype=np.int64)
+        np.testing.assert_array_equal(img, want.image)
+        np.testing.assert_array_equal(lab, want.labels)
+        got = insmix_into(planes.copy().transpose(1, 2, 0), labels, bank256, cfg, seed=k, index=k)
+        np.testing.assert_array_equal(got.image, want.image)
+        np.testing.assert_array_equal(got.paste_mask, want.paste_mask)
+        np.testing.assert_array_equal(got.shuffled_mask, want.shuffled_mask)
+        f = (planes / 255.0).astype(np.float32)
+        insmix_arrays(f.transpose(1, 2, 0), labels, bank256, cfg, seed=k, index=k, in_place=True, max_value=1.0)
+        np.testing.assert_array_equal(f.transpose(1, 2, 0), (want.image / 255.0).astype(np.float32))
+    images = np.stack([t[0] for t in tiles256[:4]])
+    labels = np.stack([t[1] for t in tiles256[:4]]).astype(np.int64)
+    want = insmix_batch(images, labels, bank256, cfg, seed=patch)
+    x = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+    got = insmix_batch_into(x.transpose(0, 2, 3, 1), labels, bank256, cfg, seed=patch, masks=False)
+    np.testing.assert_array_equal(x.transpose(0, 2, 3, 1), want.images)
+    np.testing.assert_array_equal(got.labels, want.labels)
+    xf = np.ascontiguousarray(images.transpose(0, 3, 1, 2)) / 255.0
+    got = insmix_batch_into(xf.transpose(0, 2, 3, 1), labels, bank256, cfg, seed=patch, max_value=1.0)
+    np.testing.assert_array_equal(xf.transpose(0, 2, 3, 1), want.images / 255.0)
+    _same_result(got, want)
