@@ -35,8 +35,8 @@ from .kernels.tables import Params, Table, empty_table, largest_crop, make_param
 from .results import (PASTE_DTYPE, InsMixBatchResult, InsMixPlan, InsMixResult, PlanFingerprint, labels_fingerprint,
                       paste_records, record_rows, record_tables)
 from .threads import numba_parallel
-from .validation import (check_batch, check_index, check_indices, check_int, check_labels, check_number,
-                         check_sample, check_seed)
+from .validation import (channel_first_planes, check_batch, check_index, check_indices, check_int, check_labels,
+                         check_number, check_sample, check_seed)
 
 __all__ = [
     "plan_insmix",
@@ -431,16 +431,6 @@ def _self_templates(config: InsMixConfig) -> bool:
     return config.foreground and config.template_source == "self"
 
 
-def _planes(x: np.ndarray | None) -> np.ndarray | None:
-    """An H×W×3 image that is a C-contiguous 3×H×W array in memory, seen as that array (the
-    kernels' channel-first specialisation); None for any other layout (a C-contiguous H×W×3
-    array included, also when H or W is 1)."""
-    if x is None or x.flags.c_contiguous:
-        return None
-    t = x.transpose(2, 0, 1)
-    return t if t.flags.c_contiguous else None
-
-
 def _refuse_self_templates(config: InsMixConfig, what: str, instead: str) -> None:
     if _self_templates(config):
         raise ConfigError(f"{what} takes templates from a bank; template_source='self' cuts them from the "
@@ -504,14 +494,13 @@ def _insmix_tile(image: np.ndarray | None, labels: np.ndarray, out_image: np.nda
     paste_mask = np.empty(labels.shape, np.bool_) if records else None
     shuffled = np.empty(labels.shape, np.bool_) if records else None
     # optional trailing arguments, omitted when unused: insmix's specialisation stays as it was
-    planes = _planes(out_image)
-    if planes is not None and (image is None or _planes(image) is not None):  # channel-first in memory
+    # (a source image is C-contiguous or channel-first — check_sample — and out_image, its empty_like, alike)
+    planes = channel_first_planes(out_image)
+    if planes is not None and (image is None or channel_first_planes(image) is not None):  # channel-first in memory
         image = None if image is None else image.transpose(2, 0, 1)
         kernel_image, tail = planes, (lut, True)
     else:
         kernel_image, tail = out_image, (() if lut is None else (lut,))
-        if image is not None and not image.flags.c_contiguous:  # a channel-first source, a strided result
-            image = np.ascontiguousarray(image)
     if on_outputs is not None:
         on_outputs(out_image, out_labels if wide is None else wide)
     cap = _INITIAL_RECORDS
@@ -716,8 +705,8 @@ def _insmix_batch_cpu(images: np.ndarray | None, labels: np.ndarray, bank, confi
         luts = np.zeros((n, 1), np.int32)
     # in place, the kernel shuffles the background of the stand-in empty maps of sparse tiles: keep their inputs
     kept = {b: out[b].copy() for b in np.flatnonzero(sparse)} if images is None else {}
-    planes = _planes(out_images[0]) if n else None
-    channel_first = planes is not None and (images is None or _planes(images[0]) is not None)
+    planes = channel_first_planes(out_images[0]) if n else None
+    channel_first = planes is not None and (images is None or channel_first_planes(images[0]) is not None)
     kernel_args = (images if images is None or not channel_first else images.transpose(0, 3, 1, 2), kernel_labels,
                    tpl.table, tpl.classes, P, np.uint64(seed), indices, rec_i, rec_f, moves,
                    out_images.transpose(0, 3, 1, 2) if channel_first else out_images, out_labels, paste_masks,

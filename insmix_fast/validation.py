@@ -111,6 +111,16 @@ def _as_array(x, name: str) -> np.ndarray:
     raise InputTypeError(f"{name} must be a numpy array, got {type(x).__name__}")
 
 
+def channel_first_planes(x: np.ndarray | None) -> np.ndarray | None:
+    """An H×W×3 image that is a C-contiguous 3×H×W array in memory (``a.transpose(1, 2, 0)``),
+    seen as that array — the kernels' channel-first specialisation; None for any other layout (a
+    C-contiguous H×W×3 array included, also when H or W is 1)."""
+    if x is None or x.flags.c_contiguous:
+        return None
+    t = x.transpose(2, 0, 1)
+    return t if t.flags.c_contiguous else None
+
+
 def check_image(image, name: str = "image", *, channel_first_ok: bool = False) -> np.ndarray:
     """Return ``image`` as a C-contiguous H×W×3 uint8 array or raise :class:`InputError`.
     ``channel_first_ok``: an H×W×3 view of a C-contiguous 3×H×W array is returned as it is."""
@@ -123,7 +133,7 @@ def check_image(image, name: str = "image", *, channel_first_ok: bool = False) -
         raise InputError(f"{name} must have 3 channels (RGB), got {image.shape[2]} (shape {image.shape})")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise InputError(f"{name} is empty (shape {image.shape})")
-    if channel_first_ok and image.transpose(2, 0, 1).flags.c_contiguous:
+    if channel_first_ok and channel_first_planes(image) is not None:
         return image
     return np.ascontiguousarray(image)
 

@@ -84,53 +84,42 @@ def plan_background(occupied, alpha, seed, sample, moves):
 @njit(cache=True, nogil=True)
 def apply_background(image, moves, k, patch, shuffled, channel_first=None):
     """Move patch ``src`` to ``dst`` for each planned move (reads before writing) and mark the
-    moved pixels in ``shuffled`` (None: not marked, compiled out). ``image`` is H×W×3 of any dtype and strides, or with
-    ``channel_first`` not None a C-contiguous 3×H×W array (see :func:`.paste.apply_pastes`):
-    then each patch moves as 3·patch contiguous rows."""
+    moved pixels in ``shuffled`` (None: not marked, compiled out). ``image`` is H×W×3 of any dtype
+    and strides, or with ``channel_first`` not None a C-contiguous 3×H×W array (see
+    :func:`.paste.apply_pastes`): then each patch moves as 3·patch contiguous rows."""
     if k <= 0:
         return
-    if channel_first is None:
-        gw = image.shape[1] // patch
-        buf = empty((k, patch, patch, 3), image.dtype)
-        for i in range(k):
-            s = moves[i, 0]
-            sy = (s // gw) * patch
-            sx = (s % gw) * patch
+    gw = (image.shape[1] if channel_first is None else image.shape[2]) // patch
+    buf = empty((k, patch, patch, 3) if channel_first is None else (k, 3, patch, patch), image.dtype)
+    for i in range(k):
+        s = moves[i, 0]
+        sy = (s // gw) * patch
+        sx = (s % gw) * patch
+        if channel_first is None:
             for y in range(patch):
                 for x in range(patch):
                     for ch in range(3):
                         buf[i, y, x, ch] = image[sy + y, sx + x, ch]
-        for i in range(k):
-            d = moves[i, 1]
-            dy = (d // gw) * patch
-            dx = (d % gw) * patch
-            moved = moves[i, 0] != d
-            for y in range(patch):
-                for x in range(patch):
-                    for ch in range(3):
-                        image[dy + y, dx + x, ch] = buf[i, y, x, ch]
-                    if shuffled is not None and moved:
-                        shuffled[dy + y, dx + x] = True
-    else:
-        gw = image.shape[2] // patch
-        buf = empty((k, 3, patch, patch), image.dtype)
-        for i in range(k):
-            s = moves[i, 0]
-            sy = (s // gw) * patch
-            sx = (s % gw) * patch
+        else:
             for ch in range(3):
                 for y in range(patch):
                     for x in range(patch):
                         buf[i, ch, y, x] = image[ch, sy + y, sx + x]
-        for i in range(k):
-            d = moves[i, 1]
-            dy = (d // gw) * patch
-            dx = (d % gw) * patch
+    for i in range(k):
+        d = moves[i, 1]
+        dy = (d // gw) * patch
+        dx = (d % gw) * patch
+        if channel_first is None:
+            for y in range(patch):
+                for x in range(patch):
+                    for ch in range(3):
+                        image[dy + y, dx + x, ch] = buf[i, y, x, ch]
+        else:
             for ch in range(3):
                 for y in range(patch):
                     for x in range(patch):
                         image[ch, dy + y, dx + x] = buf[i, ch, y, x]
-            if shuffled is not None and moves[i, 0] != d:
-                for y in range(patch):
-                    for x in range(patch):
-                        shuffled[dy + y, dx + x] = True
+        if shuffled is not None and moves[i, 0] != d:
+            for y in range(patch):
+                for x in range(patch):
+                    shuffled[dy + y, dx + x] = True

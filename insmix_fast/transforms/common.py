@@ -1,7 +1,7 @@
 """What the three adapters share (:mod:`.albumentations`, :mod:`.monai`, :mod:`.batch`).
 
-* :func:`run_insmix_arrays`, :func:`run_insmix`, :func:`run_insmix_batch_into`,
-  :func:`run_insmix_batch` and :func:`insmix_hwc` — the only places that call the core
+* :func:`run_insmix_arrays`, :func:`run_insmix`, :func:`run_insmix_batch_into` and
+  :func:`run_insmix_batch` — the only places that call the core
   (:func:`~insmix_fast.core.insmix_arrays`: the per-sample adapters' arrays without the plan
   and records they would drop; :func:`~insmix_fast.core.insmix` where those are needed; the
   batch calls). They pass ``types=`` (nucleus class maps, SPEC §3b) only when given and the
@@ -42,7 +42,7 @@ from ..config import InsMixConfig
 from ..core import insmix, insmix_arrays, insmix_batch, insmix_batch_into
 from ..errors import ConfigError, InputError, InputTypeError, InsMixError
 from ..kernels.pipeline import narrow_into
-from ..validation import check_number
+from ..validation import channel_first_planes, check_number
 
 __all__ = ["INSTALL_HINT", "TYPED_INSMIX", "TYPED_INSMIX_BATCH", "missing_library", "check_bank", "check_config",
            "check_probability", "check_max_value", "patch_size", "label_dtype", "is_integer_dtype", "check_integer_map", "require_types",
@@ -122,14 +122,17 @@ def label_dtype(dtype):
     """Output dtype of a label map: its own when it has ≥ 32 bits, else int32 — pasted
     nuclei get ids above the input's maximum, which a uint8/int16 map may not hold.
     Works for numpy and torch dtypes."""
-    if isinstance(dtype, torch.dtype):
-        return dtype if dtype.itemsize >= 4 else torch.int32
-    dtype = np.dtype(dtype)
-    return dtype if dtype.itemsize >= 4 else np.dtype(np.int32)
+    if not isinstance(dtype, np.dtype):  # (an array's dtype first: every per-sample call passes here)
+        if isinstance(dtype, torch.dtype):
+            return dtype if dtype.itemsize >= 4 else torch.int32
+        dtype = np.dtype(dtype)
+    return dtype if dtype.itemsize >= 4 else _INT32
 
 
 def is_integer_dtype(dtype) -> bool:
     """Whether a numpy or torch dtype is an integer type (bool is not)."""
+    if isinstance(dtype, np.dtype):  # (an array's dtype first: every per-sample call passes here)
+        return dtype.kind in "ium"
     if isinstance(dtype, torch.dtype):
         return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
     # kinds i/u/m (timedelta64 subclasses np.signedinteger) are exactly np.issubdtype(dtype, np.integer),
@@ -602,30 +605,25 @@ def insmix_hwc(image: np.ndarray, labels: np.ndarray, bank, config: InsMixConfig
     them (``insmix_arrays``' hook: the int32 and int64 label dtypes), else once they are written.
 
     A uint8 image, C-contiguous or channel-first in memory (with bank templates), is one plain
-    ``insmix_arrays`` call, which copies it into a new image of its layout; other images are
-    copied first (:func:`copy_checked`) and InsMix is written into the copy in place. (It calls
-    the core itself, gating ``types`` as :func:`run_insmix_arrays` does: one call layer less on
-    every sample.)"""
-    # (dtypes compared with dtype instances and read by attribute: every sample passes here right
-    # after a kernel has evicted the interpreter's caches, where each slower numpy call costs µs)
-    dt = labels.dtype
-    if dt.kind not in "ium":
-        raise InputError(f"{names[1]} must be an integer instance map (0 = background), got dtype {dt}")
+    :func:`run_insmix_arrays` call, which copies it into a new image of its layout; other images
+    are copied first (:func:`copy_checked`) and InsMix is written into the copy in place."""
+    # (dtypes compared with dtype instances: every sample passes here right after a kernel has
+    # evicted the interpreter's caches, where a comparison with a type object costs µs)
+    check_integer_map(labels, names[1])
     if types is not None:
         check_integer_map(types, names[2], "type map")
-        require_types("types")
-    want = dt if dt.itemsize >= 4 else _INT32  # label_dtype
-    lab = narrow_labels(labels) if dt == _INT64 else labels
+    lab = narrow_labels(labels)
+    want = label_dtype(labels.dtype)
     core = _INT64 if want == _INT64 else None  # the core writes int32 labels, or widens them to int64
     hook = on_outputs if want == _INT32 or core is not None else None
     if image.dtype == _UINT8 and (image.flags.c_contiguous or (
-            plans_without_pixels(config) and image.transpose(2, 0, 1).flags.c_contiguous)):
-        out, out_labels, out_types = insmix_arrays(image, lab, bank, config, seed=seed, index=index, types=types,
-                                                   labels_dtype=core, on_outputs=hook)
+            plans_without_pixels(config) and channel_first_planes(image) is not None)):
+        out, out_labels, out_types = run_insmix_arrays(image, lab, bank, config, seed=seed, index=index, types=types,
+                                                       labels_dtype=core, on_outputs=hook)
     elif image.dtype in IN_PLACE_DTYPES and plans_without_pixels(config):
-        out, out_labels, out_types = insmix_arrays(copy_checked(image, max_value, names[0]), lab, bank, config,
-                                                   seed=seed, index=index, types=types, in_place=True,
-                                                   max_value=max_value, labels_dtype=core, on_outputs=hook)
+        out, out_labels, out_types = run_insmix_arrays(copy_checked(image, max_value, names[0]), lab, bank, config,
+                                                       seed=seed, index=index, types=types, in_place=True,
+                                                       max_value=max_value, labels_dtype=core, on_outputs=hook)
     else:  # the plan reads the pixels (templates cut from the tile), or a dtype insmix_into does not write
         x = torch.from_numpy(image if min(image.strides, default=0) >= 0 else image.copy()).permute(2, 0, 1)
         typ = None if types is None else torch.from_numpy(np.ascontiguousarray(types))[None]

@@ -269,10 +269,7 @@ def _data(x, key, cuda: bool = False):
 
 def _is_plane(x, image) -> bool:
     """Whether ``x`` is a 1×H×W integer map for the 3×H×W ``image`` (numpy or torch)."""
-    if x.shape != (1, *image.shape[1:]):  # (a torch.Size is a tuple)
-        return False
-    kind = getattr(x.dtype, "kind", None)  # a numpy dtype's; torch dtypes have none
-    return kind in ("i", "u", "m") if kind is not None else is_integer_dtype(x.dtype)
+    return x.shape == (1, *image.shape[1:]) and is_integer_dtype(x.dtype)  # (a torch.Size is a tuple)
 
 
 def _check_plane(t, key, image) -> None:
