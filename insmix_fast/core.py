@@ -404,6 +404,8 @@ def insmix_arrays(image, labels, bank: InstanceBank | None, config: InsMixConfig
     seed = check_seed(seed)
     index = check_index(index)
     wide = False if labels_dtype is None else _wide_labels(labels_dtype)
+    if on_outputs is not None and not callable(on_outputs):
+        raise InputTypeError(f"on_outputs must be a function of (image, labels), got {type(on_outputs).__name__}")
     if in_place:
         _refuse_self_templates(config, "insmix_arrays(in_place=True)", "insmix_arrays")
         labels = check_labels(labels)

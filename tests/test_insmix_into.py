@@ -240,6 +240,9 @@ def test_arrays_labels_dtype_errors(tiles256, bank256):
     for bad in (np.uint16, np.float32, "float", object):
         with pytest.raises(InputError, match="labels_dtype must be int32 or int64"):
             insmix_arrays(image, labels, bank256, CFG, labels_dtype=bad)
+    from insmix_fast.errors import InputTypeError
+    with pytest.raises(InputTypeError, match="on_outputs must be a function"):
+        insmix_arrays(image, labels, bank256, CFG, on_outputs=[])
 
 
 @pytest.mark.parametrize("patch, alpha, p_paste", [(4, 1.0, 0.0), (8, 0.3, 0.5), (16, 0.0, 1.0), (32, 1.0, 1.0)])
